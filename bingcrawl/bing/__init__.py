@@ -1,0 +1,1 @@
+"""bing stage of bingcrawl."""

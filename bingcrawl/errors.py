@@ -1,0 +1,228 @@
+"""The bingcrawl error tree.
+
+Every error the library raises on purpose is a :class:`BingCrawlError`. The CLI maps an
+error to its process exit code once, through the ``exit_code`` class attribute, so the
+library never calls ``sys.exit`` itself::
+
+    BingCrawlError                       exit 1   base class
+    ├── ConfigError (ValueError)         exit 2   invalid option / configuration, raised before any request
+    │   ├── InvalidParameterError                 a Bing query parameter failed client-side validation
+    │   └── ResumeMismatchError                   OUT holds a crawl with a different result set
+    ├── CheckpointError                  exit 1   the checkpoint is unreadable or from a newer version
+    ├── ApiError                         exit 1   the search API answered with an error
+    │   ├── AuthenticationError          exit 3   401 InvalidAuthorization, 403 InsufficientAuthorization
+    │   ├── QuotaExceededError           exit 4   403 RateLimitExceeded (monthly quota) or --max-api-calls
+    │   ├── ThrottledError                        429 RateLimitExceeded, or a 200 with an empty / non-JSON body
+    │   ├── InvalidRequestError                   400 InvalidRequest (ParameterMissing, ParameterInvalidValue)
+    │   ├── HttpNotAllowedError                   410 HttpNotAllowed
+    │   ├── NotFoundError                         404 (e.g. a URL longer than 2,048 characters)
+    │   └── ServerError                           5xx ServerError
+    ├── ApiConnectionError (OSError)              the API could not be reached (DNS, refused, reset, timeout)
+    └── Interrupted                      exit 130 / 143   SIGINT / SIGTERM after a clean checkpoint
+
+Download failures are never exceptions that escape a worker: they are data (an ``Outcome``
+with an ``error_class``), see :mod:`bingcrawl.records`.
+
+Secrets: no error message or repr ever contains the subscription key; the client redacts it
+before building any error (see :func:`redact`).
+"""
+
+from __future__ import annotations
+
+from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime
+from typing import ClassVar
+
+__all__ = [
+    "ApiConnectionError",
+    "ApiError",
+    "AuthenticationError",
+    "BingCrawlError",
+    "CheckpointError",
+    "ConfigError",
+    "HttpNotAllowedError",
+    "Interrupted",
+    "InvalidParameterError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "QuotaExceededError",
+    "ResumeMismatchError",
+    "ServerError",
+    "ThrottledError",
+    "parse_retry_after",
+    "redact",
+]
+
+#: Retry-After values above this many seconds are capped: a hostile or broken server must
+#: not be able to park the crawl for a day.
+MAX_RETRY_AFTER = 300.0
+
+
+class BingCrawlError(Exception):
+    """Base class of every error bingcrawl raises on purpose."""
+
+    exit_code: ClassVar[int] = 1
+
+
+class ConfigError(BingCrawlError, ValueError):
+    """An invalid option or configuration; always raised before any network request.
+
+    ``option`` names the offending option (a CLI flag such as ``--qps`` or a parameter name).
+    """
+
+    exit_code: ClassVar[int] = 2
+
+    def __init__(self, option: str, message: str) -> None:
+        self.option = option
+        super().__init__(f"{option}: {message}")
+
+
+class InvalidParameterError(ConfigError):
+    """A Bing query parameter failed client-side validation.
+
+    ``accepted`` lists the accepted values (or describes the accepted range).
+    """
+
+    def __init__(self, parameter: str, value: object, accepted: str) -> None:
+        self.parameter = parameter
+        self.value = value
+        self.accepted = accepted
+        super().__init__(parameter, f"invalid value {value!r}; accepted: {accepted}")
+
+
+class ResumeMismatchError(ConfigError):
+    """OUT already holds a crawl whose result-set options differ from this run's."""
+
+    def __init__(self, differences: dict[str, tuple[object, object]]) -> None:
+        self.differences = differences
+        detail = "; ".join(f"{k}: was {old!r}, now {new!r}" for k, (old, new) in differences.items())
+        super().__init__(
+            "--out",
+            "the output directory holds a crawl made with different options "
+            f"({detail}); use the same options to resume, or --fresh to start over",
+        )
+
+
+class CheckpointError(BingCrawlError):
+    """The checkpoint cannot be used (corrupt, or written by a newer bingcrawl)."""
+
+
+class ApiError(BingCrawlError):
+    """The search API answered with an error status or an ErrorResponse body."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        sub_code: str | None = None,
+        parameter: str | None = None,
+        value: str | None = None,
+        trace_id: str | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.sub_code = sub_code
+        self.parameter = parameter
+        self.value = value
+        self.trace_id = trace_id
+        super().__init__(message)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(status={self.status!r}, code={self.code!r}, "
+            f"sub_code={self.sub_code!r}, message={str(self)!r})"
+        )
+
+
+class AuthenticationError(ApiError):
+    """The key was refused: 401 InvalidAuthorization or 403 InsufficientAuthorization."""
+
+    exit_code: ClassVar[int] = 3
+
+
+class QuotaExceededError(ApiError):
+    """The monthly quota (403 RateLimitExceeded) or the --max-api-calls budget is exhausted."""
+
+    exit_code: ClassVar[int] = 4
+
+
+class ThrottledError(ApiError):
+    """The API asked us to slow down: 429, or a 200 with an empty / non-JSON body.
+
+    ``retry_after`` is the server's Retry-After in seconds (capped at ``MAX_RETRY_AFTER``),
+    or ``None`` when the server gave none (the empty-200 case).
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
+class InvalidRequestError(ApiError):
+    """400 InvalidRequest; ``parameter`` / ``value`` name what the server refused."""
+
+
+class HttpNotAllowedError(ApiError):
+    """410 HttpNotAllowed: the request used http instead of https."""
+
+
+class NotFoundError(ApiError):
+    """404: the endpoint does not exist (or the URL exceeded 2,048 characters)."""
+
+
+class ServerError(ApiError):
+    """5xx ServerError (UnexpectedError, ResourceError, NotImplemented)."""
+
+
+class ApiConnectionError(BingCrawlError, OSError):
+    """The API could not be reached: DNS failure, refused or reset connection, timeout."""
+
+
+class Interrupted(BingCrawlError):
+    """The crawl stopped on SIGINT / SIGTERM after writing a clean checkpoint."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"interrupted by signal {signum}")
+
+    @property
+    def code(self) -> int:
+        """The conventional exit status: 128 + the signal number (130 SIGINT, 143 SIGTERM)."""
+        return 128 + self.signum
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Parse a Retry-After header (delta-seconds or an HTTP date) into seconds.
+
+    Returns ``None`` for a missing or unparseable value; negative values become 0 and large
+    ones are capped at ``MAX_RETRY_AFTER``.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    seconds: float
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """Return ``text`` with every non-empty secret replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
