@@ -1,0 +1,1 @@
+"""Benchmarks: run against the emulator, reported as ratios against baselines measured in the same run."""

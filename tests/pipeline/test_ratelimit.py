@@ -1,0 +1,182 @@
+"""The API rate limiter and retry gate, on a virtual clock (no real waiting)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from bingcrawl.errors import (
+    AuthenticationError,
+    ConfigError,
+    QuotaExceededError,
+    ServerError,
+    ThrottledError,
+)
+from bingcrawl.pipeline.ratelimit import ApiGate, RateLimiter, RetryPolicy
+
+
+class VirtualClock:
+    """A clock that only moves when someone sleeps on it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def max_in_window(times: list[float], window: float = 1.0) -> int:
+    """The most grants that fall in any closed window of ``window`` seconds."""
+    best = 0
+    for i, start in enumerate(times):
+        best = max(best, sum(1 for t in times[i:] if t <= start + window))
+    return best
+
+
+@pytest.mark.parametrize("qps", [1, 3, 10, 50])
+async def test_never_more_than_qps_in_any_window(qps: int) -> None:
+    clock = VirtualClock()
+    limiter = RateLimiter(qps, clock=clock, sleep=clock.sleep)
+    times: list[float] = []
+
+    async def caller() -> None:
+        for _ in range(10):
+            await limiter.acquire()
+            times.append(clock.now)
+
+    await asyncio.gather(*(caller() for _ in range(4)))
+    assert len(times) == 40
+    assert max_in_window(sorted(times)) <= qps
+    # ... and close to the limit: the margin costs 5 %, nothing more.
+    rate = (len(times) - 1) / (max(times) - min(times))
+    assert rate >= 0.94 * qps
+
+
+async def test_no_burst_after_idle() -> None:
+    clock = VirtualClock()
+    limiter = RateLimiter(5, clock=clock, sleep=clock.sleep)
+    await limiter.acquire()
+    clock.now += 100  # idle for a long time: a token bucket would now allow a burst
+    grants = []
+    for _ in range(5):
+        await limiter.acquire()
+        grants.append(clock.now)
+    gaps = [b - a for a, b in zip(grants, grants[1:], strict=False)]
+    assert all(g >= 1.0 / 5 for g in gaps)
+
+
+async def test_pause_holds_every_caller() -> None:
+    clock = VirtualClock()
+    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    await limiter.acquire()
+    paused_at = clock.now
+    limiter.pause(2.5)
+    limiter.pause(1.0)  # a shorter pause never shortens the longer one
+    times: list[float] = []
+
+    async def caller() -> None:
+        await limiter.acquire()
+        times.append(clock.now)
+
+    await asyncio.gather(*(caller() for _ in range(3)))
+    assert min(times) >= paused_at + 2.5
+
+
+@pytest.mark.parametrize("qps", [0, -1, float("inf"), float("nan")])
+def test_bad_qps_names_the_option(qps: float) -> None:
+    with pytest.raises(ConfigError, match="--qps"):
+        RateLimiter(qps)
+
+
+def make_gate(clock: VirtualClock, **kw: object) -> ApiGate:
+    limiter = RateLimiter(10, clock=clock, sleep=clock.sleep)
+    return ApiGate(limiter, rng=random.Random(1), sleep=clock.sleep, **kw)  # type: ignore[arg-type]
+
+
+async def test_429_pauses_for_retry_after_then_succeeds() -> None:
+    clock = VirtualClock()
+    gate = make_gate(clock)
+    sent: list[float] = []
+
+    async def call() -> str:
+        sent.append(clock.now)
+        if len(sent) == 1:
+            raise ThrottledError("429", retry_after=3.0, status=429)
+        return "ok"
+
+    assert await gate.call("search", call) == "ok"
+    assert sent[1] - sent[0] >= 3.0
+    assert gate.calls == 2
+    assert gate.throttled == 1
+
+
+async def test_empty_200_backs_off_and_retries_same_request() -> None:
+    clock = VirtualClock()
+    gate = make_gate(clock)
+    attempts = 0
+
+    async def call() -> int:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 4:
+            raise ThrottledError("empty 200", retry_after=None, status=200)
+        return attempts
+
+    assert await gate.call("search", call) == 4
+    # the gate waited between attempts (pause grows with the attempt number)
+    assert clock.now - 1000.0 >= 0.5 + 1.0 + 2.0
+
+
+async def test_server_errors_are_bounded() -> None:
+    clock = VirtualClock()
+    gate = make_gate(clock, policy=RetryPolicy(max_retries=2))
+    calls = 0
+
+    async def call() -> None:
+        nonlocal calls
+        calls += 1
+        raise ServerError("boom", status=500)
+
+    with pytest.raises(ServerError):
+        await gate.call("search", call)
+    assert calls == 3
+
+
+async def test_auth_errors_are_not_retried() -> None:
+    clock = VirtualClock()
+    gate = make_gate(clock)
+    calls = 0
+
+    async def call() -> None:
+        nonlocal calls
+        calls += 1
+        raise AuthenticationError("no", status=401)
+
+    with pytest.raises(AuthenticationError):
+        await gate.call("search", call)
+    assert calls == 1
+
+
+async def test_budget_counts_earlier_runs() -> None:
+    clock = VirtualClock()
+    gate = make_gate(clock, max_calls=5, calls_before=3)
+    calls = 0
+
+    async def call() -> None:
+        nonlocal calls
+        calls += 1
+
+    await gate.call("search", call)
+    await gate.call("search", call)
+    assert gate.budget_left() == 0
+    with pytest.raises(QuotaExceededError, match="max-api-calls"):
+        await gate.call("search", call)
+    assert calls == 2
