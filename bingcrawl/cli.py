@@ -1,13 +1,311 @@
-"""Command line: flags -> config -> library call; errors -> exit codes. (Filled in by the pipeline work.)"""
+"""The ``bingcrawl`` command line: thin. Flags -> config -> library; errors -> exit codes.
+
+Exit codes (a contract): 0 done; 2 usage or configuration error (before any request);
+3 authentication refused; 4 quota or --max-api-calls exhausted (resumable); 130 / 143
+interrupted by SIGINT / SIGTERM after a clean checkpoint (resumable); 1 anything else.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import logging
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bingcrawl import __version__
+from bingcrawl.errors import BingCrawlError, ConfigError, Interrupted, InvalidParameterError
+
+__all__ = ["FILTER_FLAGS", "build_config", "main"]
+
+log = logging.getLogger("bingcrawl")
+
+#: CLI flag -> Bing query parameter, for every filter of the reference.
+FILTER_FLAGS: dict[str, str] = {
+    "--license": "license",
+    "--image-type": "imageType",
+    "--safe-search": "safeSearch",
+    "--mkt": "mkt",
+    "--cc": "cc",
+    "--set-lang": "setLang",
+    "--accept-language": "Accept-Language",
+    "--size": "size",
+    "--aspect": "aspect",
+    "--color": "color",
+    "--freshness": "freshness",
+    "--image-content": "imageContent",
+    "--width": "width",
+    "--height": "height",
+    "--min-width": "minWidth",
+    "--max-width": "maxWidth",
+    "--min-height": "minHeight",
+    "--max-height": "maxHeight",
+    "--min-file-size": "minFileSize",
+    "--max-file-size": "maxFileSize",
+}
+_PARAM_TO_FLAG = {v.casefold(): k for k, v in FILTER_FLAGS.items()}
+
+KEY_ENV = "BING_SEARCH_V7_SUBSCRIPTION_KEY"
+ENDPOINT_ENV = "BING_SEARCH_V7_ENDPOINT"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``bingcrawl`` command line and return its exit status."""
-    del argv
-    print("bingcrawl: not yet implemented", file=sys.stderr)
-    return 1
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ConfigError (exit 2, message naming the option) instead of exiting."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise ConfigError(self.prog, message)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def _add_crawl_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("queries", nargs="*", metavar="QUERY", help="search queries")
+    p.add_argument("--queries-file", type=Path, help="file of `query` or `label<TAB>query` lines")
+    p.add_argument("--out", type=Path, required=True, help="output directory (re-run to resume)")
+    p.add_argument("--label", help="label (directory) for the queries given on the command line")
+    api = p.add_argument_group("API")
+    api.add_argument("--key", help=f"subscription key (or ${KEY_ENV}, or --key-file)")
+    api.add_argument("--key-file", type=Path, help="file holding the subscription key")
+    api.add_argument("--endpoint", help=f"API base URL (or ${ENDPOINT_ENV})")
+    api.add_argument("--qps", type=float, default=3.0, help="API requests per second (default 3)")
+    api.add_argument("--count", type=int, default=150, help="results per page, <= 150")
+    api.add_argument("--limit", type=int, default=100, help="images kept per query (default 100)")
+    api.add_argument("--max-active-queries", type=int, default=8)
+    api.add_argument("--max-api-calls", type=int, help="API call budget, counted across resumes")
+    api.add_argument("--api-retries", type=int, default=6)
+    filters = p.add_argument_group("Bing filters (validated before any request)")
+    for flag, param in FILTER_FLAGS.items():
+        filters.add_argument(
+            flag, dest=f"filter_{param}", metavar=param.upper().replace("-", "_"),
+            help=f"the `{param}` parameter",
+        )
+    dl = p.add_argument_group("downloads")
+    dl.add_argument("--concurrency", type=int, default=64)
+    dl.add_argument("--per-host", type=int, default=8)
+    dl.add_argument("--max-bytes", type=int, default=20 * 1024 * 1024)
+    dl.add_argument("--timeout", type=float, default=30.0, help="total seconds per download attempt")
+    dl.add_argument("--retries", type=int, default=3, help="download retries")
+    dl.add_argument(
+        "--allow-network", action="append", default=[], metavar="CIDR",
+        help="also allow fetching from this network (repeatable), e.g. 127.0.0.1/32",
+    )
+    hs = p.add_argument_group("hashing and dedup")
+    hs.add_argument("--hash", dest="hash_algo", default="phash", choices=["phash", "dhash", "ahash", "whash"])
+    hs.add_argument("--hash-workers", type=int, help="hash processes (default: CPU count; 0 = a thread)")
+    hs.add_argument("--near-dup-distance", type=int, help="Hamming distance for near duplicates (0 = exact only)")
+    hs.add_argument("--max-pixels", type=int, default=64_000_000, help="decompression-bomb limit")
+    run = p.add_argument_group("run")
+    run.add_argument("--durable", action="store_true", help="fsync files and the checkpoint")
+    run.add_argument("--fresh", action="store_true", help="accept changed options instead of refusing to resume")
+    run.add_argument("--grace", type=float, default=5.0, help="seconds in-flight downloads get after a signal")
+    run.add_argument("--no-progress", action="store_true", help="no live display")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = _Parser(prog="bingcrawl", description="Image-search queries in, a clean image dataset out.")
+    parser.add_argument("--version", action="version", version=f"bingcrawl {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_crawl_options(sub.add_parser("crawl", help="crawl images (re-run the same command to resume)"))
+    st = sub.add_parser("status", help="progress per query, from the checkpoint")
+    st.add_argument("dir", type=Path)
+    st.add_argument("--json", action="store_true")
+    ex = sub.add_parser("export", help="the manifest, every candidate, or the duplicate clusters")
+    ex.add_argument("dir", type=Path)
+    ex.add_argument("--format", dest="fmt", default="jsonl", choices=["jsonl", "csv", "parquet"])
+    ex.add_argument("--all", action="store_true", help="every candidate with its status")
+    ex.add_argument("--duplicates", action="store_true", help="duplicate clusters, stored image first")
+    ex.add_argument("--output", "-o", type=Path, help="destination file (default: stdout / DIR/export.*)")
+    em = sub.add_parser("emulator", help="a Bing Image Search v7 emulator with an image host")
+    from bingcrawl.emulator.cli import add_arguments as add_emulator_arguments
+
+    add_emulator_arguments(em)
+    demo = sub.add_parser("demo", help="emulator + crawl in one process, offline")
+    demo.add_argument("--out", type=Path, default=Path("bingcrawl-demo"))
+    demo.add_argument("--limit", type=int, default=60)
+    demo.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def _read_key(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
+    if args.key:
+        return str(args.key)
+    if args.key_file:
+        try:
+            return args.key_file.read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            raise ConfigError("--key-file", f"cannot read {args.key_file}: {exc.strerror}") from None
+    return env.get(KEY_ENV) or None
+
+
+def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
+    """Resolve flags and environment into a validated CrawlConfig (raises ConfigError)."""
+    from bingcrawl.bing.params import SearchParams
+    from bingcrawl.config import DEFAULT_ENDPOINT, DEFAULT_NEAR_DUP_DISTANCE, CrawlConfig, QuerySpec, parse_queries_file
+    from bingcrawl.pipeline.download import DownloadConfig
+    from bingcrawl.pipeline.netpolicy import NetworkPolicy
+
+    specs = [QuerySpec.of(q, args.label) for q in args.queries]
+    if args.queries_file:
+        try:
+            with args.queries_file.open(encoding="utf-8") as fh:
+                specs += parse_queries_file(fh)
+        except OSError as exc:
+            raise ConfigError("--queries-file", f"cannot read {args.queries_file}: {exc.strerror}") from None
+    if not specs:
+        raise ConfigError("QUERY", "give at least one query or --queries-file")
+    filters = {param: getattr(args, f"filter_{param}") for param in FILTER_FLAGS.values()}
+    filters = {k: v for k, v in filters.items() if v is not None}
+    try:
+        validated = SearchParams.from_mapping({"q": "validation", "count": args.count, **filters})
+    except InvalidParameterError as exc:
+        flag = _PARAM_TO_FLAG.get(exc.parameter.casefold(), exc.parameter)
+        raise ConfigError(flag, f"invalid value {exc.value!r}; accepted: {exc.accepted}") from None
+    canonical = {k: v for k, v in validated.to_query().items() if k not in ("q", "count", "offset")}
+    if validated.accept_language is not None:
+        canonical["Accept-Language"] = validated.accept_language
+    download = DownloadConfig(
+        concurrency=args.concurrency,
+        per_host=args.per_host,
+        max_bytes=args.max_bytes,
+        timeout=args.timeout,
+        retries=args.retries,
+        policy=NetworkPolicy.from_cidrs(args.allow_network),
+    )
+    return CrawlConfig(
+        out=args.out,
+        queries=tuple(specs),
+        key=_read_key(args, env),
+        endpoint=args.endpoint or env.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT,
+        filters=CrawlConfig.filters_from(canonical),
+        limit=args.limit,
+        count=args.count,
+        qps=args.qps,
+        max_active_queries=args.max_active_queries,
+        max_api_calls=args.max_api_calls,
+        api_retries=args.api_retries,
+        download=download,
+        hash_algo=args.hash_algo,
+        hash_workers=args.hash_workers,
+        near_dup_distance=(
+            DEFAULT_NEAR_DUP_DISTANCE if args.near_dup_distance is None else args.near_dup_distance
+        ),
+        max_pixels=args.max_pixels,
+        durable=args.durable,
+        fresh=args.fresh,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        grace=args.grace,
+    )
+
+
+async def run_crawl(config: Any) -> dict[str, Any]:
+    """Run a crawl with signal handling: SIGINT / SIGTERM stop it cleanly."""
+    from bingcrawl.pipeline.crawler import Crawler
+
+    loop = asyncio.get_running_loop()
+    async with Crawler(config) as crawler:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, crawler.request_stop, signum)
+        try:
+            report = await crawler.run()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+    return report.stats
+
+
+def _print_summary(stats: Mapping[str, Any], out: Path) -> None:
+    from bingcrawl.pipeline.progress import summary_table
+
+    print(summary_table(dict(stats.get("run", stats))))
+    print(f"images:   {out / 'images'}")
+    print(f"manifest: {out / 'manifest.jsonl'}")
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from bingcrawl.config import CrawlConfig, QuerySpec
+    from bingcrawl.emulator import EmulatorConfig, EmulatorServer
+    from bingcrawl.pipeline.download import DownloadConfig
+    from bingcrawl.pipeline.netpolicy import NetworkPolicy
+
+    async with EmulatorServer(EmulatorConfig(qps=10.0)) as server:
+        print(f"emulator listening on {server.base_url}", flush=True)
+        config = CrawlConfig(
+            out=args.out,
+            queries=tuple(QuerySpec.of(q) for q in ("aston martin", "red panda", "lighthouse at dusk")),
+            key="demo-key",
+            endpoint=server.base_url,
+            limit=args.limit,
+            qps=8.0,
+            download=DownloadConfig(
+                concurrency=32, timeout=5.0, policy=NetworkPolicy.from_cidrs(["127.0.0.1/32"])
+            ),
+            progress=not args.no_progress and sys.stderr.isatty(),
+            grace=2.0,
+        )
+        stats = await run_crawl(config)
+    _print_summary(stats, args.out)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from bingcrawl.store.output import status_report
+
+    print(status_report(args.dir, as_json=args.json))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from bingcrawl.store.output import export
+
+    dest = export(args.dir, fmt=args.fmt, all_candidates=args.all, duplicates=args.duplicates, dest=args.output)
+    if dest is not None:
+        print(dest)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    env = os.environ if env is None else env
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        logging.basicConfig(
+            level=getattr(logging, args.log_level),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        if args.command == "crawl":
+            config = build_config(args, env)
+            stats = asyncio.run(run_crawl(config))
+            _print_summary(stats, config.out)
+            return 0
+        if args.command == "demo":
+            return asyncio.run(_demo(args))
+        if args.command == "status":
+            return _status(args)
+        if args.command == "export":
+            return _export(args)
+        if args.command == "emulator":
+            from bingcrawl.emulator.cli import run as run_emulator
+
+            return asyncio.run(run_emulator(args))
+        raise ConfigError("command", f"unknown command {args.command!r}")
+    except Interrupted as exc:
+        print(f"bingcrawl: {exc}; checkpoint is consistent, re-run to resume", file=sys.stderr)
+        return exc.code
+    except BingCrawlError as exc:
+        print(f"bingcrawl: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

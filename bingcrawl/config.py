@@ -1,0 +1,187 @@
+"""Frozen, validated configuration of a crawl.
+
+The CLI resolves flags, environment and files once into a :class:`CrawlConfig`; nothing deeper
+reads ``os.environ``. Every check raises :class:`~bingcrawl.errors.ConfigError` naming the
+option, before any request is made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bingcrawl.errors import ConfigError
+from bingcrawl.pipeline.download import DownloadConfig
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "DEFAULT_NEAR_DUP_DISTANCE",
+    "CrawlConfig",
+    "QuerySpec",
+    "parse_queries_file",
+    "safe_label",
+]
+
+DEFAULT_ENDPOINT = "https://api.bing.microsoft.com/"
+
+#: Hamming distance (of 64-bit pHashes) at or below which two images are near duplicates.
+#: Chosen by measurement: see the README's precision/recall table.
+DEFAULT_NEAR_DUP_DISTANCE = 8
+
+HASH_ALGOS = ("phash", "dhash", "ahash", "whash")
+MAX_LABEL_LENGTH = 80
+_WINDOWS_RESERVED = frozenset(
+    {"con", "prn", "aux", "nul"}
+    | {f"com{i}" for i in range(1, 10)}
+    | {f"lpt{i}" for i in range(1, 10)}
+)
+_UNSAFE = re.compile(r"[\W]+", re.UNICODE)
+
+
+def safe_label(text: str, *, lower: bool = True) -> str:
+    """A directory name for ``text``: unicode-aware slug, no separators, no ``..``, no NUL.
+
+    Letters and digits of any script are kept; every other run of characters becomes ``_``.
+    Reserved device names get a suffix, long labels are cut (with a short hash so that two
+    long labels stay distinct), and a label with nothing left is named after its hash.
+    """
+    norm = unicodedata.normalize("NFKC", text)
+    if lower:
+        norm = norm.casefold()
+    slug = _UNSAFE.sub("_", norm).strip("_.- ")
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    if not slug:
+        return f"label_{digest}"
+    if len(slug) > MAX_LABEL_LENGTH:
+        slug = f"{slug[: MAX_LABEL_LENGTH - 9].rstrip('_')}_{digest}"
+    if slug.split(".")[0].casefold() in _WINDOWS_RESERVED:
+        slug = f"{slug}_"
+    return slug
+
+
+@dataclass(frozen=True, slots=True)
+class QuerySpec:
+    """One root query: the search text and the label (directory) its images go to."""
+
+    text: str
+    label: str
+
+    def __post_init__(self) -> None:
+        if not self.text.strip():
+            raise ConfigError("QUERY", "a query must not be empty")
+        if len(self.text) > 1500:
+            raise ConfigError("QUERY", "a query must be at most 1,500 characters (the API's URL limit)")
+        if self.label != safe_label(self.label, lower=False):
+            raise ConfigError("label", f"{self.label!r} is not a safe directory name")
+
+    @classmethod
+    def of(cls, text: str, label: str | None = None) -> QuerySpec:
+        """A query whose label defaults to a safe slug of its text."""
+        text = " ".join(text.split())
+        return cls(text, safe_label(label, lower=False) if label else safe_label(text))
+
+
+def parse_queries_file(lines: Iterable[str], *, option: str = "--queries-file") -> list[QuerySpec]:
+    """Parse ``query`` or ``label<TAB>query`` lines; ``#`` comments and blank lines skipped."""
+    specs = []
+    for number, raw in enumerate(lines, 1):
+        line = raw.rstrip("\r\n")
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        label, sep, text = line.partition("\t")
+        if not sep:
+            label, text = "", line
+        if not text.strip():
+            raise ConfigError(option, f"line {number}: empty query")
+        specs.append(QuerySpec.of(text, label.strip() or None))
+    return specs
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlConfig:
+    """Everything a crawl needs, validated. ``key`` never appears in a repr."""
+
+    out: Path
+    queries: tuple[QuerySpec, ...] = ()
+    key: str | None = field(default=None, repr=False)
+    endpoint: str = DEFAULT_ENDPOINT
+    #: Bing query parameters applied to every search (reference spelling, validated by the client).
+    filters: tuple[tuple[str, str], ...] = ()
+    limit: int = 100
+    count: int = 150
+    qps: float = 3.0
+    max_active_queries: int = 8
+    max_api_calls: int | None = None
+    api_retries: int = 6
+    api_backoff: float = 1.0  # base of the API's jittered exponential backoff, seconds
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    hash_algo: str = "phash"
+    hash_workers: int | None = None
+    near_dup_distance: int = DEFAULT_NEAR_DUP_DISTANCE
+    max_pixels: int = 64_000_000
+    durable: bool = False
+    fresh: bool = False
+    progress: bool = False
+    grace: float = 5.0
+    frontier_size: int = 0  # 0 = 2 x concurrency
+    user_agent: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise ConfigError("--limit", f"must be >= 1, got {self.limit}")
+        if not 1 <= self.count <= 150:
+            raise ConfigError("--count", f"must be between 1 and 150, got {self.count}")
+        if not (self.qps > 0 and math.isfinite(self.qps)):
+            raise ConfigError("--qps", f"must be a positive number, got {self.qps}")
+        if self.max_active_queries < 1:
+            raise ConfigError("--max-active-queries", "must be >= 1")
+        if self.max_api_calls is not None and self.max_api_calls < 0:
+            raise ConfigError("--max-api-calls", "must be >= 0")
+        if self.hash_algo not in HASH_ALGOS:
+            raise ConfigError("--hash", f"must be one of {', '.join(HASH_ALGOS)}")
+        if self.hash_workers is not None and self.hash_workers < 0:
+            raise ConfigError("--hash-workers", "must be >= 0 (0 hashes in a thread)")
+        if not 0 <= self.near_dup_distance <= 32:
+            raise ConfigError("--near-dup-distance", "must be between 0 and 32")
+        if self.max_pixels < 1:
+            raise ConfigError("--max-pixels", "must be >= 1")
+        if not (self.grace >= 0 and math.isfinite(self.grace)):
+            raise ConfigError("--grace", "must be >= 0 seconds")
+        if self.frontier_size < 0:
+            raise ConfigError("--frontier-size", "must be >= 0")
+        if not self.endpoint.startswith(("http://", "https://")):
+            raise ConfigError("--endpoint", f"must be an http(s) URL, got {self.endpoint!r}")
+        labels: dict[str, str] = {}
+        for q in self.queries:
+            if labels.setdefault(q.text.casefold(), q.label) != q.label:
+                raise ConfigError("QUERY", f"query {q.text!r} is given twice with different labels")
+
+    @property
+    def queue_size(self) -> int:
+        """The frontier's bound."""
+        return self.frontier_size or 2 * self.download.concurrency
+
+    def filter_map(self) -> dict[str, str]:
+        """The search filters as a dict."""
+        return dict(self.filters)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The options that change the result set; a resumed run must match them."""
+        return {
+            "filters": dict(sorted(self.filters)),
+            "hash": self.hash_algo,
+            "near_dup_distance": self.near_dup_distance,
+            "max_pixels": self.max_pixels,
+            "max_bytes": self.download.max_bytes,
+        }
+
+    @staticmethod
+    def filters_from(mapping: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
+        """Normalise a mapping of Bing parameters (None values dropped) to ``filters``."""
+        return tuple(sorted((k, str(v)) for k, v in mapping.items() if v is not None))

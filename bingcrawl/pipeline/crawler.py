@@ -1,0 +1,435 @@
+"""The crawler: owns every resource of a crawl and runs the stages.
+
+``Crawler`` is the one async context manager that opens, in order, the checkpoint (with its
+start-up recovery), the dedup index rebuilt from it, the hash pool, the image downloader and
+the API client with its limiter, and closes them in reverse (``AsyncExitStack``).
+:meth:`Crawler.run` then runs the producers (one per query, a cap on how many are active),
+the bounded frontier and the download workers under ``asyncio.TaskGroup``s.
+
+Stopping: the end of the sources closes the frontier so workers drain it; a quota closes it
+the same way after cancelling the producers; :meth:`Crawler.request_stop` (a signal) cancels
+the producers, stops handing out queued work and gives in-flight downloads ``grace`` seconds;
+a second request cancels the workers at once. In every case the checkpoint is flushed and the
+manifest and stats are written before :meth:`run` returns or raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from bingcrawl.config import CrawlConfig
+from bingcrawl.errors import (
+    AuthenticationError,
+    BingCrawlError,
+    ConfigError,
+    Interrupted,
+    QuotaExceededError,
+)
+from bingcrawl.pipeline.dedup import DedupIndex
+from bingcrawl.pipeline.download import Downloader
+from bingcrawl.pipeline.frontier import Frontier
+from bingcrawl.pipeline.hashing import HashPool
+from bingcrawl.pipeline.producers import default_producers
+from bingcrawl.pipeline.progress import Counters, ProgressReporter
+from bingcrawl.pipeline.ratelimit import ApiGate, RateLimiter, RetryPolicy
+from bingcrawl.records import Candidate, DownloadFailure, HashFailure, Outcome, Status
+from bingcrawl.store.checkpoint import Checkpoint
+from bingcrawl.store.atomic import atomic_write_bytes
+from bingcrawl.store.output import write_manifest, write_stats
+
+__all__ = ["CrawlReport", "Crawler", "QueryState"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class QueryState:
+    """Per-query bookkeeping shared by its producer and the workers.
+
+    ``stored`` counts stored images *and* reservations of images being written, so the
+    ``--limit`` check and the reservation happen without an await between them.
+    """
+
+    id: int
+    label: str
+    text: str
+    limit: int
+    stored: int = 0
+    outstanding: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def needs_more(self) -> bool:
+        """True while stored + queued candidates fall short of the limit."""
+        return self.stored + self.outstanding < self.limit
+
+    def full(self) -> bool:
+        """True once the query has its ``--limit`` of stored images."""
+        return self.stored >= self.limit
+
+    def settle(self) -> None:
+        """One of this query's candidates has its outcome: wake the producer."""
+        self.outstanding = max(0, self.outstanding - 1)
+        self.changed.set()
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlReport:
+    """What :meth:`Crawler.run` returns (and writes to ``stats.json``)."""
+
+    stats: dict[str, Any]
+    quota_exhausted: bool = False
+
+
+Producer = Callable[["Crawler"], Awaitable[None]]
+
+
+class Crawler:
+    """Runs one crawl into ``config.out``; re-running with the same config resumes it."""
+
+    def __init__(self, config: CrawlConfig, *, producers: list[Producer] | None = None) -> None:
+        self.config = config
+        self.out = Path(config.out)
+        self.counters = Counters()
+        self.frontier: Frontier[Candidate] = Frontier(config.queue_size)
+        self.queries: dict[int, QueryState] = {}
+        self._producers = producers
+        self._stack: AsyncExitStack | None = None
+        self._state = "new"
+        self._stop_signal: int | None = None
+        self._producer_task: asyncio.Task[None] | None = None
+        self._worker_tasks: list[asyncio.Task[None]] = []
+        self._quota_error: QuotaExceededError | None = None
+        self._label_dirs: set[str] = set()
+        self.checkpoint: Checkpoint
+        self.dedup: DedupIndex
+        self.hasher: HashPool
+        self.downloader: Downloader
+        self.gate: ApiGate
+        self.calls_before = 0
+
+    # -- resources -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Crawler:
+        if self._state != "new":
+            raise RuntimeError("a Crawler cannot be reopened; make a new one")
+        self._state = "open"
+        stack = AsyncExitStack()
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "images").mkdir(exist_ok=True)
+            self.checkpoint = await stack.enter_async_context(
+                await Checkpoint.open(self.out, durable=self.config.durable)
+            )
+            await self.checkpoint.check_fingerprint(
+                self.config.fingerprint(), fresh=self.config.fresh
+            )
+            report = await self.checkpoint.recover(self.out)
+            log.info("checkpoint recovery: %s", report)
+            rows = await self.checkpoint.stored_hashes()
+            self.dedup = DedupIndex.rebuild(rows, self.config.near_dup_distance)
+            self.hasher = await stack.enter_async_context(
+                HashPool(
+                    self.config.hash_workers,
+                    algo=self.config.hash_algo,
+                    max_pixels=self.config.max_pixels,
+                )
+            )
+            self.downloader = await stack.enter_async_context(Downloader(self.config.download))
+            self.calls_before = self.checkpoint.api_calls_total
+            self.gate = ApiGate(
+                RateLimiter(self.config.qps),
+                policy=RetryPolicy(
+                    max_retries=self.config.api_retries, backoff_base=self.config.api_backoff
+                ),
+                max_calls=self.config.max_api_calls,
+                calls_before=self.calls_before,
+            )
+        except BaseException:
+            await stack.aclose()
+            self._state = "closed"
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every resource in reverse order; closing twice is harmless."""
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await asyncio.shield(stack.aclose())
+
+    def enter_context(self) -> AsyncExitStack:
+        """The exit stack, for sources that own a resource (the API client)."""
+        if self._stack is None:
+            raise RuntimeError("the Crawler is not open")
+        return self._stack
+
+    # -- control -------------------------------------------------------------------------
+
+    def request_stop(self, signum: int) -> None:
+        """Stop on a signal: first time gracefully, second time at once."""
+        if self._stop_signal is None:
+            self._stop_signal = signum
+            log.warning("signal %d: stopping (again to stop at once)", signum)
+            if self._producer_task is not None:
+                self._producer_task.cancel()
+            asyncio.get_running_loop().create_task(self._graceful_stop())
+        else:
+            log.warning("second signal: stopping now")
+            for task in self._worker_tasks:
+                task.cancel()
+
+    async def _graceful_stop(self) -> None:
+        await self.frontier.close(drain=False)
+        if self._worker_tasks:
+            _, pending = await asyncio.wait(self._worker_tasks, timeout=self.config.grace)
+            for task in pending:
+                task.cancel()
+
+    # -- the run -------------------------------------------------------------------------
+
+    async def run(self) -> CrawlReport:
+        """Crawl until every source is done, the quota ends, or a stop is requested."""
+        if self._state != "open":
+            raise RuntimeError("use `async with Crawler(config) as crawler:` before run()")
+        reporter = asyncio.create_task(
+            ProgressReporter(self.counters, live=self.config.progress).run()
+        )
+        error: BaseException | None = None
+        try:
+            await self._run_stages()
+        except BaseExceptionGroup as group:
+            # Report the error that matters (e.g. AuthenticationError), not the group that
+            # the task groups wrapped it in.
+            error = most_significant(group)
+            if error is group:
+                raise
+        finally:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
+            stats = await asyncio.shield(self._finish())
+        if error is not None:
+            raise error
+        if self._stop_signal is not None:
+            raise Interrupted(self._stop_signal)
+        if self._quota_error is not None:
+            raise self._quota_error
+        return CrawlReport(stats=stats)
+
+    async def _run_stages(self) -> None:
+        producers = self._producers
+        if producers is None:
+            producers = default_producers(self)
+        async with asyncio.TaskGroup() as workers:
+            self._worker_tasks = [
+                workers.create_task(self._worker(), name=f"worker-{i}")
+                for i in range(self.config.download.concurrency)
+            ]
+            self._producer_task = asyncio.create_task(self._produce(producers))
+            try:
+                await self._producer_task
+            except asyncio.CancelledError:
+                if self._stop_signal is None:
+                    raise
+            finally:
+                await self.frontier.close(drain=self._stop_signal is None)
+
+    async def _produce(self, producers: list[Producer]) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for producer in producers:
+                    tg.create_task(producer(self))
+        except* QuotaExceededError as group:
+            exc = leaves(group)[0]
+            assert isinstance(exc, QuotaExceededError)
+            self._quota_error = exc
+            log.warning("API quota exhausted (%s): finishing queued downloads", exc)
+
+    # -- helpers for producers -----------------------------------------------------------
+
+    async def enqueue(self, state: QueryState, candidates: list[Candidate]) -> None:
+        """Hand checkpointed candidates to the workers (waits while the frontier is full)."""
+        for candidate in candidates:
+            state.outstanding += 1
+            if not await self.frontier.put(candidate):
+                state.outstanding -= 1
+                return
+
+    def query_state(self, row_id: int, label: str, text: str, stored: int) -> QueryState:
+        """Register (or return) the live state of a checkpointed query."""
+        state = self.queries.get(row_id)
+        if state is None:
+            state = QueryState(row_id, label, text, self.config.limit, stored=stored)
+            self.queries[row_id] = state
+        return state
+
+    # -- workers -------------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while (candidate := await self.frontier.get()) is not None:
+            self.counters.in_flight += 1
+            try:
+                outcome = await self._process(candidate)
+            finally:
+                self.counters.in_flight -= 1
+            self._record(outcome)
+
+    def _record(self, outcome: Outcome) -> None:
+        self.checkpoint.record_outcome(outcome)
+        c = self.counters
+        if outcome.status is Status.STORED:
+            c.stored += 1
+            if c.first_stored_at is None:
+                c.first_stored_at = time.monotonic()
+        elif outcome.status is Status.DUPLICATE:
+            c.duplicates += 1
+            if outcome.distance:
+                c.near_duplicates += 1
+        elif outcome.status is Status.FAILED:
+            c.failed += 1
+            c.errors[str(outcome.error_class or "unknown")] += 1
+        elif outcome.status is Status.SKIPPED:
+            c.skipped += 1
+        state = self.queries.get(outcome.candidate.query_id)
+        if state is not None:
+            state.settle()
+
+    async def _process(self, candidate: Candidate) -> Outcome:
+        state = self.queries.get(candidate.query_id)
+        if state is not None and state.full():
+            return Outcome(candidate, Status.SKIPPED)
+        fetched = await self.downloader.fetch(candidate)
+        if isinstance(fetched, DownloadFailure):
+            return Outcome(
+                candidate,
+                Status.FAILED,
+                attempts=fetched.attempts,
+                error_class=fetched.error_class,
+                detail=fetched.detail,
+                fetched_at=time.time(),
+            )
+        self.counters.downloaded += 1
+        self.counters.bytes += len(fetched.body)
+        hashed = await self.hasher.hash(fetched.body)
+        now = time.time()
+        if isinstance(hashed, HashFailure):
+            return Outcome(
+                candidate,
+                Status.FAILED,
+                attempts=fetched.attempts,
+                error_class=hashed.error_class,
+                detail=hashed.detail,
+                size=len(fetched.body),
+                fetched_at=now,
+            )
+        common: dict[str, Any] = {
+            "attempts": fetched.attempts,
+            "sha256": hashed.sha256,
+            "phash": hashed.phash,
+            "width": hashed.width,
+            "height": hashed.height,
+            "format": hashed.format,
+            "size": hashed.size,
+            "fetched_at": now,
+        }
+        # The limit check, the dedup decision and the reservation happen with no await
+        # between them, so concurrent workers can neither exceed --limit nor both store
+        # copies of one picture.
+        if state is not None and state.full():
+            return Outcome(candidate, Status.SKIPPED, **common)
+        match = self.dedup.check_and_add(hashed.sha256, hashed.phash)
+        if match is not None:
+            return Outcome(
+                candidate,
+                Status.DUPLICATE,
+                duplicate_of=match.sha256,
+                distance=match.distance,
+                **common,
+            )
+        if state is not None:
+            state.stored += 1
+        rel = f"images/{candidate.label}/{hashed.sha256[:16]}.{hashed.ext}"
+        try:
+            await asyncio.to_thread(self._write, candidate.label, rel, fetched.body)
+        except (OSError, ValueError) as exc:
+            self.dedup.discard(hashed.sha256)
+            if state is not None:
+                state.stored -= 1
+            return Outcome(
+                candidate,
+                Status.FAILED,
+                error_class="write_error",
+                detail=str(exc)[:200],
+                **common,
+            )
+        return Outcome(candidate, Status.STORED, path=rel, **common)
+
+    def _write(self, label: str, rel: str, body: bytes) -> None:
+        directory = self.out / "images" / label
+        if label not in self._label_dirs:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._label_dirs.add(label)
+        atomic_write_bytes(self.out, rel, body, durable=self.config.durable)
+
+    # -- end of run ----------------------------------------------------------------------
+
+    async def _finish(self) -> dict[str, Any]:
+        await self.checkpoint.flush()
+        snapshot = self.counters.snapshot()
+        snapshot["api_calls"] = self.gate.calls - self.calls_before
+        snapshot["api_throttled"] = self.gate.throttled
+        snapshot["stopped_by_signal"] = self._stop_signal
+        snapshot["quota_exhausted"] = self._quota_error is not None
+        durable = self.config.durable
+        await asyncio.to_thread(write_manifest, self.checkpoint, self.out, durable=durable)
+        return await asyncio.to_thread(
+            write_stats, self.checkpoint, self.out, extra={"run": snapshot}, durable=durable
+        )
+
+
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The non-group exceptions inside ``group``, depth first."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(leaves(exc))
+        else:
+            found.append(exc)
+    return found
+
+
+def most_significant(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error a task group's failure should be reported as.
+
+    A bingcrawl error wins over the cancellations it caused; among bingcrawl errors the
+    priority is authentication, configuration, quota, then the first one. If anything else is
+    in the group (a bug), the group itself is returned, to be re-raised whole.
+    """
+    found = [e for e in leaves(group) if not isinstance(e, asyncio.CancelledError)]
+    if not found or not all(isinstance(e, BingCrawlError) for e in found):
+        return group
+    for kind in (AuthenticationError, ConfigError, QuotaExceededError):
+        for exc in found:
+            if isinstance(exc, kind):
+                return exc
+    return found[0]

@@ -1,0 +1,585 @@
+"""The download worker: a :class:`Candidate` in, its bytes (:class:`Fetched`) or a
+:class:`DownloadFailure` out.
+
+Image hosts are strangers, so every defence is on by default:
+
+* the network policy (:mod:`bingcrawl.pipeline.netpolicy`) is checked on every redirect hop
+  and again on the address actually connected, after DNS;
+* bodies are streamed under a running byte cap (``Content-Length`` is checked first), with
+  ``Accept-Encoding: identity`` and compressed encodings refused, so nothing is ever inflated;
+* nothing can hang: socket connect and read timeouts, a total deadline per attempt (time spent
+  queueing for a connection slot does not count), and a minimum throughput so a slow drip
+  cannot hold a worker for the whole deadline;
+* content is identified by its first bytes, never by ``Content-Type``: HTML or SVG served as
+  ``image/jpeg`` is dropped after its first chunk, a JPEG served as ``text/html`` is kept;
+* transient failures (``retry_statuses``, connection errors, timeouts, truncated bodies) are
+  retried with capped, full-jitter exponential backoff that honours ``Retry-After``.
+
+Failures are data: :meth:`Downloader.fetch` never raises for network or HTTP trouble.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace, TracebackType
+from typing import Self
+
+import aiohttp
+from aiohttp.abc import AbstractResolver
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from bingcrawl.errors import ConfigError, parse_retry_after
+from bingcrawl.pipeline.netpolicy import (
+    BlockedAddressError,
+    NetworkPolicy,
+    make_connector,
+    url_refusal,
+)
+from bingcrawl.pipeline.sniff import ALLOWED_FORMATS, SNIFF_BYTES, sniff_format
+from bingcrawl.records import Candidate, DownloadFailure, ErrorClass, Fetched
+
+__all__ = [
+    "DEFAULT_RETRY_STATUSES",
+    "DEFAULT_USER_AGENT",
+    "DownloadConfig",
+    "Downloader",
+]
+
+logger = logging.getLogger(__name__)
+
+_MiB = 1024 * 1024
+
+#: A current desktop browser's User-Agent (some image hosts refuse obvious bots) that still
+#: says who we are.
+DEFAULT_USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36 bingcrawl/0.1"
+)
+
+#: Statuses worth another attempt (Scrapy's RETRY_HTTP_CODES, minus 522/524/etc.).
+DEFAULT_RETRY_STATUSES: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504})
+
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_OK_STATUSES = frozenset({200, 203})
+_PERMANENT_DNS_ERRORS = frozenset(
+    {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+)
+_ACCEPT = "image/webp,image/png,image/jpeg,image/gif;q=0.9,image/*;q=0.8,*/*;q=0.5"
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def _require_int(option: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(option, f"must be an integer >= {minimum}, got {value!r}")
+
+
+def _require_number(option: str, value: object, *, allow_zero: bool) -> None:
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and (value >= 0 if allow_zero else value > 0)
+    )
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(option, f"must be a finite number {bound}, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadConfig:
+    """How images are downloaded; every field maps to a CLI option named in its errors.
+
+    ``timeout`` is the total deadline of one attempt (all redirect hops included, waiting for
+    a free connection slot excluded); ``connect_timeout`` bounds each TCP/TLS connect and
+    ``read_timeout`` each socket read. After ``throughput_grace`` seconds of body, a transfer
+    slower than ``min_throughput`` bytes/s on average is abandoned as ``too_slow`` (0
+    disables). ``retries`` is the number of attempts after the first; backoff before retry
+    ``n`` is uniform in ``[0, min(backoff_max, backoff_base * 2**(n-1))]``, at least the
+    server's ``Retry-After`` and never more than ``backoff_max``. ``formats`` are the sniffed
+    formats kept (others fail as ``unsupported_format`` without downloading the rest).
+    """
+
+    concurrency: int = 64
+    per_host: int = 8
+    max_bytes: int = 20 * _MiB
+    timeout: float = 30.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 15.0
+    min_throughput: float = 4096.0
+    throughput_grace: float = 5.0
+    retries: int = 3
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    retry_statuses: frozenset[int] = DEFAULT_RETRY_STATUSES
+    max_redirects: int = 5
+    user_agent: str = DEFAULT_USER_AGENT
+    formats: frozenset[str] = ALLOWED_FORMATS
+    send_referer: bool = True
+    policy: NetworkPolicy = field(default_factory=NetworkPolicy)
+
+    def __post_init__(self) -> None:
+        _require_int("--concurrency", self.concurrency, 1)
+        _require_int("--per-host", self.per_host, 1)
+        _require_int("--max-bytes", self.max_bytes, 1)
+        _require_number("--timeout", self.timeout, allow_zero=False)
+        _require_number("--connect-timeout", self.connect_timeout, allow_zero=False)
+        _require_number("--read-timeout", self.read_timeout, allow_zero=False)
+        _require_number("--min-throughput", self.min_throughput, allow_zero=True)
+        _require_number("--throughput-grace", self.throughput_grace, allow_zero=True)
+        _require_int("--retries", self.retries, 0)
+        _require_number("--backoff-base", self.backoff_base, allow_zero=True)
+        _require_number("--backoff-max", self.backoff_max, allow_zero=True)
+        if self.backoff_max < self.backoff_base:
+            raise ConfigError("--backoff-max", "must be >= --backoff-base")
+        if not isinstance(self.retry_statuses, frozenset) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 400 <= s <= 599
+            for s in self.retry_statuses
+        ):
+            raise ConfigError("--retry-status", "must be a frozenset of HTTP statuses 400-599")
+        _require_int("--max-redirects", self.max_redirects, 0)
+        if not isinstance(self.user_agent, str) or not self.user_agent.strip():
+            raise ConfigError("--user-agent", "must be a non-empty string")
+        if any(c in self.user_agent for c in "\r\n\0"):
+            raise ConfigError("--user-agent", "must not contain CR, LF or NUL")
+        if not isinstance(self.formats, frozenset) or not self.formats:
+            raise ConfigError("--formats", "must be a non-empty frozenset of format names")
+        unknown = self.formats - ALLOWED_FORMATS
+        if unknown:
+            raise ConfigError(
+                "--formats",
+                f"unknown formats {sorted(unknown)}; accepted: {sorted(ALLOWED_FORMATS)}",
+            )
+        if not isinstance(self.policy, NetworkPolicy):
+            raise ConfigError("--allow-network", "policy must be a NetworkPolicy")
+
+
+@dataclass(slots=True)
+class _Failure:
+    error_class: str
+    detail: str
+    retryable: bool = False
+    retry_after: float | None = None
+
+
+@dataclass(slots=True)
+class _Body:
+    body: bytes
+    final_url: str
+    content_type: str | None
+    status: int
+
+
+class _Deadline:
+    """One attempt's total deadline, paused while the request queues for a connection.
+
+    Waiting for a slot (``--per-host``, ``--concurrency``) says nothing about the server, so
+    it must not eat into the attempt's deadline. aiohttp's connection-queued trace signals
+    call :meth:`pause` and :meth:`resume`.
+    """
+
+    __slots__ = ("_loop", "_remaining", "_timeout")
+
+    def __init__(self, timeout: asyncio.Timeout, loop: asyncio.AbstractEventLoop) -> None:
+        self._timeout = timeout
+        self._loop = loop
+        self._remaining: float | None = None
+
+    def pause(self) -> None:
+        when = self._timeout.when()
+        if when is None or self._timeout.expired():
+            return
+        self._remaining = max(0.0, when - self._loop.time())
+        self._timeout.reschedule(None)
+
+    def resume(self) -> None:
+        if self._remaining is None or self._timeout.expired():
+            return
+        self._timeout.reschedule(self._loop.time() + self._remaining)
+        self._remaining = None
+
+
+async def _on_queued_start(
+    _session: aiohttp.ClientSession, ctx: SimpleNamespace, _params: object
+) -> None:
+    deadline = ctx.trace_request_ctx
+    if isinstance(deadline, _Deadline):
+        deadline.pause()
+
+
+async def _on_queued_end(
+    _session: aiohttp.ClientSession, ctx: SimpleNamespace, _params: object
+) -> None:
+    deadline = ctx.trace_request_ctx
+    if isinstance(deadline, _Deadline):
+        deadline.resume()
+
+
+def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        os_error = getattr(current, "os_error", None)
+        if isinstance(os_error, BaseException):
+            stack.append(os_error)
+        stack.extend((current.__cause__, current.__context__))
+
+
+def _classify(exc: BaseException) -> _Failure:
+    """Map an exception from one request to an error class and whether to retry."""
+    for link in _exception_chain(exc):
+        if isinstance(link, BlockedAddressError):
+            return _Failure(ErrorClass.BLOCKED_ADDRESS, str(link))
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return _Failure(ErrorClass.BAD_URL, detail)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return _Failure(ErrorClass.TRUNCATED, detail, retryable=True)
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return _Failure(ErrorClass.CONNECTION, detail)  # a bad certificate will not heal
+    if isinstance(exc, TimeoutError):
+        return _Failure(ErrorClass.TIMEOUT, detail, retryable=True)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return _Failure(ErrorClass.CONNECTION, f"invalid HTTP response: {detail}")
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        # "No such name" will not change in a few seconds; SERVFAIL / EAI_AGAIN may.
+        cause = exc.os_error
+        permanent = isinstance(cause, socket.gaierror) and cause.errno in _PERMANENT_DNS_ERRORS
+        return _Failure(ErrorClass.CONNECTION, f"DNS: {detail}", retryable=not permanent)
+    return _Failure(ErrorClass.CONNECTION, detail, retryable=True)
+
+
+def _encoding_refusal(headers: CIMultiDictProxy[str]) -> str | None:
+    """Name any content or transfer coding we would have to decode (we never inflate)."""
+    for name, harmless in (
+        ("Content-Encoding", {"", "identity"}),
+        ("Transfer-Encoding", {"", "identity", "chunked"}),
+    ):
+        codings = {c.strip().lower() for v in headers.getall(name, ()) for c in v.split(",")}
+        refused = codings - harmless
+        if refused:
+            return f"{name}: {', '.join(sorted(refused))} (compressed bodies are refused)"
+    return None
+
+
+class Downloader:
+    """Downloads candidates over one ``aiohttp.ClientSession`` reserved for images.
+
+    Use as an async context manager; :meth:`fetch` is safe to call from many tasks at once.
+    ``rng`` drives the backoff jitter and ``sleep`` the waits between attempts (both
+    injectable for deterministic tests); ``resolver`` replaces aiohttp's DNS resolver (the
+    network policy applies to its answers all the same). Closing twice is harmless;
+    reopening is refused.
+    """
+
+    def __init__(
+        self,
+        config: DownloadConfig,
+        *,
+        rng: random.Random | None = None,
+        sleep: Sleep = asyncio.sleep,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
+        self._config = config
+        self._rng = rng if rng is not None else random.Random()
+        self._sleep = sleep
+        self._resolver = resolver
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        # identity: a compressed body would have to be inflated before its size is known.
+        self._headers: dict[str, str] = {
+            "User-Agent": config.user_agent,
+            "Accept": _ACCEPT,
+            "Accept-Encoding": "identity",
+        }
+
+    @property
+    def config(self) -> DownloadConfig:
+        """The configuration this downloader was built with."""
+        return self._config
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` has run."""
+        return self._closed
+
+    async def __aenter__(self) -> Self:
+        if self._closed or self._session is not None:
+            raise RuntimeError("a Downloader can be opened only once")
+        cfg = self._config
+        connector = make_connector(
+            cfg.policy,
+            limit=cfg.concurrency,
+            limit_per_host=cfg.per_host,
+            resolver=self._resolver,
+        )
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_queued_start.append(_on_queued_start)
+        trace.on_connection_queued_end.append(_on_queued_end)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            connector_owner=True,
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=None,  # would include queueing for a slot; the deadline covers it
+                sock_connect=cfg.connect_timeout,
+                sock_read=cfg.read_timeout,
+            ),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,  # an environment proxy would sidestep the connect-time check
+            trace_configs=[trace],
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the session and its connections (idempotent)."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            # Shielded: a cancelled crawl must still release its sockets.
+            await asyncio.shield(session.close())
+
+    def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+        Full jitter: uniform in ``[0, min(backoff_max, backoff_base * 2**(attempt-1))]``,
+        raised to the server's ``retry_after`` if that is longer, capped at ``backoff_max``.
+        """
+        cfg = self._config
+        ceiling = min(cfg.backoff_max, cfg.backoff_base * 2.0 ** min(max(attempt - 1, 0), 64))
+        delay = self._rng.uniform(0.0, ceiling)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return min(delay, cfg.backoff_max)
+
+    async def fetch(self, candidate: Candidate) -> Fetched | DownloadFailure:
+        """Download ``candidate.url``; failures come back as :class:`DownloadFailure`.
+
+        ``attempts`` counts the attempts started (0 when the URL was refused before any);
+        ``elapsed`` spans all of them, backoff included. Transient failures (statuses in
+        ``retry_statuses``, connection errors except unknown host names, timeouts, truncated
+        bodies) are retried up to ``retries`` times; ``too_slow``, ``too_large``, content
+        and policy refusals are final.
+        """
+        session = self._session
+        if session is None:
+            raise RuntimeError("Downloader is not open (use 'async with Downloader(...)')")
+        cfg = self._config
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        refusal = url_refusal(candidate.url, cfg.policy)
+        if refusal is not None:
+            return self._failed(candidate, _Failure(*refusal), 0)
+        url = URL(candidate.url)
+        headers = dict(self._headers)
+        referer = candidate.host_page_url
+        if cfg.send_referer and referer and url_refusal(referer, cfg.policy) is None:
+            # yarl's form is ASCII and percent-encoded: safe as a header value.
+            headers["Referer"] = str(URL(referer).with_fragment(None))
+        attempts = 0
+        while True:
+            attempts += 1
+            result = await self._attempt(session, url, headers)
+            if isinstance(result, _Body):
+                return Fetched(
+                    candidate=candidate,
+                    body=result.body,
+                    final_url=result.final_url,
+                    content_type=result.content_type,
+                    status=result.status,
+                    attempts=attempts,
+                    elapsed=loop.time() - started,
+                )
+            if not result.retryable or attempts > cfg.retries:
+                return self._failed(candidate, result, attempts)
+            delay = self.backoff_delay(attempts, result.retry_after)
+            logger.debug(
+                "retrying %s in %.2fs after %s (%s)",
+                candidate.url, delay, result.error_class, result.detail,
+            )
+            await self._sleep(delay)
+
+    @staticmethod
+    def _failed(candidate: Candidate, failure: _Failure, attempts: int) -> DownloadFailure:
+        logger.debug("download failed: %s: %s (%s)", candidate.url, failure.error_class,
+                     failure.detail)
+        return DownloadFailure(
+            candidate=candidate,
+            error_class=str(failure.error_class),
+            detail=failure.detail,
+            attempts=attempts,
+        )
+
+    async def _attempt(
+        self, session: aiohttp.ClientSession, url: URL, headers: dict[str, str]
+    ) -> _Body | _Failure:
+        """One attempt: the request, every redirect hop and the body, under one deadline."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._config.timeout) as timeout:
+                return await self._follow(session, url, headers, _Deadline(timeout, loop))
+        except TimeoutError:
+            # Only the deadline gets here: _follow classifies every other timeout itself.
+            return _Failure(
+                ErrorClass.TIMEOUT,
+                f"no complete response within the {self._config.timeout}s deadline",
+                retryable=True,
+            )
+
+    async def _follow(
+        self,
+        session: aiohttp.ClientSession,
+        url: URL,
+        headers: dict[str, str],
+        deadline: _Deadline,
+    ) -> _Body | _Failure:
+        cfg = self._config
+        current = url
+        seen = {url.with_fragment(None)}
+        redirects = 0
+        while True:
+            refusal = url_refusal(current, cfg.policy)
+            if refusal is not None:
+                return _Failure(refusal.error_class, f"{refusal.detail} (at {current})")
+            try:
+                async with session.get(
+                    current,
+                    headers=headers,
+                    allow_redirects=False,
+                    trace_request_ctx=deadline,
+                ) as resp:
+                    if resp.status not in _REDIRECT_STATUSES:
+                        return await self._read(resp, current)
+                    target = self._redirect_target(resp, current)
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                return _classify(exc)
+            if isinstance(target, _Failure):
+                return target
+            redirects += 1
+            if redirects > cfg.max_redirects:
+                return _Failure(
+                    ErrorClass.TOO_MANY_REDIRECTS, f"more than {cfg.max_redirects} redirects"
+                )
+            key = target.with_fragment(None)
+            if key in seen:
+                return _Failure(ErrorClass.TOO_MANY_REDIRECTS, f"redirect loop back to {key}")
+            seen.add(key)
+            current = target
+
+    @staticmethod
+    def _redirect_target(resp: aiohttp.ClientResponse, current: URL) -> URL | _Failure:
+        location = resp.headers.get("Location")
+        if not location:
+            return _Failure(
+                ErrorClass.http(resp.status), f"HTTP {resp.status} without a Location header"
+            )
+        try:
+            return current.join(URL(location))
+        except ValueError as exc:
+            return _Failure(ErrorClass.BAD_URL, f"invalid redirect Location {location!r}: {exc}")
+
+    async def _read(self, resp: aiohttp.ClientResponse, url: URL) -> _Body | _Failure:
+        """Check the response head, then stream the body under the byte cap and watchdog."""
+        cfg = self._config
+        status = resp.status
+        if status not in _OK_STATUSES:
+            retryable = status in cfg.retry_statuses
+            retry_after = parse_retry_after(resp.headers.get("Retry-After")) if retryable else None
+            return _Failure(
+                ErrorClass.http(status), f"HTTP {status} {resp.reason or ''}".rstrip(),
+                retryable=retryable, retry_after=retry_after,
+            )
+        encoding = _encoding_refusal(resp.headers)
+        if encoding is not None:
+            resp.close()
+            return _Failure(ErrorClass.BAD_ENCODING, encoding)
+        length = resp.content_length
+        if length is not None and length > cfg.max_bytes:
+            resp.close()
+            return _Failure(
+                ErrorClass.TOO_LARGE, f"Content-Length {length} exceeds {cfg.max_bytes} bytes"
+            )
+
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        chunks: list[bytes] = []
+        total = 0
+        sniffed = False
+        watchdog = asyncio.timeout(None)
+        try:
+            async with watchdog:
+                if cfg.min_throughput > 0:
+                    watchdog.reschedule(started + cfg.throughput_grace)
+                async for chunk in resp.content.iter_any():
+                    total += len(chunk)
+                    if total > cfg.max_bytes:
+                        resp.close()
+                        return _Failure(
+                            ErrorClass.TOO_LARGE, f"body exceeds {cfg.max_bytes} bytes"
+                        )
+                    chunks.append(chunk)
+                    if not sniffed and total >= SNIFF_BYTES:
+                        sniffed = True
+                        head = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                        refused = self._sniff(head)
+                        if refused is not None:
+                            resp.close()
+                            return refused
+                    if cfg.min_throughput > 0:
+                        # The moment the average rate would fall below the minimum.
+                        watchdog.reschedule(
+                            started + max(cfg.throughput_grace, total / cfg.min_throughput)
+                        )
+        except TimeoutError:
+            if not watchdog.expired():
+                raise
+            resp.close()
+            return _Failure(
+                ErrorClass.TOO_SLOW,
+                f"{total} bytes in {loop.time() - started:.1f}s, "
+                f"below {cfg.min_throughput:g} bytes/s",
+            )
+        body = b"".join(chunks)
+        if not sniffed:
+            refused = self._sniff(body)
+            if refused is not None:
+                return refused
+        if length is not None and total < length:
+            return _Failure(
+                ErrorClass.TRUNCATED, f"{total} of {length} bytes received", retryable=True
+            )
+        return _Body(body, str(url), resp.headers.get("Content-Type"), status)
+
+    def _sniff(self, head: bytes) -> _Failure | None:
+        """Refuse bytes that are not an accepted raster format, from their first bytes."""
+        if not head:
+            return _Failure(ErrorClass.NOT_AN_IMAGE, "empty body")
+        fmt = sniff_format(head[:SNIFF_BYTES])
+        if fmt is None:
+            return _Failure(
+                ErrorClass.NOT_AN_IMAGE, f"not a raster image (starts {head[:SNIFF_BYTES]!r})"
+            )
+        if fmt not in self._config.formats:
+            return _Failure(ErrorClass.UNSUPPORTED_FORMAT, f"{fmt} is not an accepted format")
+        return None

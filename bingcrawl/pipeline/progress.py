@@ -1,0 +1,134 @@
+"""Live counters of a crawl, and how they are shown: a rich display on a TTY, log lines otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Counters", "ProgressReporter"]
+
+log = logging.getLogger("bingcrawl.progress")
+
+
+@dataclass(slots=True)
+class Counters:
+    """What this run has done so far (the checkpoint holds the totals across runs)."""
+
+    started: float = field(default_factory=time.monotonic)
+    queries_total: int = 0
+    queries_done: int = 0
+    queries_active: int = 0
+    pages: int = 0
+    api_calls: int = 0
+    downloaded: int = 0
+    bytes: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    near_duplicates: int = 0
+    failed: int = 0
+    skipped: int = 0
+    in_flight: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    first_stored_at: float | None = None
+
+    def elapsed(self) -> float:
+        """Seconds since the run started."""
+        return time.monotonic() - self.started
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy, with rates."""
+        elapsed = max(self.elapsed(), 1e-9)
+        return {
+            "elapsed_s": round(elapsed, 3),
+            "queries_total": self.queries_total,
+            "queries_done": self.queries_done,
+            "queries_active": self.queries_active,
+            "pages": self.pages,
+            "api_calls": self.api_calls,
+            "api_calls_per_s": round(self.api_calls / elapsed, 3),
+            "downloaded": self.downloaded,
+            "bytes": self.bytes,
+            "stored": self.stored,
+            "duplicates": self.duplicates,
+            "near_duplicates": self.near_duplicates,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "images_per_s": round(self.stored / elapsed, 2),
+            "bytes_per_s": round(self.bytes / elapsed, 1),
+            "errors": dict(self.errors.most_common()),
+            "time_to_first_stored_s": (
+                None
+                if self.first_stored_at is None
+                else round(self.first_stored_at - self.started, 3)
+            ),
+        }
+
+    def line(self) -> str:
+        """One human-readable progress line."""
+        s = self.snapshot()
+        return (
+            f"queries {s['queries_done']}/{s['queries_total']} ({s['queries_active']} active) | "
+            f"pages {s['pages']} | API calls {s['api_calls']} ({s['api_calls_per_s']}/s) | "
+            f"downloaded {s['downloaded']} | stored {s['stored']} | dup {s['duplicates']} | "
+            f"failed {s['failed']} | {s['images_per_s']} img/s | "
+            f"{s['bytes_per_s'] / 1e6:.2f} MB/s"
+        )
+
+
+class ProgressReporter:
+    """Shows :class:`Counters` until cancelled: rich on a TTY, a log line every ``interval`` else."""
+
+    def __init__(self, counters: Counters, *, live: bool, interval: float = 5.0) -> None:
+        self.counters = counters
+        self.live = live
+        self.interval = interval
+
+    async def run(self) -> None:
+        """Report until cancelled."""
+        if self.live:
+            await self._run_live()
+        else:
+            while True:
+                await asyncio.sleep(self.interval)
+                log.info("%s", self.counters.line())
+
+    async def _run_live(self) -> None:
+        from rich.live import Live  # imported here: only a TTY run pays for rich
+
+        with Live(self._table(), refresh_per_second=4, transient=True) as live:
+            while True:
+                await asyncio.sleep(0.25)
+                live.update(self._table())
+
+    def _table(self) -> Any:
+        from rich.table import Table
+
+        s = self.counters.snapshot()
+        table = Table(title="bingcrawl", show_header=False, expand=False)
+        table.add_row("queries", f"{s['queries_done']}/{s['queries_total']} done, {s['queries_active']} active")
+        table.add_row("pages / API calls", f"{s['pages']} / {s['api_calls']} ({s['api_calls_per_s']}/s)")
+        table.add_row("downloaded", f"{s['downloaded']} ({s['bytes_per_s'] / 1e6:.2f} MB/s)")
+        table.add_row("stored", f"{s['stored']} ({s['images_per_s']} img/s)")
+        table.add_row("duplicate / failed", f"{s['duplicates']} / {s['failed']}")
+        return table
+
+
+def summary_table(stats: dict[str, Any]) -> str:
+    """The end-of-run summary as plain text (also fine for logs and non-TTY output)."""
+    rows = [
+        ("stored", stats.get("stored", 0)),
+        ("duplicates", stats.get("duplicates", 0)),
+        ("failed", stats.get("failed", 0)),
+        ("skipped (limit reached)", stats.get("skipped", 0)),
+        ("API calls", stats.get("api_calls", 0)),
+        ("images/s", stats.get("images_per_s", 0)),
+        ("elapsed (s)", stats.get("elapsed_s", 0)),
+    ]
+    errors = stats.get("errors") or {}
+    rows += [(f"  {k}", v) for k, v in errors.items()]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

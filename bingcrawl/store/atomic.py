@@ -1,0 +1,144 @@
+"""Atomic, confined file writes under OUT.
+
+Every file bingcrawl writes (images, manifest, stats, exports) goes through
+:func:`atomic_open`: a temp file in the destination directory, then ``os.replace``, so a
+reader (or a crash) sees the old file or the new one, never half of one. With
+``durable=True`` the file and its directory are fsynced, so the rename survives power loss.
+
+Paths are confined to the root they are given. ``name`` is a relative POSIX path: absolute
+paths and ``..`` / ``.`` / empty components are refused, and every directory below the root
+is opened with ``O_NOFOLLOW`` relative to its parent's descriptor, so a symlink planted
+anywhere under the root (``images -> /etc``) is refused instead of followed, without a window
+between check and use. The root itself is trusted (``--out`` may legitimately be a symlink).
+A symlink at the destination file is refused too; ``os.replace`` would only replace the link
+itself, never write through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from bingcrawl.errors import BingCrawlError
+
+__all__ = ["UnsafePathError", "atomic_open", "atomic_write_bytes", "split_relative"]
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAX_TEMP_STEM = 180
+
+
+class UnsafePathError(BingCrawlError, OSError):
+    """A path would escape OUT or go through a symlink; nothing was written."""
+
+
+def split_relative(name: str) -> tuple[str, ...]:
+    """Validate a relative POSIX path and return its components.
+
+    Raises :class:`UnsafePathError` for an empty, absolute or NUL-containing path and for
+    ``.``, ``..`` or empty components.
+    """
+    if not name or "\x00" in name:
+        raise UnsafePathError(errno.EINVAL, "empty path or NUL byte in path", name)
+    if name.startswith("/"):
+        raise UnsafePathError(errno.EINVAL, "absolute path refused", name)
+    parts = tuple(name.split("/"))
+    if any(part in ("", ".", "..") for part in parts):
+        raise UnsafePathError(errno.EINVAL, "'.', '..' or empty path component refused", name)
+    return parts
+
+
+def _open_dirs(root: Path, parts: tuple[str, ...], *, durable: bool) -> int:
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        for part in parts:
+            try:
+                child = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                try:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass  # a concurrent writer created it: open it below like any other
+                else:
+                    if durable:
+                        os.fsync(fd)
+                child = _open_child_dir(fd, part)
+            except OSError as exc:
+                raise _unsafe(exc, part) from exc
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_child_dir(fd: int, part: str) -> int:
+    try:
+        return os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+    except OSError as exc:
+        raise _unsafe(exc, part) from exc
+
+
+def _unsafe(exc: OSError, part: str) -> OSError:
+    # O_NOFOLLOW | O_DIRECTORY on a symlink fails with ELOOP (or ENOTDIR on some systems).
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        return UnsafePathError(exc.errno, "symlink or non-directory in the path refused", part)
+    return exc
+
+
+@contextmanager
+def atomic_open(root: Path, name: str, *, durable: bool = False) -> Iterator[BinaryIO]:
+    """Open ``root/name`` for writing, atomically: the file appears complete on success.
+
+    Intermediate directories are created. If the ``with`` body raises, the temp file is
+    removed and the destination is left untouched. Blocking: call it from a thread.
+    """
+    parts = split_relative(name)
+    final = parts[-1]
+    dfd = _open_dirs(Path(root), parts[:-1], durable=durable)
+    try:
+        try:
+            st = os.stat(final, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISREG(st.st_mode):
+                raise UnsafePathError(
+                    errno.EEXIST, "destination exists and is not a regular file", name
+                )
+        tmp = f".{final[:_MAX_TEMP_STEM]}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(tmp, _TEMP_FLAGS, 0o644, dir_fd=dfd)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                yield fh
+                fh.flush()
+                if durable:
+                    os.fsync(fh.fileno())
+            os.replace(tmp, final, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dfd)
+            raise
+        if durable:
+            os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def atomic_write_bytes(dir: Path, name: str, data: bytes, *, durable: bool = False) -> Path:
+    """Write ``data`` to ``dir/name`` atomically (see :func:`atomic_open`); return the path.
+
+    ``dir`` is the confining root (OUT) and ``name`` a relative POSIX path below it, e.g.
+    ``images/cat/0123456789abcdef.jpg``. Blocking: run it in a thread.
+    """
+    with atomic_open(dir, name, durable=durable) as fh:
+        fh.write(data)
+    return Path(dir, *split_relative(name))

@@ -1,0 +1,191 @@
+"""Run-level state around the checkpoint: the OUT lock, set-up, the options fingerprint and
+fresh starts.
+
+The lock is an advisory ``flock`` on ``OUT/checkpoint.sqlite-lock`` (SQLite's own locks are
+POSIX record locks on the database file; a separate file keeps the two from interfering, e.g.
+on NFS where flock is emulated with record locks). The kernel releases it when the process
+dies, even by SIGKILL, so a crashed crawl never leaves a stale lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from bingcrawl.errors import CheckpointError
+from bingcrawl.store.schema import CHECKPOINT_NAME, SCHEMA_VERSION, migrate, utc_iso
+
+__all__ = [
+    "LOCK_NAME",
+    "PREVIOUS_RUN_FILES",
+    "OpenState",
+    "acquire_lock",
+    "api_total",
+    "fingerprint_diff",
+    "load_fingerprint",
+    "move_previous_run_aside",
+    "normalise_fingerprint",
+    "open_setup",
+    "release_lock",
+    "reset_crawl",
+    "store_fingerprint",
+    "touch_updated",
+]
+
+log = logging.getLogger(__name__)
+
+#: Advisory lock file next to the checkpoint (the ``-wal`` / ``-shm`` naming of SQLite).
+LOCK_NAME = CHECKPOINT_NAME + "-lock"
+
+
+def acquire_lock(out: Path) -> int:
+    """Create OUT if needed and take its exclusive lock; return the lock's fd.
+
+    Raises CheckpointError naming the holder's pid if another process has it."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise CheckpointError(
+            f"{out} is in use by another bingcrawl process (pid {holder}); "
+            "wait for it to finish or use another --out"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def release_lock(fd: int) -> None:
+    """Release the lock taken by :func:`acquire_lock`."""
+    # Closing drops the flock; the file stays (deleting lock files races with new lockers).
+    os.close(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenState:
+    api_calls_total: int
+    migrated_from: int
+
+
+def open_setup(conn: sqlite3.Connection) -> OpenState:
+    """Run in the writer thread at open: migrate, stamp ``created_at``, load totals."""
+    start = migrate(conn)
+    if 0 < start < SCHEMA_VERSION:
+        log.info("checkpoint migrated from schema version %d", start)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('created_at', ?) ON CONFLICT DO NOTHING",
+            (utc_iso(time.time()),),
+        )
+        total = conn.execute("SELECT coalesce(sum(count), 0) FROM api_calls").fetchone()[0]
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return OpenState(api_calls_total=int(total), migrated_from=start)
+
+
+def touch_updated(conn: sqlite3.Connection) -> None:
+    """Stamp ``meta.updated_at``; the writer runs it in every transaction."""
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('updated_at', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (utc_iso(time.time()),),
+    )
+
+
+def normalise_fingerprint(fingerprint: Mapping[str, object]) -> dict[str, object]:
+    """The fingerprint as it will read back from JSON."""
+    # A JSON round trip, so that a tuple and a list, or a Path and its str, compare equal
+    # to what a previous run stored.
+    data = orjson.dumps(dict(fingerprint), default=str, option=orjson.OPT_SORT_KEYS)
+    result: dict[str, object] = orjson.loads(data)
+    return result
+
+
+def fingerprint_diff(
+    old: Mapping[str, object], new: Mapping[str, object]
+) -> dict[str, tuple[object, object]]:
+    """Keys whose values differ (or exist on one side only): key -> (old, new)."""
+    return {
+        key: (old.get(key), new.get(key))
+        for key in sorted(old.keys() | new.keys())
+        if key not in old or key not in new or old[key] != new[key]
+    }
+
+
+def load_fingerprint(conn: sqlite3.Connection) -> dict[str, object] | None:
+    """The stored fingerprint, or None before the first run stored one."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
+    if row is None:
+        return None
+    value = orjson.loads(row[0])
+    if not isinstance(value, dict):
+        raise CheckpointError("the checkpoint's options fingerprint is not a JSON object")
+    return value
+
+
+def store_fingerprint(conn: sqlite3.Connection, fingerprint: Mapping[str, object]) -> None:
+    """Store (replace) the fingerprint."""
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('fingerprint', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (orjson.dumps(dict(fingerprint), option=orjson.OPT_SORT_KEYS).decode(),),
+    )
+
+
+def reset_crawl(conn: sqlite3.Connection, fingerprint: Mapping[str, object]) -> None:
+    """Wipe queries, pages, candidates and API accounting; store the new fingerprint."""
+    # Children first: candidates and pages reference queries.
+    for table in ("candidates", "pages", "queries", "api_calls"):
+        conn.execute(f"DELETE FROM {table}")
+    store_fingerprint(conn, fingerprint)
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('created_at', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (utc_iso(time.time()),),
+    )
+
+
+#: What a fresh start moves out of the way (never deletes): the previous run's files.
+PREVIOUS_RUN_FILES = ("images", "manifest.jsonl", "stats.json")
+
+
+def move_previous_run_aside(out: Path) -> Path | None:
+    """Move images/, manifest.jsonl and stats.json into ``OUT/replaced-<UTC time>/``.
+
+    Returns that directory, or None if there was nothing to move. Never deletes anything."""
+    present = [out / name for name in PREVIOUS_RUN_FILES if os.path.lexists(out / name)]
+    if not present:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = out / f"replaced-{stamp}"
+    n = 1
+    while os.path.lexists(dest):
+        n += 1
+        dest = out / f"replaced-{stamp}-{n}"
+    dest.mkdir()
+    for path in present:
+        # One rename per entry: atomic and cheap however many images there are.
+        os.rename(path, dest / path.name)
+    return dest
+
+
+def api_total(conn: sqlite3.Connection) -> int:
+    """All API calls recorded in the checkpoint."""
+    return int(conn.execute("SELECT coalesce(sum(count), 0) FROM api_calls").fetchone()[0])

@@ -1,0 +1,384 @@
+"""The single writer: one thread, one SQLite connection, batched transactions.
+
+The event loop never waits on SQLite. Coroutines hand operations to a dedicated thread through
+a :class:`queue.SimpleQueue`; the thread groups whatever is queued into ONE transaction and
+commits it. Two kinds of operation exist:
+
+* **calls** (:meth:`Writer.call`) run a function against the connection and hand its result
+  (or exception) back to the awaiting coroutine through ``loop.call_soon_threadsafe``. Each
+  call runs inside its own ``SAVEPOINT``, so a failing call rolls back completely (nothing of
+  a half-recorded page is ever visible) without dragging the rest of the batch down.
+* **rows** (:meth:`Writer.post`) are fire-and-forget statements such as outcome updates.
+  Consecutive rows with the same SQL are coalesced into one ``executemany``; if that fails
+  the rows are retried one by one so a single bad row is isolated. A row that still fails is
+  logged and counted; :meth:`Writer.flush` reports the count, so nothing is dropped silently.
+
+Latency versus throughput: a batch that holds a call, a flush or the stop request is
+committed as soon as the queue is drained (a producer awaiting ``record_page`` should not
+wait for the batch timer); a batch of rows only waits up to ``batch_interval`` seconds or
+``batch_size`` operations, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bingcrawl.errors import CheckpointError
+from bingcrawl.store.schema import connect_writer
+
+__all__ = ["FlushReport", "Writer"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_JOIN_AT_EXIT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class FlushReport:
+    """What the writer lost since the previous flush (``lost == 0`` when all is well)."""
+
+    lost: int = 0
+    last_error: str | None = None
+
+
+@dataclass(slots=True)
+class _Call:
+    fn: Callable[[sqlite3.Connection], Any]
+    what: str
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class _Row:
+    sql: str
+    params: Sequence[object]
+
+
+@dataclass(slots=True)
+class _Flush:
+    loop: asyncio.AbstractEventLoop | None
+    future: asyncio.Future[Any] | None
+
+
+@dataclass(slots=True)
+class _Stop:
+    loop: asyncio.AbstractEventLoop | None
+    future: asyncio.Future[Any] | None
+
+
+_Op = _Call | _Row | _Flush | _Stop
+
+
+@dataclass(slots=True)
+class _Losses:
+    count: int = 0
+    last_error: str | None = None
+
+    def add(self, n: int, error: str) -> None:
+        self.count += n
+        self.last_error = error
+
+    def take(self) -> FlushReport:
+        report = FlushReport(self.count, self.last_error)
+        self.count, self.last_error = 0, None
+        return report
+
+
+def _settle(future: asyncio.Future[Any], result: object, exc: BaseException | None) -> None:
+    # Runs on the loop thread. The awaiting coroutine may have been cancelled meanwhile;
+    # the write itself has happened (or not) regardless.
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+def _resolve(
+    loop: asyncio.AbstractEventLoop | None,
+    future: asyncio.Future[Any] | None,
+    result: object = None,
+    exc: BaseException | None = None,
+) -> None:
+    if loop is None or future is None:
+        return
+    try:
+        loop.call_soon_threadsafe(_settle, future, result, exc)
+    except RuntimeError:
+        # The loop is closed: nobody is waiting any more.
+        log.debug("checkpoint writer: result for a closed event loop discarded")
+
+
+def _shutdown_at_exit(ops: queue.SimpleQueue[_Op], thread: threading.Thread) -> None:
+    # The thread is a daemon (a forgotten close() must not hang the interpreter), so at exit
+    # we ask it to commit what is queued and wait for it.
+    if thread.is_alive():
+        log.warning("checkpoint writer was not closed; committing its queue at exit")
+        ops.put(_Stop(None, None))
+        thread.join(_JOIN_AT_EXIT)
+
+
+class Writer:
+    """The one thread that writes the checkpoint (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        durable: bool,
+        batch_size: int,
+        batch_interval: float,
+        on_commit: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
+        self._path = path
+        self._durable = durable
+        self._batch_size = batch_size
+        self._batch_interval = batch_interval
+        self._on_commit = on_commit
+        self._ops: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        self._losses = _Losses()
+        self._closed = False
+        self._started = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"bingcrawl-writer:{path.name}", daemon=True
+        )
+        self._setup: Callable[[sqlite3.Connection], Any] | None = None
+        self._ready: tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]] | None = None
+        self._finalizer = weakref.finalize(self, _shutdown_at_exit, self._ops, self._thread)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`stop` was requested."""
+        return self._closed
+
+    async def start(self, setup: Callable[[sqlite3.Connection], T]) -> T:
+        """Start the thread, open the connection and run ``setup`` on it (e.g. migrations).
+
+        ``setup`` runs outside any batch and manages its own transactions. If it fails the
+        thread exits, the connection is closed and the error is raised here.
+        """
+        if self._started:
+            raise RuntimeError("writer already started")
+        self._started = True
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._setup = setup
+        self._ready = (loop, future)
+        self._thread.start()
+        try:
+            return await future
+        except BaseException:
+            # Failed or cancelled: if setup went on to succeed, the thread is waiting for
+            # work; a stop request makes it close its connection and exit.
+            self._closed = True
+            self._ops.put(_Stop(None, None))
+            raise
+
+    def post(self, sql: str, params: Sequence[object]) -> None:
+        """Queue one fire-and-forget statement; never blocks."""
+        self._check_open()
+        self._ops.put(_Row(sql, params))
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T], *, what: str) -> T:
+        """Run ``fn(conn)`` in the writer's next transaction and return its result.
+
+        ``fn``'s changes commit atomically with the rest of the batch, or not at all: any
+        exception rolls them back and is re-raised here as :class:`CheckpointError`.
+        """
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._ops.put(_Call(fn, what, loop, future))
+        return await future
+
+    async def flush(self) -> FlushReport:
+        """Wait until everything queued so far is committed; report rows lost since last time."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[FlushReport] = loop.create_future()
+        self._ops.put(_Flush(loop, future))
+        return await future
+
+    async def stop(self) -> FlushReport:
+        """Commit the queue, close the connection and join the thread. Idempotent."""
+        if self._closed:
+            return FlushReport()
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[FlushReport] = loop.create_future()
+        self._ops.put(_Stop(loop, future))
+        try:
+            return await future
+        finally:
+            await asyncio.to_thread(self._thread.join)
+            self._finalizer.detach()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CheckpointError("the checkpoint is closed")
+        if not self._thread.is_alive():
+            raise CheckpointError("the checkpoint writer is not running")
+
+    # ---------------------------------------------------------------- writer thread
+
+    def _run(self) -> None:
+        assert self._ready is not None
+        assert self._setup is not None
+        loop, ready = self._ready
+        try:
+            conn = connect_writer(self._path, durable=self._durable)
+        except BaseException as exc:
+            _resolve(loop, ready, exc=exc)
+            return
+        try:
+            try:
+                result = self._setup(conn)
+            except BaseException as exc:
+                _resolve(loop, ready, exc=exc)
+                return
+            _resolve(loop, ready, result)
+            while True:
+                batch = self._collect()
+                self._execute(conn, batch)
+                if isinstance(batch[-1], _Stop):
+                    return
+        except BaseException:
+            log.critical("checkpoint writer thread crashed", exc_info=True)
+            raise
+        finally:
+            self._closed = True
+            conn.close()
+            self._drain_after_stop()
+
+    def _drain_after_stop(self) -> None:
+        # Nothing should be queued after a stop; if something raced in, fail it loudly.
+        while True:
+            try:
+                op = self._ops.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(op, _Row):
+                log.error("checkpoint writer stopped: a queued %s was not written", op.sql[:40])
+            else:
+                _resolve(op.loop, op.future, exc=CheckpointError("the checkpoint is closed"))
+
+    def _collect(self) -> list[_Op]:
+        first = self._ops.get()
+        batch: list[_Op] = [first]
+        if isinstance(first, _Stop):
+            return batch
+        urgent = not isinstance(first, _Row)
+        deadline = time.monotonic() + self._batch_interval
+        while len(batch) < self._batch_size:
+            try:
+                if urgent:
+                    op = self._ops.get_nowait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    op = self._ops.get(timeout=remaining)
+            except queue.Empty:
+                break
+            batch.append(op)
+            if isinstance(op, _Stop):
+                break
+            if not isinstance(op, _Row):
+                urgent = True
+        return batch
+
+    def _execute(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+        settled: list[tuple[_Call, object, BaseException | None]] = []
+        rows = 0
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            i = 0
+            while i < len(batch):
+                op = batch[i]
+                if isinstance(op, _Row):
+                    group = [op.params]
+                    i += 1
+                    while i < len(batch):
+                        nxt = batch[i]
+                        if not isinstance(nxt, _Row) or nxt.sql != op.sql:
+                            break
+                        group.append(nxt.params)
+                        i += 1
+                    rows += len(group)
+                    self._run_rows(conn, op.sql, group)
+                    continue
+                if isinstance(op, _Call):
+                    settled.append(self._run_call(conn, op))
+                i += 1
+            if self._on_commit is not None:
+                self._on_commit(conn)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            # The whole transaction is gone: every call fails and every row counts as lost.
+            log.exception("checkpoint transaction of %d operations failed", len(batch))
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("checkpoint rollback failed")
+            error = CheckpointError(f"checkpoint commit failed: {exc}")
+            error.__cause__ = exc
+            settled = [(op, None, error) for op in batch if isinstance(op, _Call)]
+            if rows:
+                self._losses.add(rows, str(exc))
+        for call, result, err in settled:
+            _resolve(call.loop, call.future, result, err)
+        for op in batch:
+            if isinstance(op, _Flush | _Stop):
+                _resolve(op.loop, op.future, self._losses.take())
+
+    def _run_call(
+        self, conn: sqlite3.Connection, op: _Call
+    ) -> tuple[_Call, object, BaseException | None]:
+        conn.execute("SAVEPOINT op")
+        try:
+            result = op.fn(conn)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            log.warning("checkpoint %s failed and was rolled back: %s", op.what, exc)
+            error = CheckpointError(f"{op.what} failed: {exc}")
+            error.__cause__ = exc
+            return op, None, error
+        conn.execute("RELEASE op")
+        return op, result, None
+
+    def _run_rows(self, conn: sqlite3.Connection, sql: str, group: list[Sequence[object]]) -> None:
+        conn.execute("SAVEPOINT rows")
+        try:
+            conn.executemany(sql, group)
+        except Exception:
+            conn.execute("ROLLBACK TO rows")
+        else:
+            conn.execute("RELEASE rows")
+            return
+        conn.execute("RELEASE rows")
+        # Isolate the bad row(s): the others must still land.
+        for params in group:
+            conn.execute("SAVEPOINT row")
+            try:
+                conn.execute(sql, params)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO row")
+                log.error("checkpoint write lost (%s): %s; params=%.200r", sql[:40], exc, params)
+                self._losses.add(1, str(exc))
+            conn.execute("RELEASE row")

@@ -1,0 +1,319 @@
+"""HammingIndex against a brute-force reference; DedupIndex's exact / near / first-wins rules."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import random
+from unittest import mock
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bingcrawl.errors import ConfigError
+from bingcrawl.pipeline import dedup as dedup_module
+from bingcrawl.pipeline.dedup import MAX_DISTANCE, DedupIndex, HammingIndex, Match
+
+MASK = (1 << 64) - 1
+
+
+def brute_nearest(entries: dict[int, int], h: int, radius: int) -> tuple[int, int] | None:
+    """Reference: (id, distance) of the closest hash within radius, smallest id on a tie."""
+    best: tuple[int, int] | None = None
+    for id_, stored in entries.items():
+        d = (stored ^ h).bit_count()
+        if d <= radius and (best is None or (d, id_) < (best[1], best[0])):
+            best = (id_, d)
+    return best
+
+
+def flip(h: int, n: int, rng: random.Random) -> int:
+    for bit in rng.sample(range(64), n):
+        h ^= 1 << bit
+    return h
+
+
+def clustered_hashes(rng: random.Random, n: int) -> list[int]:
+    """Random hashes plus near copies of earlier ones, so every distance 0..14 occurs."""
+    out: list[int] = []
+    for _ in range(n):
+        if out and rng.random() < 0.4:
+            out.append(flip(rng.choice(out), rng.randint(0, 14), rng))
+        else:
+            out.append(rng.getrandbits(64))
+    return out
+
+
+def queries(rng: random.Random, stored: list[int], radius: int, n: int) -> list[int]:
+    """Half near a stored hash (0 to radius + 2 bits away), half uniformly random."""
+    qs = [flip(rng.choice(stored), rng.randint(0, radius + 2), rng) for _ in range(n // 2)]
+    return qs + [rng.getrandbits(64) for _ in range(n - n // 2)]
+
+
+def tables_forced() -> contextlib.AbstractContextManager[object]:
+    """Make HammingIndex probe its tables even when it has too few hashes to bother."""
+    return mock.patch.object(dedup_module, "_SCAN_BELOW_PER_PROBE", 0)
+
+
+def sha(n: int) -> str:
+    return hashlib.sha256(str(n).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- HammingIndex
+
+
+@pytest.mark.parametrize("radius", range(13))
+def test_nearest_matches_brute_force_for_every_radius(radius: int) -> None:
+    rng = random.Random(1000 + radius)
+    hashes = clustered_hashes(rng, 3000)
+    ids = rng.sample(range(10**6), len(hashes))  # arbitrary, unordered ids
+    # Half bulk-built into the tables, half added one by one: both search paths, and
+    # delta_limit=500 makes the additions rebuild the tables several times on the way.
+    index = HammingIndex.build(hashes[:1500], ids[:1500], radius, delta_limit=500)
+    for h, i in zip(hashes[1500:], ids[1500:], strict=True):
+        index.add(h, i)
+    entries = dict(zip(ids, hashes, strict=True))
+    assert len(index) == len(entries)
+    hits = 0
+    for q in queries(rng, hashes, radius, 400):
+        expected = brute_nearest(entries, q, radius)
+        with tables_forced():
+            assert index.nearest(q) == expected, hex(q)
+        assert index.nearest(q) == expected, hex(q)  # the index may choose to scan instead
+        hits += expected is not None
+    assert hits >= 60  # the near queries really exercise the matching path
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    stored=st.lists(st.integers(0, MASK), min_size=0, max_size=60),
+    probes=st.lists(st.integers(0, MASK), min_size=1, max_size=10),
+    radius=st.integers(0, MAX_DISTANCE),
+    flips=st.lists(st.integers(0, 63), max_size=6),
+    bulk=st.booleans(),
+)
+def test_nearest_matches_brute_force_property(
+    stored: list[int], probes: list[int], radius: int, flips: list[int], bulk: bool
+) -> None:
+    ids = list(range(len(stored)))
+    if bulk:
+        index = HammingIndex.build(np.array(stored, dtype=np.uint64), ids, radius)
+    else:
+        index = HammingIndex(radius, delta_limit=7)
+        for h, i in zip(stored, ids, strict=True):
+            index.add(h, i)
+    near = []
+    if stored:
+        h = stored[len(stored) // 2]
+        for bit in flips:
+            h ^= 1 << bit
+        near.append(h)
+    entries = dict(zip(ids, stored, strict=True))
+    for q in probes + near:
+        expected = brute_nearest(entries, q, radius)
+        assert index.nearest(q) == expected
+        with tables_forced():
+            assert index.nearest(q) == expected
+
+
+@pytest.mark.parametrize("radius", [0, 5, 8, 13, 20])
+def test_build_equals_incremental(radius: int) -> None:
+    rng = random.Random(radius)
+    hashes = clustered_hashes(rng, 2500)
+    ids = list(range(len(hashes)))
+    built = HammingIndex.build(np.array(hashes, dtype=np.uint64), np.array(ids), radius)
+    incremental = HammingIndex(radius, delta_limit=300)
+    for h, i in zip(hashes, ids, strict=True):
+        incremental.add(h, i)
+    assert len(built) == len(incremental) == len(hashes)
+    for q in queries(rng, hashes, radius, 300):
+        with tables_forced():
+            assert built.nearest(q) == incremental.nearest(q)
+
+
+@pytest.mark.parametrize("delta_limit", [4, 10_000])
+def test_remove(delta_limit: int) -> None:
+    rng = random.Random(7)
+    hashes = clustered_hashes(rng, 400)
+    index = HammingIndex(9, delta_limit=delta_limit)
+    entries = {}
+    for i, h in enumerate(hashes):
+        index.add(h, i)
+        entries[i] = h
+    removed = rng.sample(sorted(entries), 150)
+    for i in removed:
+        assert index.remove(i) is True
+        del entries[i]
+    assert index.remove(removed[0]) is False  # already gone
+    assert index.remove(10**9) is False  # never there
+    assert len(index) == len(entries)
+    for q in queries(rng, hashes, 9, 300):
+        with tables_forced():
+            got = index.nearest(q)
+        assert got == brute_nearest(entries, q, 9)
+        assert got is None or got[0] not in removed
+    # A removed id can be stored again, with a new hash.
+    index.add(hashes[removed[0]] ^ 1, removed[0])
+    assert index.nearest(hashes[removed[0]]) == (removed[0], 1)
+
+
+def test_removing_most_entries_compacts_and_stays_correct() -> None:
+    rng = random.Random(3)
+    hashes = [rng.getrandbits(64) for _ in range(1000)]
+    index = HammingIndex.build(hashes, range(1000), 6, delta_limit=50)
+    for i in range(0, 1000, 4):
+        index.add(hashes[i] ^ 0b111, 5000 + i)  # a distance-3 twin of every 4th hash
+    for i in range(900):
+        assert index.remove(i)
+    assert len(index) == 100 + 250
+    assert index.nearest(hashes[950]) == (950, 0)
+    assert index.nearest(hashes[100]) == (5100, 3)  # its twin survives the original
+    assert index.nearest(hashes[101]) is None
+
+
+def test_ties_go_to_the_smallest_id_whatever_the_insertion_order() -> None:
+    h = 0x0123_4567_89AB_CDEF
+    index = HammingIndex(4)
+    index.add(h ^ 0b11, 30)  # distance 2
+    index.add(h ^ 0b1100, 10)  # distance 2, smaller id, stored later
+    index.add(h ^ 0b1, 20)  # distance 1: closer wins over smaller id
+    assert index.nearest(h) == (20, 1)
+    assert index.remove(20)
+    assert index.nearest(h) == (10, 2)
+    bulk = HammingIndex.build([h ^ 0b11, h ^ 0b1100], [30, 10], 4)
+    assert bulk.nearest(h) == (10, 2)
+
+
+def test_extreme_hashes_and_validation() -> None:
+    index = HammingIndex(3)
+    index.add(0, 1)
+    index.add(MASK, 2)
+    assert index.nearest(0b111) == (1, 3)
+    assert index.nearest(MASK ^ 0b1) == (2, 1)
+    assert index.nearest(1 << 40 | 1 << 50 | 1 << 60 | 1) is None
+    with pytest.raises(ValueError, match="unsigned 64-bit"):
+        index.add(1 << 64, 3)
+    with pytest.raises(ValueError, match="unsigned 64-bit"):
+        index.nearest(-1)
+    with pytest.raises(ValueError, match="max_distance"):
+        index.nearest(0, max_distance=4)  # wider than the index
+    with pytest.raises(ConfigError, match="max_distance"):
+        HammingIndex(MAX_DISTANCE + 1)
+    with pytest.raises(ValueError, match="ids"):
+        HammingIndex.build([1, 2], [1], 3)
+    assert HammingIndex(5).nearest(123) is None  # empty index
+    assert len(HammingIndex.build([], [], 5)) == 0
+
+
+def test_query_may_narrow_the_radius() -> None:
+    index = HammingIndex(10)
+    index.add(0, 1)
+    assert index.nearest(0b11111, max_distance=5) == (1, 5)
+    assert index.nearest(0b111111, max_distance=5) is None
+    assert index.nearest(0b111111) == (1, 6)
+
+
+def test_build_a_large_index_from_numpy_arrays() -> None:
+    rng = np.random.default_rng(5)
+    hashes = rng.integers(0, 2**64, 200_000, dtype=np.uint64, endpoint=False)
+    ids = np.arange(hashes.size, dtype=np.int64)[::-1].copy()  # ids need not follow positions
+    index = HammingIndex.build(hashes, ids, 8)
+    assert len(index) == hashes.size
+    for i in (0, 77_777, 199_999):
+        q = int(hashes[i]) ^ 0b1011_0000_0000_0000_0001  # 4 bits away from entry i
+        dist = np.bitwise_count(hashes ^ np.uint64(q))
+        best = int(dist.min())
+        assert index.nearest(q) == (int(ids[dist == best].min()), best)
+        assert best <= 4
+
+
+# --------------------------------------------------------------------------- DedupIndex
+
+
+def test_exact_duplicate_matches_with_distance_zero() -> None:
+    dedup = DedupIndex(near_distance=0)
+    assert dedup.check_and_add(sha(1), 0xAAAA) is None
+    assert dedup.check_and_add(sha(1), 0xAAAA) == Match(sha(1), 0)
+    # Same perceptual hash, different bytes: with near-dup detection off, a new image.
+    assert dedup.check_and_add(sha(2), 0xAAAA) is None
+    assert len(dedup) == 2
+    assert sha(1) in dedup
+    assert sha(3) not in dedup
+    assert "not hex" not in dedup
+
+
+def test_near_duplicate_matches_the_closest_stored_image() -> None:
+    dedup = DedupIndex(near_distance=6)
+    base = 0xF0F0_1234_5678_9ABC
+    assert dedup.check_and_add(sha(1), base) is None
+    assert dedup.check_and_add(sha(2), base ^ 0xFF00_0000) is None  # 8 bits: a new image
+    assert dedup.check_and_add(sha(3), base ^ 0b10101) == Match(sha(1), 3)
+    assert dedup.check_and_add(sha(4), base ^ 0xFF00_0000 ^ 0b1) == Match(sha(2), 1)
+    assert dedup.check_and_add(sha(5), base) == Match(sha(1), 0)  # same hash, other bytes
+    assert len(dedup) == 2  # duplicates are never reserved
+    assert sha(3) not in dedup
+
+
+def test_first_stored_wins_and_duplicates_do_not_chain() -> None:
+    dedup = DedupIndex(near_distance=4)
+    a = 0
+    assert dedup.check_and_add(sha(1), a) is None
+    b = a ^ 0b1111  # 4 from a: a duplicate of a, not stored
+    assert dedup.check_and_add(sha(2), b) == Match(sha(1), 4)
+    c = b ^ 0b1111_0000  # 4 from b but 8 from a: b was never stored, so c is new
+    assert dedup.check_and_add(sha(3), c) is None
+    # Equidistant from two stored images: the first stored wins.
+    d = 0b1100_0011  # 4 from a, 4 from c
+    assert dedup.check_and_add(sha(4), d) == Match(sha(1), 4)
+
+
+def test_discard_releases_a_reservation() -> None:
+    dedup = DedupIndex(near_distance=5)
+    assert dedup.check_and_add(sha(1), 0x1234) is None
+    assert dedup.discard(sha(1)) is True
+    assert dedup.discard(sha(1)) is False
+    assert sha(1) not in dedup
+    assert len(dedup) == 0
+    # Neither the exact nor the near rule remembers a discarded image.
+    assert dedup.check_and_add(sha(2), 0x1235) is None
+    assert dedup.check_and_add(sha(1), 0x1234) == Match(sha(2), 1)
+    assert DedupIndex(0).discard(sha(9)) is False
+
+
+def test_rebuild_from_checkpoint_rows() -> None:
+    rows = [(sha(1), 0xFFFF_0000_0000_0000), (sha(2), 0x0000_0000_0000_FFFF), (sha(1), 0x1)]
+    dedup = DedupIndex.rebuild(rows, near_distance=3)
+    assert len(dedup) == 2  # a repeated sha256 row is stored once
+    assert dedup.check_and_add(sha(1), 0) == Match(sha(1), 0)
+    assert dedup.check_and_add(sha(7), 0xFFFF_0000_0000_0007) == Match(sha(1), 3)
+    assert dedup.check_and_add(sha(8), 0x0000_0000_0000_FFF0) is None  # 4 bits from sha(2)
+    # A signed 64-bit value read back from SQLite means the same hash.
+    signed = DedupIndex.rebuild([(sha(1), -1)], near_distance=2)
+    assert signed.check_and_add(sha(2), MASK ^ 0b11) == Match(sha(1), 2)
+
+
+def test_rebuilt_index_behaves_like_the_incremental_one() -> None:
+    rng = random.Random(11)
+    hashes = clustered_hashes(rng, 1500)
+    live = DedupIndex(near_distance=7)
+    stored = [(sha(i), h) for i, h in enumerate(hashes) if live.check_and_add(sha(i), h) is None]
+    rebuilt = DedupIndex.rebuild(stored, near_distance=7)
+    assert len(rebuilt) == len(live) == len(stored)
+    for n, q in enumerate(queries(rng, hashes, 7, 300)):
+        key = sha(10_000 + n)
+        assert rebuilt.check_and_add(key, q) == live.check_and_add(key, q)
+
+
+def test_dedup_validation() -> None:
+    with pytest.raises(ConfigError, match="--near-dup-distance"):
+        DedupIndex(near_distance=-1)
+    with pytest.raises(ConfigError, match="--near-dup-distance"):
+        DedupIndex(near_distance=MAX_DISTANCE + 1)
+    dedup = DedupIndex(near_distance=2)
+    with pytest.raises(ValueError, match="sha256"):
+        dedup.check_and_add("abcd", 1)
+    with pytest.raises(ValueError, match="64-bit"):
+        dedup.check_and_add(sha(1), 1 << 64)
+    assert dedup.near_distance == 2

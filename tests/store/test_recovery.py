@@ -1,0 +1,156 @@
+"""Start-up recovery: each invariant of bingcrawl.store.recovery, one test each."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bingcrawl.errors import CheckpointError
+from bingcrawl.records import Outcome, Status
+from bingcrawl.store import Checkpoint, RecoveryReport
+
+from .conftest import make_candidates, sql, stored_outcome
+
+
+async def _crawl(out: Path, n: int = 4) -> list[Outcome]:
+    """A finished first run: n candidates, all stored, one file each."""
+    async with await Checkpoint.open(out, batch_interval=0.01) as cp:
+        q = await cp.upsert_query(source="search", label="cat", text="cat", norm="cat")
+        new = await cp.add_candidates(make_candidates(n), query_id=q.id)
+        outcomes = [stored_outcome(out, c, f"image {i}".encode()) for i, c in enumerate(new)]
+        for o in outcomes:
+            cp.record_outcome(o)
+    return outcomes
+
+
+async def _recover(out: Path) -> RecoveryReport:
+    async with await Checkpoint.open(out) as cp:
+        return await cp.recover()
+
+
+def _statuses(out: Path) -> list[str]:
+    return [str(s) for (s,) in sql(out, "SELECT status FROM candidates ORDER BY id")]
+
+
+async def test_clean_checkpoint_needs_nothing(out: Path) -> None:
+    await _crawl(out)
+    report = await _recover(out)
+    assert report == RecoveryReport()
+    assert not report.changed
+    assert str(report) == "nothing to repair"
+
+
+async def test_temp_files_are_removed(out: Path) -> None:
+    outcomes = await _crawl(out)
+    label_dir = out / "images" / "cat"
+    (label_dir / ".0123456789abcdef.jpg.a1b2c3d4e5f6.tmp").write_bytes(b"half")
+    (out / ".manifest.jsonl.a1b2c3d4e5f6.tmp").write_bytes(b"{")
+    keep = out / "notes.tmp"  # not our pattern (no leading dot): left alone
+    keep.write_text("mine")
+    report = await _recover(out)
+    assert report.temp_files_removed == 2
+    assert sorted(p.name for p in label_dir.iterdir()) == sorted(
+        Path(o.path or "").name for o in outcomes
+    )
+    assert not list(out.glob(".*.tmp"))
+    assert keep.read_text() == "mine"
+
+
+async def test_inflight_rows_go_back_to_pending(out: Path) -> None:
+    async with await Checkpoint.open(out, batch_interval=0.01) as cp:
+        q = await cp.upsert_query(source="search", label="cat", text="cat", norm="cat")
+        new = await cp.add_candidates(make_candidates(3), query_id=q.id)
+        cp.mark_inflight([c.id for c in new[:2]])
+    assert _statuses(out) == ["inflight", "inflight", "pending"]
+    async with await Checkpoint.open(out) as cp:
+        report = await cp.recover()
+        assert [c.id for c in [c async for c in cp.iter_pending()]] == [c.id for c in new]
+    assert report.inflight_reset == 2
+    assert _statuses(out) == ["pending"] * 3
+
+
+async def test_stored_rows_whose_file_vanished_are_fetched_again(out: Path) -> None:
+    outcomes = await _crawl(out)
+    gone = outcomes[1]
+    async with await Checkpoint.open(out, batch_interval=0.01) as cp:
+        # Two candidates were judged duplicates of the image that is about to vanish.
+        q = (await cp.queries())[0]
+        dups = await cp.add_candidates(make_candidates(2, prefix="dup"), query_id=q.id)
+        for d in dups:
+            cp.record_outcome(
+                Outcome(d, Status.DUPLICATE, attempts=1, sha256="e" * 64, phash=3,
+                        duplicate_of=gone.sha256, distance=2)
+            )  # fmt: skip
+    (out / (gone.path or "")).unlink()
+    report = await _recover(out)
+    assert (report.vanished_reset, report.duplicates_reset) == (1, 2)
+    assert _statuses(out) == ["stored", "pending", "stored", "stored", "pending", "pending"]
+    row = sql(out, "SELECT sha256, path, bytes, duplicate_of FROM candidates WHERE id = ?",
+              (gone.candidate.id,))  # fmt: skip
+    assert row == [(None, None, None, None)]
+    async with await Checkpoint.open(out) as cp:
+        assert gone.sha256 not in {s for s, _ in await cp.stored_hashes()}
+
+
+async def test_torn_file_is_removed_and_fetched_again(out: Path) -> None:
+    outcomes = await _crawl(out)
+    torn = out / (outcomes[0].path or "")
+    torn.write_bytes(b"")  # power loss without --durable can leave an empty file
+    report = await _recover(out)
+    assert (report.vanished_reset, report.torn_files_removed) == (1, 1)
+    assert not torn.exists()
+    assert _statuses(out)[0] == "pending"
+
+
+async def test_symlink_in_place_of_a_stored_file_is_not_trusted(out: Path, tmp_path: Path) -> None:
+    outcomes = await _crawl(out)
+    target = tmp_path / "elsewhere.jpg"
+    target.write_bytes(b"image 0")
+    planted = out / (outcomes[0].path or "")
+    planted.unlink()
+    planted.symlink_to(target)
+    report = await _recover(out)
+    assert report.vanished_reset == 1
+    assert report.foreign_files == 1  # the link is counted, never followed or deleted
+    assert planted.is_symlink()
+    assert target.read_bytes() == b"image 0"
+
+
+async def test_orphan_files_are_removed_foreign_files_kept(out: Path) -> None:
+    await _crawl(out, n=2)
+    label_dir = out / "images" / "cat"
+    # An image whose outcome never committed (crash between os.replace and the commit).
+    orphan = label_dir / "00112233aabbccdd.png"
+    orphan.write_bytes(b"orphan")
+    other_label = out / "images" / "dog"
+    other_label.mkdir()
+    (other_label / "ffeeddccbbaa9988.webp").write_bytes(b"orphan 2")
+    foreign = [label_dir / "README.txt", out / "images" / "cat" / "My Photo.JPG"]
+    for f in foreign:
+        f.write_text("user file")
+    report = await _recover(out)
+    assert (report.orphans_removed, report.foreign_files) == (2, 2)
+    assert not orphan.exists()
+    assert all(f.read_text() == "user file" for f in foreign)
+    assert _statuses(out) == ["stored", "stored"]
+
+
+async def test_recover_refuses_to_run_once_downloads_started(out: Path) -> None:
+    async with await Checkpoint.open(out) as cp:
+        q = await cp.upsert_query(source="search", label="cat", text="cat", norm="cat")
+        (c,) = await cp.add_candidates(make_candidates(1), query_id=q.id)
+        cp.record_outcome(Outcome(c, Status.FAILED, attempts=1, error_class="timeout"))
+        # A file written by a running worker would look like an orphan: refuse.
+        with pytest.raises(CheckpointError, match="before any download"):
+            await cp.recover()
+
+
+async def test_recovery_is_idempotent(out: Path) -> None:
+    outcomes = await _crawl(out)
+    os.unlink(out / (outcomes[2].path or ""))
+    (out / "images" / "cat" / "0000000000000000.jpg").write_bytes(b"orphan")
+    first = await _recover(out)
+    assert first.changed
+    assert await _recover(out) == RecoveryReport()

@@ -1,0 +1,144 @@
+"""The single writer thread: batching, failure reporting, and a loop that never blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bingcrawl.errors import CheckpointError
+from bingcrawl.records import Outcome, Status
+from bingcrawl.store import Checkpoint
+from bingcrawl.store.writer import Writer
+
+from .conftest import make_candidates, sql
+
+
+def _setup(conn: sqlite3.Connection) -> str:
+    conn.execute("CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    return "ready"
+
+
+def _insert(k: int, v: str | None) -> Callable[[sqlite3.Connection], int]:
+    def op(conn: sqlite3.Connection) -> int:
+        conn.execute("INSERT INTO t (k, v) VALUES (?, ?)", (k, v))
+        return k
+
+    return op
+
+
+async def _rows(path: Path) -> list[tuple[object, ...]]:
+    def read() -> list[tuple[object, ...]]:
+        conn = sqlite3.connect(path)
+        try:
+            return conn.execute("SELECT k, v FROM t ORDER BY k").fetchall()
+        finally:
+            conn.close()
+
+    return await asyncio.to_thread(read)
+
+
+async def test_setup_result_calls_and_rows(tmp_path: Path) -> None:
+    path = tmp_path / "w.sqlite"
+    w = Writer(path, durable=False, batch_size=100, batch_interval=0.01)
+    assert await w.start(_setup) == "ready"
+    results = await asyncio.gather(*(w.call(_insert(k, str(k)), what="insert") for k in range(5)))
+    assert results == [0, 1, 2, 3, 4]
+    w.post("INSERT INTO t (k, v) VALUES (?, ?)", (10, "ten"))
+    w.post("INSERT INTO t (k, v) VALUES (?, ?)", (11, "eleven"))
+    assert (await w.flush()).lost == 0
+    assert await _rows(path) == [(k, str(k)) for k in range(5)] + [(10, "ten"), (11, "eleven")]
+    await w.stop()
+    await w.stop()  # idempotent
+    with pytest.raises(CheckpointError, match="closed"):
+        w.post("INSERT INTO t (k, v) VALUES (?, ?)", (12, "x"))
+
+
+async def test_failing_setup_is_raised_and_thread_ends(tmp_path: Path) -> None:
+    def broken(conn: sqlite3.Connection) -> None:
+        raise RuntimeError("setup exploded")
+
+    w = Writer(tmp_path / "w.sqlite", durable=False, batch_size=10, batch_interval=0.01)
+    with pytest.raises(RuntimeError, match="setup exploded"):
+        await w.start(broken)
+    with pytest.raises(CheckpointError):
+        await w.flush()
+
+
+async def test_failed_commit_fails_the_whole_batch(tmp_path: Path) -> None:
+    # The commit hook raising makes the whole transaction fail: every call of the batch gets
+    # the error, every row counts as lost, and nothing of the batch is visible.
+    path = tmp_path / "w.sqlite"
+    fail = {"on": False}
+
+    def hook(conn: sqlite3.Connection) -> None:
+        if fail["on"]:
+            raise sqlite3.OperationalError("disk I/O error (simulated)")
+
+    w = Writer(path, durable=False, batch_size=100, batch_interval=30.0, on_commit=hook)
+    await w.start(_setup)
+    fail["on"] = True
+    w.post("INSERT INTO t (k, v) VALUES (?, ?)", (1, "row"))
+    call = asyncio.ensure_future(w.call(_insert(2, "call"), what="insert"))
+    with pytest.raises(CheckpointError, match="commit failed"):
+        await call
+    report = await w.flush()
+    assert report.lost == 1
+    assert "simulated" in (report.last_error or "")
+    fail["on"] = False
+    assert await w.call(_insert(3, "after"), what="insert") == 3
+    assert await _rows(path) == [(3, "after")]
+    await w.stop()
+
+
+async def test_cancelled_caller_does_not_lose_the_write(tmp_path: Path) -> None:
+    path = tmp_path / "w.sqlite"
+    w = Writer(path, durable=False, batch_size=100, batch_interval=0.01)
+    await w.start(_setup)
+    task = asyncio.ensure_future(w.call(_insert(1, "x"), what="insert"))
+    await asyncio.sleep(0)
+    task.cancel()
+    await w.flush()
+    assert await _rows(path) == [(1, "x")]
+    await w.stop()
+
+
+async def test_event_loop_is_not_blocked_while_100k_candidates_are_written(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    lags: list[float] = []
+    done = asyncio.Event()
+
+    async def probe() -> None:
+        while not done.is_set():
+            start = time.perf_counter()
+            await asyncio.sleep(0.002)
+            lags.append(time.perf_counter() - start - 0.002)
+
+    async with await Checkpoint.open(out, batch_interval=0.05) as cp:
+        q = await cp.upsert_query(source="search", label="cat", text="cat", norm="cat")
+        prober = asyncio.create_task(probe())
+        total = 0
+        for page in range(200):
+            new = await cp.record_page(
+                q.id,
+                offset=page * 500,
+                next_offset=(page + 1) * 500,
+                exhausted=False,
+                candidates=make_candidates(500, start=page * 500),
+            )
+            for c in new[:250]:
+                cp.record_outcome(Outcome(c, Status.FAILED, attempts=1, error_class="timeout"))
+            total += len(new)
+        await cp.flush()
+        done.set()
+        await prober
+    assert total == 100_000
+    assert sql(out, "SELECT count(*) FROM candidates WHERE status = 'failed'") == [(50_000,)]
+    assert len(lags) > 10
+    # Generous: the writer thread shares the GIL; what must never happen is the loop
+    # waiting for a commit or an fsync.
+    assert max(lags) < 0.1, f"max loop lag {max(lags):.3f}s"
