@@ -14,12 +14,14 @@ ARG PYTHON_IMAGE=python:3.11-slim
 
 # ---- build: a wheel of the project, and wheels of its dependencies --------------------------
 FROM ${PYTHON_IMAGE} AS build
+# Optional extras, e.g. --build-arg EXTRAS=[parquet] for `bingcrawl export --format parquet`.
+ARG EXTRAS=""
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # .dockerignore lets only pyproject.toml, README.md and bingcrawl/ through.
 COPY . .
-RUN python -m pip wheel --wheel-dir /wheels .
+RUN python -m pip wheel --wheel-dir /wheels ".${EXTRAS}"
 
 # ---- runtime -------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -39,9 +41,10 @@ RUN groupadd --system --gid 10001 bingcrawl \
     && chown 10001:10001 /data
 
 # Installed from the wheels only (no index): the image holds exactly what the build resolved.
+ARG EXTRAS=""
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m pip install --no-cache-dir --disable-pip-version-check --no-index \
-        --find-links=/wheels bingcrawl
+        --find-links=/wheels "bingcrawl${EXTRAS}"
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

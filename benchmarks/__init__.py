@@ -1,1 +1,1 @@
-"""Benchmarks: run against the emulator, reported as ratios against baselines measured in the same run."""
+"""Benchmarks against the emulator, reported as ratios to baselines run at the same time."""

@@ -95,7 +95,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "qps": args.qps,
         "cpu_s_per_image": round(cpu / max(stored, 1), 5),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "peak_child_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        "peak_child_rss_mb": round(
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
+        ),
         "loop_lag_p99_ms": round(lag_p99 * 1000, 1),
         "loop_lag_max_ms": round(lag_max * 1000, 1),
         "time_to_first_image_s": run_stats.get("time_to_first_stored_s"),
@@ -104,7 +106,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--queries", type=int, default=20)
     p.add_argument("--limit", type=int, default=150)
     p.add_argument("--results-per-query", type=int, default=1000)

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bingcrawl import __version__
 from bingcrawl.errors import BingCrawlError, ConfigError, Interrupted, InvalidParameterError
+from bingcrawl.obs.envconfig import apply_env_defaults
+from bingcrawl.obs.logs import configure_logging
 
 __all__ = ["FILTER_FLAGS", "build_config", "main"]
 
@@ -47,7 +51,10 @@ FILTER_FLAGS: dict[str, str] = {
     "--min-file-size": "minFileSize",
     "--max-file-size": "maxFileSize",
 }
-_PARAM_TO_FLAG = {v.casefold(): k for k, v in FILTER_FLAGS.items()}
+_PARAM_TO_FLAG = {v.casefold(): k for k, v in FILTER_FLAGS.items()} | {
+    "count": "--count",
+    "q": "QUERY",
+}
 
 KEY_ENV = "BING_SEARCH_V7_SUBSCRIPTION_KEY"
 ENDPOINT_ENV = "BING_SEARCH_V7_ENDPOINT"
@@ -56,7 +63,7 @@ ENDPOINT_ENV = "BING_SEARCH_V7_ENDPOINT"
 class _Parser(argparse.ArgumentParser):
     """argparse that raises ConfigError (exit 2, message naming the option) instead of exiting."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         raise ConfigError(self.prog, message)
 
 
@@ -85,52 +92,100 @@ def _add_crawl_options(p: argparse.ArgumentParser) -> None:
     filters = p.add_argument_group("Bing filters (validated before any request)")
     for flag, param in FILTER_FLAGS.items():
         filters.add_argument(
-            flag, dest=f"filter_{param}", metavar=param.upper().replace("-", "_"),
+            flag,
+            dest=f"filter_{param}",
+            metavar=param.upper().replace("-", "_"),
             help=f"the `{param}` parameter",
         )
     dl = p.add_argument_group("downloads")
     dl.add_argument("--concurrency", type=int, default=64)
     dl.add_argument("--per-host", type=int, default=8)
     dl.add_argument("--max-bytes", type=int, default=20 * 1024 * 1024)
-    dl.add_argument("--timeout", type=float, default=30.0, help="total seconds per download attempt")
+    dl.add_argument(
+        "--timeout", type=float, default=30.0, help="total seconds per download attempt"
+    )
     dl.add_argument("--retries", type=int, default=3, help="download retries")
     dl.add_argument(
-        "--allow-network", action="append", default=[], metavar="CIDR",
+        "--allow-network",
+        action="append",
+        default=[],
+        metavar="CIDR",
         help="also allow fetching from this network (repeatable), e.g. 127.0.0.1/32",
     )
     hs = p.add_argument_group("hashing and dedup")
-    hs.add_argument("--hash", dest="hash_algo", default="phash", choices=["phash", "dhash", "ahash", "whash"])
-    hs.add_argument("--hash-workers", type=int, help="hash processes (default: CPU count; 0 = a thread)")
-    hs.add_argument("--near-dup-distance", type=int, help="Hamming distance for near duplicates (0 = exact only)")
+    hs.add_argument(
+        "--hash", dest="hash_algo", default="phash", choices=["phash", "dhash", "ahash", "whash"]
+    )
+    hs.add_argument(
+        "--hash-workers", type=int, help="hash processes (default: CPU count; 0 = a thread)"
+    )
+    hs.add_argument(
+        "--near-dup-distance",
+        type=int,
+        help="Hamming distance for near duplicates (0 = exact only)",
+    )
     hs.add_argument("--max-pixels", type=int, default=64_000_000, help="decompression-bomb limit")
     run = p.add_argument_group("run")
     run.add_argument("--durable", action="store_true", help="fsync files and the checkpoint")
-    run.add_argument("--fresh", action="store_true", help="accept changed options instead of refusing to resume")
-    run.add_argument("--grace", type=float, default=5.0, help="seconds in-flight downloads get after a signal")
+    run.add_argument(
+        "--fresh", action="store_true", help="accept changed options instead of refusing to resume"
+    )
+    run.add_argument(
+        "--grace", type=float, default=5.0, help="seconds in-flight downloads get after a signal"
+    )
     run.add_argument("--no-progress", action="store_true", help="no live display")
+    run.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics and /healthz here")
+    run.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics server")
+    run.add_argument(
+        "--stall-after",
+        type=float,
+        default=600.0,
+        help="/healthz answers 503 after this many seconds without progress",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
-    parser = _Parser(prog="bingcrawl", description="Image-search queries in, a clean image dataset out.")
+    parser = _Parser(
+        prog="bingcrawl", description="Image-search queries in, a clean image dataset out."
+    )
     parser.add_argument("--version", action="version", version=f"bingcrawl {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    common.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="json: one object per line, with run and query context",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _add_crawl_options(sub.add_parser("crawl", help="crawl images (re-run the same command to resume)"))
-    st = sub.add_parser("status", help="progress per query, from the checkpoint")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
+
+    crawl = add("crawl", "crawl images (re-run the same command to resume)")
+    _add_crawl_options(crawl)
+    parser.set_defaults(_crawl_parser=crawl)
+    st = add("status", "progress per query, from the checkpoint")
     st.add_argument("dir", type=Path)
     st.add_argument("--json", action="store_true")
-    ex = sub.add_parser("export", help="the manifest, every candidate, or the duplicate clusters")
+    ex = add("export", "the manifest, every candidate, or the duplicate clusters")
     ex.add_argument("dir", type=Path)
     ex.add_argument("--format", dest="fmt", default="jsonl", choices=["jsonl", "csv", "parquet"])
     ex.add_argument("--all", action="store_true", help="every candidate with its status")
-    ex.add_argument("--duplicates", action="store_true", help="duplicate clusters, stored image first")
-    ex.add_argument("--output", "-o", type=Path, help="destination file (default: stdout / DIR/export.*)")
-    em = sub.add_parser("emulator", help="a Bing Image Search v7 emulator with an image host")
+    ex.add_argument(
+        "--duplicates", action="store_true", help="duplicate clusters, stored image first"
+    )
+    ex.add_argument(
+        "--output", "-o", type=Path, help="destination file (default: stdout / DIR/export.*)"
+    )
+    em = add("emulator", "a Bing Image Search v7 emulator with an image host")
     from bingcrawl.emulator.cli import add_arguments as add_emulator_arguments
 
     add_emulator_arguments(em)
-    demo = sub.add_parser("demo", help="emulator + crawl in one process, offline")
+    demo = add("demo", "emulator + crawl in one process, offline")
     demo.add_argument("--out", type=Path, default=Path("bingcrawl-demo"))
     demo.add_argument("--limit", type=int, default=60)
     demo.add_argument("--no-progress", action="store_true")
@@ -144,14 +199,22 @@ def _read_key(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
         try:
             return args.key_file.read_text(encoding="utf-8").strip() or None
         except OSError as exc:
-            raise ConfigError("--key-file", f"cannot read {args.key_file}: {exc.strerror}") from None
+            raise ConfigError(
+                "--key-file", f"cannot read {args.key_file}: {exc.strerror}"
+            ) from None
     return env.get(KEY_ENV) or None
 
 
 def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
     """Resolve flags and environment into a validated CrawlConfig (raises ConfigError)."""
     from bingcrawl.bing.params import SearchParams
-    from bingcrawl.config import DEFAULT_ENDPOINT, DEFAULT_NEAR_DUP_DISTANCE, CrawlConfig, QuerySpec, parse_queries_file
+    from bingcrawl.config import (
+        DEFAULT_ENDPOINT,
+        DEFAULT_NEAR_DUP_DISTANCE,
+        CrawlConfig,
+        QuerySpec,
+        parse_queries_file,
+    )
     from bingcrawl.pipeline.download import DownloadConfig
     from bingcrawl.pipeline.netpolicy import NetworkPolicy
 
@@ -161,7 +224,9 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
             with args.queries_file.open(encoding="utf-8") as fh:
                 specs += parse_queries_file(fh)
         except OSError as exc:
-            raise ConfigError("--queries-file", f"cannot read {args.queries_file}: {exc.strerror}") from None
+            raise ConfigError(
+                "--queries-file", f"cannot read {args.queries_file}: {exc.strerror}"
+            ) from None
     if not specs:
         raise ConfigError("QUERY", "give at least one query or --queries-file")
     filters = {param: getattr(args, f"filter_{param}") for param in FILTER_FLAGS.values()}
@@ -182,10 +247,17 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
         retries=args.retries,
         policy=NetworkPolicy.from_cidrs(args.allow_network),
     )
+    key = _read_key(args, env)
+    if not key:
+        raise ConfigError(
+            "--key",
+            f"a subscription key is needed to search (--key, --key-file or ${KEY_ENV}); "
+            "without one, try `bingcrawl demo`",
+        )
     return CrawlConfig(
         out=args.out,
         queries=tuple(specs),
-        key=_read_key(args, env),
+        key=key,
         endpoint=args.endpoint or env.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT,
         filters=CrawlConfig.filters_from(canonical),
         limit=args.limit,
@@ -205,21 +277,43 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
         fresh=args.fresh,
         progress=not args.no_progress and sys.stderr.isatty(),
         grace=args.grace,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        stall_after=args.stall_after,
     )
 
 
 async def run_crawl(config: Any) -> dict[str, Any]:
     """Run a crawl with signal handling: SIGINT / SIGTERM stop it cleanly."""
+    from bingcrawl.obs.metrics import MetricsServer
     from bingcrawl.pipeline.crawler import Crawler
 
     loop = asyncio.get_running_loop()
-    async with Crawler(config) as crawler:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+    # Signal handlers can only be installed from the main thread (library users who run a
+    # crawl in another thread handle signals themselves).
+    signals = (
+        (signal.SIGINT, signal.SIGTERM)
+        if threading.current_thread() is threading.main_thread()
+        else ()
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        crawler = await stack.enter_async_context(Crawler(config))
+        if config.metrics_port is not None:
+            server = await stack.enter_async_context(
+                MetricsServer(
+                    crawler,
+                    config.metrics_host,
+                    config.metrics_port,
+                    stall_after=config.stall_after,
+                )
+            )
+            log.info("metrics on http://%s:%d/metrics", config.metrics_host, server.port)
+        for signum in signals:
             loop.add_signal_handler(signum, crawler.request_stop, signum)
         try:
             report = await crawler.run()
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in signals:
                 loop.remove_signal_handler(signum)
     return report.stats
 
@@ -242,7 +336,9 @@ async def _demo(args: argparse.Namespace) -> int:
         print(f"emulator listening on {server.base_url}", flush=True)
         config = CrawlConfig(
             out=args.out,
-            queries=tuple(QuerySpec.of(q) for q in ("aston martin", "red panda", "lighthouse at dusk")),
+            queries=tuple(
+                QuerySpec.of(q) for q in ("aston martin", "red panda", "lighthouse at dusk")
+            ),
             key="demo-key",
             endpoint=server.base_url,
             limit=args.limit,
@@ -258,19 +354,33 @@ async def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace) -> int:
-    from bingcrawl.store.output import status_report
+def _require_checkpoint(directory: Path) -> None:
+    if not (directory / "checkpoint.sqlite").is_file():
+        raise ConfigError("DIR", f"{directory} holds no bingcrawl checkpoint")
 
-    print(status_report(args.dir, as_json=args.json))
+
+async def _status(args: argparse.Namespace) -> int:
+    from bingcrawl.store.checkpoint import Checkpoint
+
+    _require_checkpoint(args.dir)
+    async with await Checkpoint.open(args.dir, read_only=True) as checkpoint:
+        summary = await checkpoint.status_summary()
+    print(summary.to_json() if args.json else summary.render_text())
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     from bingcrawl.store.output import export
 
-    dest = export(args.dir, fmt=args.fmt, all_candidates=args.all, duplicates=args.duplicates, dest=args.output)
-    if dest is not None:
-        print(dest)
+    _require_checkpoint(args.dir)
+    result = export(
+        args.dir,
+        fmt=args.fmt,
+        all_candidates=args.all,
+        duplicates=args.duplicates,
+        dest=args.output,
+    )
+    print(f"{result.rows} rows -> {result.path}")
     return 0
 
 
@@ -279,21 +389,21 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     env = os.environ if env is None else env
     try:
         parser = build_parser()
+        # Every crawl option can come from BINGCRAWL_<OPTION>; flags win over the environment.
+        # The key is excluded: it comes from --key, --key-file or BING_SEARCH_V7_SUBSCRIPTION_KEY.
+        apply_env_defaults(parser.get_default("_crawl_parser"), env, exclude={"--key"})
         args = parser.parse_args(argv)
-        logging.basicConfig(
-            level=getattr(logging, args.log_level),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        configure_logging(args.log_level, args.log_format)
         if args.command == "crawl":
             config = build_config(args, env)
+            configure_logging(args.log_level, args.log_format, secrets=[config.key])
             stats = asyncio.run(run_crawl(config))
             _print_summary(stats, config.out)
             return 0
         if args.command == "demo":
             return asyncio.run(_demo(args))
         if args.command == "status":
-            return _status(args)
+            return asyncio.run(_status(args))
         if args.command == "export":
             return _export(args)
         if args.command == "emulator":

@@ -76,7 +76,9 @@ class QuerySpec:
         if not self.text.strip():
             raise ConfigError("QUERY", "a query must not be empty")
         if len(self.text) > 1500:
-            raise ConfigError("QUERY", "a query must be at most 1,500 characters (the API's URL limit)")
+            raise ConfigError(
+                "QUERY", "a query must be at most 1,500 characters (the API's URL limit)"
+            )
         if self.label != safe_label(self.label, lower=False):
             raise ConfigError("label", f"{self.label!r} is not a safe directory name")
 
@@ -131,6 +133,9 @@ class CrawlConfig:
     grace: float = 5.0
     frontier_size: int = 0  # 0 = 2 x concurrency
     user_agent: str | None = None
+    metrics_port: int | None = None  # serve Prometheus metrics and /healthz (None: off)
+    metrics_host: str = "127.0.0.1"
+    stall_after: float = 600.0  # /healthz answers 503 after this long without progress
 
     def __post_init__(self) -> None:
         if self.limit < 1:
@@ -155,6 +160,10 @@ class CrawlConfig:
             raise ConfigError("--grace", "must be >= 0 seconds")
         if self.frontier_size < 0:
             raise ConfigError("--frontier-size", "must be >= 0")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError("--metrics-port", "must be between 0 and 65535")
+        if not self.stall_after > 0:
+            raise ConfigError("--stall-after", "must be > 0 seconds")
         if not self.endpoint.startswith(("http://", "https://")):
             raise ConfigError("--endpoint", f"must be an http(s) URL, got {self.endpoint!r}")
         labels: dict[str, str] = {}

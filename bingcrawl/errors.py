@@ -4,24 +4,28 @@ Every error the library raises on purpose is a :class:`BingCrawlError`. The CLI 
 error to its process exit code once, through the ``exit_code`` class attribute, so the
 library never calls ``sys.exit`` itself::
 
-    BingCrawlError                       exit 1   base class
-    ├── ConfigError (ValueError)         exit 2   invalid option / configuration, raised before any request
-    │   ├── InvalidParameterError                 a Bing query parameter failed client-side validation
-    │   └── ResumeMismatchError                   OUT holds a crawl with a different result set
-    ├── CheckpointError                  exit 1   the checkpoint is unreadable or from a newer version
-    ├── ApiError                         exit 1   the search API answered with an error
-    │   ├── AuthenticationError          exit 3   401 InvalidAuthorization, 403 InsufficientAuthorization
-    │   ├── QuotaExceededError           exit 4   403 RateLimitExceeded (monthly quota) or --max-api-calls
-    │   ├── ThrottledError                        429 RateLimitExceeded, or a 200 with an empty / non-JSON body
-    │   ├── InvalidRequestError                   400 InvalidRequest (ParameterMissing, ParameterInvalidValue)
-    │   ├── HttpNotAllowedError                   410 HttpNotAllowed
-    │   ├── NotFoundError                         404 (e.g. a URL longer than 2,048 characters)
-    │   └── ServerError                           5xx ServerError
-    ├── ApiConnectionError (OSError)              the API could not be reached (DNS, refused, reset, timeout)
-    └── Interrupted                      exit 130 / 143   SIGINT / SIGTERM after a clean checkpoint
+    BingCrawlError                     exit 1    base class
+    ├── ConfigError (ValueError)       exit 2    bad option or configuration, before any request
+    │   ├── InvalidParameterError                a Bing parameter failed client-side validation
+    │   └── ResumeMismatchError                  OUT holds a crawl with a different result set
+    ├── CheckpointError                exit 1    checkpoint unreadable, newer, or a write failed
+    ├── ApiError                       exit 1    the search API answered with an error
+    │   ├── AuthenticationError        exit 3    401 InvalidAuthorization, 403 Insufficient...
+    │   ├── QuotaExceededError         exit 4    403 RateLimitExceeded, or --max-api-calls spent
+    │   ├── ThrottledError                       429, or a 200 with an empty / non-JSON body
+    │   ├── InvalidRequestError                  400 ParameterMissing / ParameterInvalidValue
+    │   ├── HttpNotAllowedError                  410 HttpNotAllowed
+    │   ├── NotFoundError                        404 (e.g. a URL over 2,048 characters)
+    │   └── ServerError                          5xx ServerError
+    │       └── ResponseFormatError              a 200 whose JSON is not the documented object
+    ├── ApiConnectionError (OSError)             DNS failure, refused or reset, timeout
+    ├── BlockedAddressError (OSError)            the network policy refused an address (SSRF)
+    ├── UnsafePathError (OSError)                a write would leave OUT or follow a symlink
+    └── Interrupted                    130/143   SIGINT / SIGTERM after a clean checkpoint
 
 Download failures are never exceptions that escape a worker: they are data (an ``Outcome``
-with an ``error_class``), see :mod:`bingcrawl.records`.
+with an ``error_class``), see :mod:`bingcrawl.records`. ``BlockedAddressError`` and
+``UnsafePathError`` are raised inside the downloader and the writer and end up as such data.
 
 Secrets: no error message or repr ever contains the subscription key; the client redacts it
 before building any error (see :func:`redact`).
@@ -29,15 +33,16 @@ before building any error (see :func:`redact`).
 
 from __future__ import annotations
 
-from email.utils import parsedate_to_datetime
 from datetime import UTC, datetime
-from typing import ClassVar
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar
 
 __all__ = [
     "ApiConnectionError",
     "ApiError",
     "AuthenticationError",
     "BingCrawlError",
+    "BlockedAddressError",
     "CheckpointError",
     "ConfigError",
     "HttpNotAllowedError",
@@ -46,9 +51,11 @@ __all__ = [
     "InvalidRequestError",
     "NotFoundError",
     "QuotaExceededError",
+    "ResponseFormatError",
     "ResumeMismatchError",
     "ServerError",
     "ThrottledError",
+    "UnsafePathError",
     "parse_retry_after",
     "redact",
 ]
@@ -95,7 +102,9 @@ class ResumeMismatchError(ConfigError):
 
     def __init__(self, differences: dict[str, tuple[object, object]]) -> None:
         self.differences = differences
-        detail = "; ".join(f"{k}: was {old!r}, now {new!r}" for k, (old, new) in differences.items())
+        detail = "; ".join(
+            f"{k}: was {old!r}, now {new!r}" for k, (old, new) in differences.items()
+        )
         super().__init__(
             "--out",
             "the output directory holds a crawl made with different options "
@@ -176,8 +185,32 @@ class ServerError(ApiError):
     """5xx ServerError (UnexpectedError, ResourceError, NotImplemented)."""
 
 
+class ResponseFormatError(ServerError):
+    """A successful response whose JSON is not the object the endpoint documents."""
+
+
 class ApiConnectionError(BingCrawlError, OSError):
     """The API could not be reached: DNS failure, refused or reset connection, timeout."""
+
+
+class BlockedAddressError(BingCrawlError, OSError):
+    """The network policy refused to connect to ``address`` (the SSRF guard).
+
+    An ``OSError`` so that aiohttp's connector treats it like any failed connect attempt
+    (and tries the next resolved address); the downloader finds it in the exception chain.
+    """
+
+    def __init__(self, address: str, reason: str) -> None:
+        self.address = address
+        self.reason = reason
+        super().__init__(f"connection to {address} refused by network policy: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.address, self.reason))
+
+
+class UnsafePathError(BingCrawlError, OSError):
+    """A path would escape OUT or go through a symlink; nothing was written."""
 
 
 class Interrupted(BingCrawlError):

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
-from bingcrawl.errors import ServerError
+from bingcrawl.errors import ResponseFormatError
 
 __all__ = [
     "ErrorDetail",
@@ -37,10 +37,6 @@ __all__ = [
     "TrendingTile",
     "parse_error_response",
 ]
-
-
-class ResponseFormatError(ServerError):
-    """A successful response whose JSON is not the object the endpoint documents."""
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?B)?\s*$", re.IGNORECASE)

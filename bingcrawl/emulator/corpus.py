@@ -18,9 +18,9 @@ Composition of a query's ranked results: rank ``r`` falls into a category by the
 are cycled evenly through the fault slots. Mirrors and near duplicates copy a picture that is
 an original elsewhere in the same list (usually at an earlier rank); near duplicates are
 rescaled, recompressed (JPEG quality 40-90 or PNG) or brightness/contrast-shifted copies, a
-third each at pHash distance 0, 2 and 4 from their original (see ``synth.MAX_RETOUCH``). Cross-query results draw
-from a pool of shared pictures that every query dips into, so crawls of different queries see
-the same images.
+third each at pHash distance 0, 2 and 4 from their original (see ``synth.MAX_RETOUCH``).
+Cross-query results draw from a pool of shared pictures that every query dips into, so crawls
+of different queries see the same images.
 """
 
 from __future__ import annotations
@@ -148,8 +148,13 @@ def _slug(norm: str) -> str:
 class CorpusConfig:
     """What the emulated search engine's image collection looks like.
 
-    ``cache_bytes`` bounds the memory of generated image bytes (an LRU); the rest is
-    described in the emulator's design notes and in :mod:`bingcrawl.emulator.corpus`.
+    ``seed`` selects the corpus (pictures, ranks, metadata); ``results_per_query`` is the
+    length of every query's ranked list; ``image_size`` is ``30k`` (480x360-class JPEGs of
+    ~30 KB), ``200k`` or ``1m``. The four rates are fractions of each list: faulty URLs
+    (kinds from ``fault_kinds``, cycled evenly), byte-identical mirrors, near duplicates and
+    pictures from the pool shared by all queries; they must sum to at most 1. ``format_mix``
+    weighs jpeg, png, gif and webp for original pictures. ``cache_bytes`` bounds the LRU of
+    generated image bytes.
     """
 
     seed: int = 0
@@ -176,7 +181,7 @@ class CorpusConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
                 raise ConfigError(name, f"must be a fraction in [0, 1], got {value!r}")
-        if sum(getattr(self, name) for name in rates) > 1.0:
+        if sum(getattr(self, name) for name in rates) > 1.0 + 1e-9:
             raise ConfigError("fault_rate", f"the sum of {', '.join(rates)} must not exceed 1")
         object.__setattr__(self, "fault_kinds", tuple(self.fault_kinds))
         unknown = [k for k in self.fault_kinds if k not in FAULT_KINDS]
@@ -203,9 +208,16 @@ class ImageSpec:
     """Ground truth of one image URL (``/img/<key>``).
 
     ``base`` identifies the picture: equal bases are the same picture (an exact or near
-    duplicate). ``variant`` says how these bytes derive from it; ``fault`` names the fault
-    the URL has, if any. ``format``, ``width`` and ``height`` describe the real bytes (the
-    nominal picture for faults; the bomb reports its real, huge size).
+    duplicate). It is ``(namespace << 17) | index``: one namespace per query, 0 for the pool
+    shared by all queries. ``variant`` says how these bytes derive from the picture
+    (``original``, ``mirror`` = byte-identical to the original, ``rescaled``,
+    ``recompressed``, ``brightened``); ``fault`` names the URL's fault, if any. ``format``,
+    ``width`` and ``height`` describe the real bytes (the nominal picture for faults; the
+    bomb reports its real, huge size). The rest is API metadata: ``name`` (title),
+    ``host_page_url`` (on a ``.example`` host, never fetched), ``license`` (a Bing license
+    filter value it satisfies), ``image_type`` (``Photo``, ``Clipart``, ``Line``,
+    ``Transparent`` for PNG, ``AnimatedGif`` for GIF), ``color`` (accent colour, 6 hex
+    digits) and ``date_published`` (ISO 8601, Bing's format).
     """
 
     key: str

@@ -66,6 +66,7 @@ HUGE_BYTES = 1 << 30
 GZIP_BOMB_BYTES = (1 << 30) + (1 << 20)
 
 _CHUNK = 1 << 16
+_YIELD_EVERY = 1 << 20  # streaming handlers yield to the event loop at least this often
 _ZERO_BLOCK = 1 << 20  # deflate input unit of the bombs: 1 MiB of zeros -> ~1 KB
 _DRIP_BYTES = 8
 _DRIP_INTERVAL = 0.25
@@ -427,6 +428,10 @@ class ImageHost:
                 piece = padding[: min(_CHUNK, size - sent)]
                 await resp.write(piece)
                 sent += len(piece)
+                if sent % _YIELD_EVERY < _CHUNK:
+                    # A reader as fast as the socket never makes write() wait: let the
+                    # rest of the server (the API, other downloads) run now and then.
+                    await asyncio.sleep(0)
         except ConnectionError:
             log.debug("client left %s after %d of %d bytes", spec.key, sent, size)
         finally:

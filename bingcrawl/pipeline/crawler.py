@@ -19,7 +19,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections import Counter
+from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,8 @@ from bingcrawl.errors import (
     Interrupted,
     QuotaExceededError,
 )
+from bingcrawl.obs.logs import bind
+from bingcrawl.obs.metrics import MetricsSnapshot
 from bingcrawl.pipeline.dedup import DedupIndex
 from bingcrawl.pipeline.download import Downloader
 from bingcrawl.pipeline.frontier import Frontier
@@ -42,8 +46,8 @@ from bingcrawl.pipeline.producers import default_producers
 from bingcrawl.pipeline.progress import Counters, ProgressReporter
 from bingcrawl.pipeline.ratelimit import ApiGate, RateLimiter, RetryPolicy
 from bingcrawl.records import Candidate, DownloadFailure, HashFailure, Outcome, Status
-from bingcrawl.store.checkpoint import Checkpoint
 from bingcrawl.store.atomic import atomic_write_bytes
+from bingcrawl.store.checkpoint import Checkpoint
 from bingcrawl.store.output import write_manifest, write_stats
 
 __all__ = ["CrawlReport", "Crawler", "QueryState"]
@@ -89,7 +93,7 @@ class CrawlReport:
     quota_exhausted: bool = False
 
 
-Producer = Callable[["Crawler"], Awaitable[None]]
+Producer = Callable[["Crawler"], Coroutine[Any, Any, None]]
 
 
 class Crawler:
@@ -109,6 +113,8 @@ class Crawler:
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._quota_error: QuotaExceededError | None = None
         self._label_dirs: set[str] = set()
+        self._finished = False
+        self.run_id = uuid.uuid4().hex[:12]
         self.checkpoint: Checkpoint
         self.dedup: DedupIndex
         self.hasher: HashPool
@@ -211,6 +217,7 @@ class Crawler:
         """Crawl until every source is done, the quota ends, or a stop is requested."""
         if self._state != "open":
             raise RuntimeError("use `async with Crawler(config) as crawler:` before run()")
+        bind(run_id=self.run_id)
         reporter = asyncio.create_task(
             ProgressReporter(self.counters, live=self.config.progress).run()
         )
@@ -228,6 +235,7 @@ class Crawler:
             with contextlib.suppress(asyncio.CancelledError):
                 await reporter
             stats = await asyncio.shield(self._finish())
+            self._finished = True
         if error is not None:
             raise error
         if self._stop_signal is not None:
@@ -265,6 +273,37 @@ class Crawler:
             self._quota_error = exc
             log.warning("API quota exhausted (%s): finishing queued downloads", exc)
 
+    def metrics_snapshot(self) -> MetricsSnapshot:
+        """Live counters for the metrics endpoint (see :mod:`bingcrawl.obs.metrics`)."""
+        c = self.counters
+        queries = Counter("done" if s.full() else "active" for s in self.queries.values())
+        return MetricsSnapshot(
+            api_calls=c.api_by_status,
+            outcomes={
+                "stored": c.stored,
+                "duplicate": c.duplicates,
+                "failed": c.failed,
+                "skipped": c.skipped,
+            },
+            errors=c.errors,
+            bytes=c.bytes,
+            queue_depth=len(self.frontier),
+            in_flight=c.in_flight,
+            images_per_s=c.recent.rate(),
+            queries=queries,
+            last_progress=c.last_progress,
+            state=self.run_state,
+        )
+
+    @property
+    def run_state(self) -> str:
+        """``starting``, ``running``, ``stopping`` or ``done``."""
+        if self._state == "closed" or self._finished:
+            return "done"
+        if self._stop_signal is not None:
+            return "stopping"
+        return "running" if self._worker_tasks else "starting"
+
     # -- helpers for producers -----------------------------------------------------------
 
     async def enqueue(self, state: QueryState, candidates: list[Candidate]) -> None:
@@ -297,8 +336,10 @@ class Crawler:
     def _record(self, outcome: Outcome) -> None:
         self.checkpoint.record_outcome(outcome)
         c = self.counters
+        c.progressed()
         if outcome.status is Status.STORED:
             c.stored += 1
+            c.recent.add(1)
             if c.first_stored_at is None:
                 c.first_stored_at = time.monotonic()
         elif outcome.status is Status.DUPLICATE:

@@ -37,6 +37,7 @@ import hashlib
 import io
 import logging
 import os
+import queue
 import signal
 import struct
 import warnings
@@ -46,6 +47,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
+from multiprocessing.queues import Queue
 from types import MappingProxyType, TracebackType
 from typing import Final, Self
 
@@ -125,15 +127,7 @@ _ORIENTATION: Final = MappingProxyType(
 _EXIF_ORIENTATION_TAG: Final = 0x0112
 
 # Messages Pillow (and struct) use when the data ran out.
-_TRUNCATION_HINTS: Final = (
-    "truncated",
-    "unpack_from requires a buffer",
-    "unpack requires a buffer",
-    "incomplete",
-    "no more images",
-    "premature end",
-    "expecting to read",
-)
+_TRUNCATION_HINTS: Final = ("truncated", "requires a buffer", "incomplete", "no more images")
 
 
 class _Rejected(Exception):
@@ -141,8 +135,7 @@ class _Rejected(Exception):
 
     def __init__(self, error_class: str, detail: str) -> None:
         super().__init__(detail)
-        self.error_class = error_class
-        self.detail = detail
+        self.error_class, self.detail = error_class, detail
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -179,19 +172,10 @@ def hash_image(
     if fmt not in _OPENERS:
         return HashFailure(ErrorClass.UNSUPPORTED_FORMAT, f"this Pillow cannot decode {fmt}")
     try:
-        width, height, gray = _decode_gray(data, fmt, max_pixels, draft)
-        phash = _to_int(hasher(gray))
+        width, height, phash = _decode_and_hash(data, fmt, max_pixels, draft, hasher)
     except _Rejected as exc:
         return HashFailure(exc.error_class, exc.detail)
-    return Hashed(
-        sha256=digest,
-        phash=phash,
-        width=width,
-        height=height,
-        format=fmt,
-        ext=EXTENSIONS[fmt],
-        size=len(data),
-    )
+    return Hashed(digest, phash, width, height, format=fmt, ext=EXTENSIONS[fmt], size=len(data))
 
 
 def hash_batch(
@@ -201,7 +185,7 @@ def hash_batch(
     return [hash_image(item, algo=algo, max_pixels=max_pixels, draft=draft) for item in items]
 
 
-def worker_initializer() -> None:
+def worker_initializer(ready: Queue[int] | None = None) -> None:
     """Prepare a hash worker process (the ``initializer`` of :class:`HashPool`'s executor).
 
     SIGINT is ignored: Ctrl-C reaches the whole process group, and the parent decides how to
@@ -210,16 +194,23 @@ def worker_initializer() -> None:
     a process that does nothing else: Pillow's DecompressionBombWarning becomes an error (so
     :func:`hash_image` reports it), and Pillow's advisory UserWarnings (corrupt EXIF, ...) are
     dropped instead of spamming stderr - the image is judged by whether its pixels decode.
+    Last, the worker's pid goes to ``ready``: the pool knows the worker is set up.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     warnings.simplefilter("error", Image.DecompressionBombWarning)
     warnings.simplefilter("ignore", UserWarning)
+    if ready is not None:
+        ready.put(os.getpid())
 
 
-def _decode_gray(
-    data: bytes, fmt: str, max_pixels: int, draft: bool
-) -> tuple[int, int, Image.Image]:
-    """Decode ``data`` to an upright greyscale image; returns (width, height, image)."""
+def _decode_and_hash(
+    data: bytes,
+    fmt: str,
+    max_pixels: int,
+    draft: bool,
+    hasher: Callable[[Image.Image], imagehash.ImageHash],
+) -> tuple[int, int, int]:
+    """Decode ``data`` to upright greyscale and hash it; returns (width, height, hash)."""
     if fmt == "webp":
         _check_webp_header(data, max_pixels)
     try:
@@ -235,7 +226,7 @@ def _decode_gray(
             # sides >= DRAFT_MIN_SIDE (Pillow picks the scale from the requested size).
             img.draft("L", (DRAFT_MIN_SIDE, DRAFT_MIN_SIDE))
         img.load()
-        gray = _upright(_to_gray(img), img)
+        phash = _to_int(hasher(_upright(_to_gray(img), img)))
     except _Rejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -246,7 +237,7 @@ def _decode_gray(
         # Failure is data here: whatever a malformed file makes a Pillow plugin raise
         # (OSError, SyntaxError, struct.error, ValueError, ...), the worker reports it.
         raise _Rejected(_classify(exc, data, fmt), _short(exc)) from exc
-    return width, height, gray
+    return width, height, phash
 
 
 def _check_webp_header(data: bytes, max_pixels: int) -> None:
@@ -424,6 +415,8 @@ class _Job:
 # How many times in a row the process pool may break without completing a batch before we
 # conclude the workers cannot run at all (rather than one image killing them).
 _MAX_CONSECUTIVE_RESTARTS: Final = 5
+# Generous: spawning imports numpy, Pillow and imagehash, on a machine that may be busy.
+_START_TIMEOUT: Final = 120.0
 # Attempts for one image whose batch was lost with a broken pool: once in its batch, then
 # alone, then alone again; a pool broken every time means this image kills the decoder.
 _MAX_ATTEMPTS: Final = 3
@@ -433,12 +426,14 @@ class HashPool:
     """Hash images off the event loop, coalescing concurrent calls into batches.
 
     Use as ``async with HashPool(workers=2) as pool: result = await pool.hash(data)``.
-    Concurrent :meth:`hash` calls are gathered into batches of up to ``batch_size``: a batch
-    leaves as soon as it is full, or on the next event-loop iteration (no timer, no added
-    latency), or when an in-flight slot frees up; at most ``max_inflight`` batches (default 2 x
-    workers) are in the executor at once, so memory stays flat. If a worker process dies (OOM
-    killer, a crashing decoder), the pool is replaced and the lost images are retried one at a
-    time; an image that kills a worker every time is reported as ``not_an_image``.
+    Entering starts every worker process (``spawn`` by default, see :class:`HashPoolConfig`)
+    and waits until each has run :func:`worker_initializer`. Concurrent :meth:`hash` calls are
+    gathered into batches of up to ``batch_size``: a batch leaves as soon as it is full, or on
+    the next event-loop iteration (no timer, no added latency), or when an in-flight slot frees
+    up; at most ``max_inflight`` batches (default 2 x workers) are in the executor at once, so
+    memory stays flat. If a worker process dies (OOM killer, a crashing decoder), the pool is
+    replaced and the lost images are retried one at a time; an image that kills a worker every
+    time is reported as ``not_an_image``.
 
     Closing (:meth:`aclose` or leaving the ``async with``) fails calls still waiting for a batch
     with RuntimeError, lets batches in flight finish, and shuts the workers down. Closing twice
@@ -467,7 +462,10 @@ class HashPool:
             start_method=start_method,
         )
         self.stats = HashPoolStats()
+        #: Pids of the worker processes started on entering (empty in thread mode).
+        self.worker_pids: tuple[int, ...] = ()
         self._state = _State.NEW
+        self._ready: Queue[int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ProcessPoolExecutor | None = None
         self._pending: deque[_Job] = deque()
@@ -484,10 +482,37 @@ class HashPool:
         if self._state is not _State.NEW:
             raise RuntimeError(f"cannot open a HashPool that is {self._state.value}")
         self._loop = asyncio.get_running_loop()
+        self._state = _State.OPEN
         if self.config.workers > 0:
             self._executor = self._new_executor()
-        self._state = _State.OPEN
+            try:
+                await self._start_workers(self._executor)
+            except BaseException:
+                await self.aclose()
+                raise
         return self
+
+    async def _start_workers(self, executor: ProcessPoolExecutor) -> None:
+        """Start every worker now and wait until each has run its initializer.
+
+        Failing here (a worker that cannot import or start) beats failing mid-crawl, and the
+        first batches do not wait for process start-up. A fresh executor has no idle worker,
+        so each of these submissions starts one process.
+        """
+        assert self._loop is not None
+        ready = self._ready
+        assert ready is not None
+        n = self.config.workers
+        calls = [self._loop.run_in_executor(executor, os.getpid) for _ in range(n)]
+
+        def collect() -> tuple[int, ...]:
+            return tuple(ready.get(timeout=_START_TIMEOUT) for _ in range(n))
+
+        try:
+            self.worker_pids = await asyncio.to_thread(collect)
+        except queue.Empty as exc:
+            raise RuntimeError(f"hash workers did not start within {_START_TIMEOUT} s") from exc
+        await asyncio.gather(*calls)
 
     async def __aexit__(
         self,
@@ -531,6 +556,8 @@ class HashPool:
             raise
         finally:
             executor, self._executor = self._executor, None
+            if self._ready is not None:
+                self._ready.close()
             if executor is not None:
                 # shutdown(wait=True) joins the worker processes: never on the event loop.
                 await asyncio.shield(
@@ -615,10 +642,15 @@ class HashPool:
         return results
 
     def _new_executor(self) -> ProcessPoolExecutor:
+        context = get_context(self.config.start_method)
+        if self._ready is not None:
+            self._ready.close()
+        self._ready = context.Queue()
         return ProcessPoolExecutor(
             max_workers=self.config.workers,
-            mp_context=get_context(self.config.start_method),
+            mp_context=context,
             initializer=worker_initializer,
+            initargs=(self._ready,),
         )
 
     def _replace_executor(self, broken: ProcessPoolExecutor) -> None:

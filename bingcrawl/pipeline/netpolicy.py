@@ -38,7 +38,7 @@ from aiohappyeyeballs import AddrInfoType, SocketFactoryType
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from bingcrawl.errors import BingCrawlError, ConfigError
+from bingcrawl.errors import BlockedAddressError, ConfigError
 from bingcrawl.records import ErrorClass
 
 __all__ = [
@@ -108,22 +108,6 @@ _IPV4_COMPATIBLE = _V6("::/96")
 #: underscores, which some CDNs use. Anything else (spaces, percent signs) is a bad URL.
 _HOSTNAME_RE = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
 _NUMERIC_LABEL_RE = re.compile(r"(?:0[xX][0-9a-fA-F]*|[0-9]+)")
-
-
-class BlockedAddressError(BingCrawlError, OSError):
-    """The network policy refused to connect to ``address`` (the SSRF guard).
-
-    An ``OSError`` so that aiohttp's connector treats it like any failed connect attempt
-    (and tries the next resolved address); the downloader finds it in the exception chain.
-    """
-
-    def __init__(self, address: str, reason: str) -> None:
-        self.address = address
-        self.reason = reason
-        super().__init__(f"connection to {address} refused by network policy: {reason}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.address, self.reason))
 
 
 def _ip(value: IPAddress | str) -> IPAddress:

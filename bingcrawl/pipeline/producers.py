@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import TYPE_CHECKING
 
 from bingcrawl.bing.client import BingClient
@@ -24,6 +25,7 @@ from bingcrawl.errors import (
     ResumeMismatchError,
     ServerError,
 )
+from bingcrawl.obs.logs import log_context
 from bingcrawl.records import Candidate, Source
 
 if TYPE_CHECKING:
@@ -41,7 +43,12 @@ def norm_query(text: str) -> str:
 
 
 def candidate_from_image(
-    image: Image, *, label: str, query: str, source: Source, license: str | None,
+    image: Image,
+    *,
+    label: str,
+    query: str,
+    source: Source,
+    license: str | None,
     parent: str | None = None,
 ) -> Candidate | None:
     """A candidate for one API image (None when the image has no content URL)."""
@@ -121,7 +128,9 @@ async def _run_queries(crawler: Crawler) -> None:
     if not active:
         return
     if not crawler.config.key:
-        raise ConfigError("--key", "a subscription key is needed to search (or use `bingcrawl demo`)")
+        raise ConfigError(
+            "--key", "a subscription key is needed to search (or use `bingcrawl demo`)"
+        )
     client = await crawler.enter_context().enter_async_context(
         BingClient(
             crawler.config.key,
@@ -136,7 +145,8 @@ async def _run_queries(crawler: Crawler) -> None:
         async with slots:
             crawler.counters.queries_active += 1
             try:
-                await _page_query(crawler, client, row, crawler.queries[row.id])
+                with log_context(query=row.text, label=row.label):
+                    await _page_query(crawler, client, row, crawler.queries[row.id])
             finally:
                 crawler.counters.queries_active -= 1
                 crawler.counters.queries_done += 1
@@ -147,14 +157,21 @@ async def _run_queries(crawler: Crawler) -> None:
 
 
 def _account(crawler: Crawler, endpoint: str, status: int) -> None:
-    crawler.counters.api_calls += 1
+    counters = crawler.counters
+    counters.api_calls += 1
+    counters.api_by_status[(endpoint, status)] += 1
+    counters.progressed()
     crawler.checkpoint.record_api_call(endpoint, status)
 
 
-async def _page_query(crawler: Crawler, client: BingClient, row: QueryRow, state: QueryState) -> None:
+async def _page_query(
+    crawler: Crawler, client: BingClient, row: QueryRow, state: QueryState
+) -> None:
     """Page one query until it has its limit, runs out of results, or fails."""
     cp = crawler.checkpoint
-    params = SearchParams.from_mapping({"q": row.text, "count": crawler.config.count, **crawler.config.filter_map()})
+    params = SearchParams.from_mapping(
+        {"q": row.text, "count": crawler.config.count, **crawler.config.filter_map()}
+    )
     license = crawler.config.filter_map().get("license")
     offset = row.next_offset
     seen_ids: set[str] = set()
@@ -168,7 +185,7 @@ async def _page_query(crawler: Crawler, client: BingClient, row: QueryRow, state
             await state.changed.wait()
         page_params = params.with_offset(offset)
         try:
-            page: Images = await crawler.gate.call("search", lambda: client.search(page_params))
+            page: Images = await crawler.gate.call("search", partial(client.search, page_params))
         except InvalidRequestError as exc:
             log.error("query %r refused by the API: %s", row.text, exc)
             await cp.set_query_state(row.id, "failed", error=str(exc))

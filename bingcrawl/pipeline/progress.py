@@ -1,4 +1,4 @@
-"""Live counters of a crawl, and how they are shown: a rich display on a TTY, log lines otherwise."""
+"""Live counters of a crawl, shown as a rich display on a TTY and as log lines otherwise."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+from bingcrawl.obs.metrics import RateWindow
 
 __all__ = ["Counters", "ProgressReporter"]
 
@@ -33,7 +35,14 @@ class Counters:
     skipped: int = 0
     in_flight: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    api_by_status: Counter[tuple[str, int]] = field(default_factory=Counter)
     first_stored_at: float | None = None
+    last_progress: float = field(default_factory=time.monotonic)
+    recent: RateWindow = field(default_factory=RateWindow)
+
+    def progressed(self) -> None:
+        """Something happened (an outcome, an API page): the crawl is not stalled."""
+        self.last_progress = time.monotonic()
 
     def elapsed(self) -> float:
         """Seconds since the run started."""
@@ -80,7 +89,7 @@ class Counters:
 
 
 class ProgressReporter:
-    """Shows :class:`Counters` until cancelled: rich on a TTY, a log line every ``interval`` else."""
+    """Shows :class:`Counters` until cancelled: rich on a TTY, else a log line per ``interval``."""
 
     def __init__(self, counters: Counters, *, live: bool, interval: float = 5.0) -> None:
         self.counters = counters
@@ -109,8 +118,13 @@ class ProgressReporter:
 
         s = self.counters.snapshot()
         table = Table(title="bingcrawl", show_header=False, expand=False)
-        table.add_row("queries", f"{s['queries_done']}/{s['queries_total']} done, {s['queries_active']} active")
-        table.add_row("pages / API calls", f"{s['pages']} / {s['api_calls']} ({s['api_calls_per_s']}/s)")
+        table.add_row(
+            "queries",
+            f"{s['queries_done']}/{s['queries_total']} done, {s['queries_active']} active",
+        )
+        table.add_row(
+            "pages / API calls", f"{s['pages']} / {s['api_calls']} ({s['api_calls_per_s']}/s)"
+        )
         table.add_row("downloaded", f"{s['downloaded']} ({s['bytes_per_s'] / 1e6:.2f} MB/s)")
         table.add_row("stored", f"{s['stored']} ({s['images_per_s']} img/s)")
         table.add_row("duplicate / failed", f"{s['duplicates']} / {s['failed']}")

@@ -20,6 +20,7 @@ from bingcrawl.store.output import (
     STATS_NAME,
     ExportResult,
     export,
+    status_report,
     write_manifest,
     write_stats,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "atomic_write_bytes",
     "export",
     "read_summary",
+    "status_report",
     "url_key",
     "write_manifest",
     "write_stats",

@@ -26,17 +26,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from bingcrawl.errors import BingCrawlError
+from bingcrawl.errors import UnsafePathError
 
 __all__ = ["UnsafePathError", "atomic_open", "atomic_write_bytes", "split_relative"]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_TEMP_STEM = 180
-
-
-class UnsafePathError(BingCrawlError, OSError):
-    """A path would escape OUT or go through a symlink; nothing was written."""
 
 
 def split_relative(name: str) -> tuple[str, ...]:

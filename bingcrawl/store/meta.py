@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from bingcrawl.errors import CheckpointError
+from bingcrawl.errors import CheckpointError, ConfigError
 from bingcrawl.store.schema import CHECKPOINT_NAME, SCHEMA_VERSION, migrate, utc_iso
 
 __all__ = [
@@ -49,9 +49,14 @@ LOCK_NAME = CHECKPOINT_NAME + "-lock"
 def acquire_lock(out: Path) -> int:
     """Create OUT if needed and take its exclusive lock; return the lock's fd.
 
-    Raises CheckpointError naming the holder's pid if another process has it."""
-    out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    Raises CheckpointError naming the holder's pid if another process has it, and
+    ConfigError (``--out``) if OUT cannot be created or written.
+    """
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise ConfigError("--out", f"cannot use {out} as the output directory: {exc}") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -166,11 +171,23 @@ def reset_crawl(conn: sqlite3.Connection, fingerprint: Mapping[str, object]) -> 
 PREVIOUS_RUN_FILES = ("images", "manifest.jsonl", "stats.json")
 
 
+def _is_empty_dir(path: Path) -> bool:
+    # An empty images/ (e.g. made by the crawler before this call) is nothing to keep.
+    if path.is_symlink() or not path.is_dir():
+        return False
+    with os.scandir(path) as it:
+        return next(it, None) is None
+
+
 def move_previous_run_aside(out: Path) -> Path | None:
     """Move images/, manifest.jsonl and stats.json into ``OUT/replaced-<UTC time>/``.
 
     Returns that directory, or None if there was nothing to move. Never deletes anything."""
-    present = [out / name for name in PREVIOUS_RUN_FILES if os.path.lexists(out / name)]
+    present = [
+        out / name
+        for name in PREVIOUS_RUN_FILES
+        if os.path.lexists(out / name) and not _is_empty_dir(out / name)
+    ]
     if not present:
         return None
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -34,7 +34,7 @@ from bingcrawl.errors import ConfigError
 from bingcrawl.records import Status
 from bingcrawl.store.atomic import atomic_open, atomic_write_bytes
 from bingcrawl.store.schema import CHECKPOINT_NAME, connect_readonly, from_signed, utc_iso
-from bingcrawl.store.summary import build_summary
+from bingcrawl.store.summary import build_summary, read_summary
 
 __all__ = [
     "CANDIDATE_FIELDS",
@@ -47,6 +47,7 @@ __all__ = [
     "atomic_open",
     "atomic_write_bytes",
     "export",
+    "status_report",
     "write_manifest",
     "write_stats",
 ]
@@ -373,3 +374,10 @@ def export(
         else:
             n = _write_parquet(fh, rows, fields)
     return ExportResult(path=target, rows=n)
+
+
+def status_report(out: Path | str, *, as_json: bool = False) -> str:
+    """``bingcrawl status DIR [--json]``: the summary as a text table or JSON (no trailing
+    newline). Read-only, so it is safe next to a running crawl."""
+    summary = read_summary(Path(out))
+    return summary.to_json() if as_json else summary.render_text().rstrip("\n")

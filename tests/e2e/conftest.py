@@ -21,7 +21,9 @@ async def emulator_factory() -> AsyncIterator[EmulatorFactory]:
         if config is None:
             kw.setdefault("corpus", small_corpus())
             kw.setdefault("qps", None)
-            kw.setdefault("images", ImageHostConfig(slow_seconds=20.0, oversize_bytes=3 * 1024 * 1024))
+            kw.setdefault(
+                "images", ImageHostConfig(slow_seconds=20.0, oversize_bytes=3 * 1024 * 1024)
+            )
             config = EmulatorConfig(**kw)
         server = EmulatorServer(config)
         await server.__aenter__()

@@ -47,7 +47,9 @@ def small_corpus(**kw: Any) -> CorpusConfig:
     return CorpusConfig(**kw)
 
 
-def crawl_config(server: EmulatorServer, out: Path, queries: Iterable[str], **kw: Any) -> CrawlConfig:
+def crawl_config(
+    server: EmulatorServer, out: Path, queries: Iterable[str], **kw: Any
+) -> CrawlConfig:
     """A crawl of ``queries`` against ``server``, tuned so fault cases end quickly."""
     download = DownloadConfig(
         concurrency=kw.pop("concurrency", 16),
@@ -99,5 +101,3 @@ async def served_sha256(server: EmulatorServer, specs: Iterable[ImageSpec]) -> d
                         result[spec.key] = hashlib.sha256(await resp.read()).hexdigest()
                         break
     return result
-
-

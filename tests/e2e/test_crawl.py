@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import sqlite3
@@ -63,15 +62,19 @@ async def test_crawl_stores_exactly_the_ground_truth(
     # exactly one stored file per distinct byte string the queries returned
     assert sorted(r["sha256"] for r in manifest) == sorted(set(truth.values()))
     for row in manifest:
-        assert MANIFEST_FIELDS <= row.keys()
+        assert row.keys() >= MANIFEST_FIELDS
         data = (tmp_path / row["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == row["sha256"]
         assert len(data) == row["bytes"]
-        assert row["path"] == f"images/{row['label']}/{row['sha256'][:16]}.{Path(row['path']).suffix[1:]}"
+        assert (
+            row["path"]
+            == f"images/{row['label']}/{row['sha256'][:16]}.{Path(row['path']).suffix[1:]}"
+        )
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             assert (img.width, img.height) == (row["width"], row["height"])
-            assert img.format is not None and img.format.lower() == row["format"]
+            assert img.format is not None
+            assert img.format.lower() == row["format"]
         spec = specs[key_of(row["content_url"])]
         assert truth[spec.key] == row["sha256"]
         assert row["query"] in QUERIES
@@ -103,7 +106,10 @@ async def test_every_fault_ends_with_its_status(
             assert row["status"] in ("stored", "duplicate"), (spec.fault, row["error_class"])
         else:
             assert row["status"] == "failed", spec.fault
-            assert row["error_class"] in EXPECTED_ERROR[spec.fault], (spec.fault, row["error_class"])
+            assert row["error_class"] in EXPECTED_ERROR[spec.fault], (
+                spec.fault,
+                row["error_class"],
+            )
             assert key not in stored_keys
     # no URL fetched twice except by a retry (of a retryable fault)
     requests = server.image_host.requests
@@ -127,7 +133,9 @@ async def test_qps_is_used_but_never_exceeded(
 ) -> None:
     qps = 10
     server = await emulator_factory(qps=float(qps), corpus=small_corpus(results_per_query=90))
-    config = crawl_config(server, tmp_path, ["one", "two", "three", "four"], qps=qps, limit=1000, count=10)
+    config = crawl_config(
+        server, tmp_path, ["one", "two", "three", "four"], qps=qps, limit=1000, count=10
+    )
     async with Crawler(config) as crawler:
         await crawler.run()
     searches = server.state.requests(endpoint="search")
@@ -141,7 +149,9 @@ async def test_qps_is_used_but_never_exceeded(
 async def test_retry_after_is_honoured(emulator_factory: EmulatorFactory, tmp_path: Path) -> None:
     # The emulator allows 2 QPS; the crawler is told 20, so it meets 429s.
     server = await emulator_factory(qps=2.0, corpus=small_corpus(results_per_query=40))
-    config = crawl_config(server, tmp_path, ["throttled"], qps=20, limit=1000, count=5, max_active_queries=1)
+    config = crawl_config(
+        server, tmp_path, ["throttled"], qps=20, limit=1000, count=5, max_active_queries=1
+    )
     async with Crawler(config) as crawler:
         await crawler.run()
     log = server.state.requests(endpoint="search")
@@ -161,10 +171,18 @@ async def test_empty_200_and_500_do_not_lose_results(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
     server = await emulator_factory(
-        p_empty_200=0.2, p_server_error=0.3, corpus=small_corpus(fault_rate=0.0, results_per_query=50)
+        p_empty_200=0.2,
+        p_server_error=0.3,
+        corpus=small_corpus(fault_rate=0.0, results_per_query=50),
     )
     config = crawl_config(
-        server, tmp_path, ["flaky api"], qps=100, limit=1000, count=10, api_retries=20,
+        server,
+        tmp_path,
+        ["flaky api"],
+        qps=100,
+        limit=1000,
+        count=10,
+        api_retries=20,
         api_backoff=0.05,
     )
     async with Crawler(config) as crawler:
@@ -210,10 +228,13 @@ async def test_event_loop_never_blocks(tmp_path: Path) -> None:
         server = SimpleNamespace(base_url=base_url)
         config = crawl_config(
             server,  # type: ignore[arg-type]
-            tmp_path, ["lag a", "lag b"], limit=1000, count=50, hash_workers=1,
+            tmp_path,
+            ["lag a", "lag b"],
+            limit=1000,
+            count=50,
+            hash_workers=1,
         )
-        async with monitor_lag() as lag:
-            async with Crawler(config) as crawler:
-                await crawler.run()
+        async with monitor_lag() as lag, Crawler(config) as crawler:
+            await crawler.run()
     assert len(read_manifest(tmp_path)) >= 200
     assert lag.max < 0.1, f"event loop blocked for {lag.max * 1000:.0f} ms"

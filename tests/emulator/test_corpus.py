@@ -249,7 +249,8 @@ def test_near_duplicates_copy_an_original_of_the_list(
         with Image.open(io.BytesIO(data)) as img:
             assert img.size == (spec.width, spec.height)
         distances.append((phash(data) ^ phash(corpus.image_bytes(original))).bit_count())
-    assert max(distances) <= 4, distances
+    # Deliberately spread over 0, 2 and 4 bits (retouched copies), never further.
+    assert set(distances) == {0, 2, 4}, distances
 
 
 def test_distinct_bases_are_perceptually_distinct() -> None:

@@ -121,6 +121,26 @@ async def test_head_sends_headers_without_body(serve: Serve, corpus: Corpus) -> 
     assert host.requests[spec.key] == 1
 
 
+@pytest.mark.parametrize(
+    ("fault", "length"),
+    [("oversize", 25 * MiB), ("huge_chunked", None), ("slow_drip", "image"), ("bomb", "bomb")],
+)
+async def test_head_of_streaming_faults_is_headers_only(
+    serve: Serve, corpus: Corpus, fault: str, length: object
+) -> None:
+    client, host = await serve(slow_seconds=60.0)
+    resp = await client.head(f"/img/{key_of(corpus, fault)}")
+    assert resp.status == 200
+    assert await resp.read() == b""
+    if length == "image":
+        length = len(corpus.image_bytes(spec_of(corpus, fault)))
+    elif length == "bomb":
+        length = len(build_bomb_png())
+    assert resp.content_length == length
+    await asyncio.wait_for(host.wait_idle(), 10)
+    assert host.bytes_sent == 0
+
+
 async def test_unknown_key_is_404_and_counted(serve: Serve) -> None:
     client, host = await serve()
     resp = await client.get("/img/no-such-thing/0001.jpg")

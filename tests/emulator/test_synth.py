@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from bingcrawl.emulator.synth import (
+    MAX_RETOUCH,
     NAMESPACE_BITS,
     SIZE_CLASSES,
     Synthesizer,
@@ -171,6 +172,29 @@ def test_near_duplicates_are_nearer_than_any_distinct_base(
     edited = phash(encode(adjust(rescale(picture, (300, 225)), 1.08, 0.92), "jpeg", 50))
     nearest_other = min(distance(edited, h) for h in namespace_hashes[1:])
     assert distance(edited, namespace_hashes[0]) + 10 < nearest_other
+
+
+@pytest.mark.parametrize("retouch", range(1, MAX_RETOUCH + 1))
+def test_retouch_moves_the_hash_by_exactly_two_bits_per_step(
+    synth: Synthesizer, namespace_hashes: list[int], retouch: int
+) -> None:
+    for i in range(10):
+        base = NS + i
+        assert distance(synth.target_hash(base, retouch), synth.target_hash(base)) == 2 * retouch
+        edited = phash(encode(rescale(synth.render(base, retouch), (320, 240)), "jpeg", 60))
+        assert distance(edited, synth.target_hash(base, retouch)) <= 1
+        others = [h for j, h in enumerate(namespace_hashes) if j != i]
+        assert min(distance(edited, h) for h in others) >= 24 - 2 * retouch - 1
+
+
+def test_retouch_is_nested_and_bounded(synth: Synthesizer) -> None:
+    plain, one, two = (synth.target_bits(NS + 9, r) for r in (0, 1, 2))
+    assert int((one != two).sum()) == 2
+    assert int((plain != two).sum()) == 4
+    assert int(two.sum()) == 32
+    assert bool(two[0])
+    with pytest.raises(ValueError, match="retouch"):
+        synth.target_bits(NS, MAX_RETOUCH + 1)
 
 
 def test_dimensions_cover_several_aspects(synth: Synthesizer) -> None:

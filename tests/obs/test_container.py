@@ -26,8 +26,6 @@ from bingcrawl.emulator import EmulatorConfig, EmulatorServer
 from bingcrawl.obs.envconfig import apply_env_defaults, env_variables
 from bingcrawl.obs.metrics import MetricsServer, MetricsSnapshot
 
-yaml = pytest.importorskip("yaml", reason="PyYAML (test extra) parses docker-compose.yml")
-
 ROOT = Path(__file__).resolve().parents[2]
 
 #: Observability options the container sets before the CLI grows the flags; every other
@@ -38,7 +36,10 @@ COMPOSE_ONLY = {"METRICS_PUBLISH_PORT"}
 #: Read by the CLI directly, with flags (--key, --key-file, --endpoint) taking precedence.
 BING_VARS = {"BING_SEARCH_V7_SUBSCRIPTION_KEY", "BING_SEARCH_V7_ENDPOINT"}
 
-_INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}")
+_INTERPOLATION = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}"
+)
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def interpolate(value: str, env: Mapping[str, str]) -> str:
@@ -64,6 +65,8 @@ def seconds(duration: str) -> float:
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
+    # Only the compose tests need PyYAML; the Dockerfile tests run without it.
+    yaml = pytest.importorskip("yaml", reason="PyYAML (test extra) parses docker-compose.yml")
     data = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
     assert isinstance(data, dict)
     return data
@@ -174,7 +177,7 @@ def test_every_variable_is_a_real_option(compose: dict[str, Any]) -> None:
     parser = build_parser()
     known = env_variables(parser) | env_variables(subparser(parser, "crawl"))
     used = set(crawler_env(compose)) | set(dockerfile_env()) | set(env_example_vars())
-    used |= set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", (ROOT / "docker-compose.yml").read_text()))
+    used |= set(_VARIABLE.findall((ROOT / "docker-compose.yml").read_text()))
     unknown = {
         v for v in used
         if v not in known and v not in PENDING_FLAGS | COMPOSE_ONLY | BING_VARS
@@ -186,7 +189,7 @@ def test_every_variable_is_a_real_option(compose: dict[str, Any]) -> None:
 
 
 def test_env_example_documents_every_interpolated_variable() -> None:
-    interpolated = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", (ROOT / "docker-compose.yml").read_text()))
+    interpolated = set(_VARIABLE.findall((ROOT / "docker-compose.yml").read_text()))
     assert interpolated <= set(env_example_vars())
 
 
@@ -220,7 +223,7 @@ def dockerfile() -> list[tuple[str, str]]:
 
 def dockerfile_env() -> dict[str, str]:
     env: dict[str, str] = {}
-    for word, rest in dockerfile():
+    for word, rest in final_stage():
         if word == "ENV":
             env.update(part.split("=", 1) for part in shlex.split(rest))  # type: ignore[arg-type]
     return env
@@ -247,7 +250,8 @@ def test_runtime_runs_as_numeric_non_root_user() -> None:
     users = [rest for word, rest in final_stage() if word == "USER"]
     assert users, "no USER in the runtime stage"
     uid, _, gid = users[-1].partition(":")
-    assert uid.isdigit() and int(uid) != 0
+    assert uid.isdigit()
+    assert int(uid) != 0
     assert not gid or (gid.isdigit() and int(gid) != 0)
     # Nothing runs as root after the switch.
     words = [word for word, _ in final_stage()]
@@ -277,7 +281,8 @@ def test_volume_env_and_port() -> None:
 def healthcheck_command() -> list[str]:
     [rest] = [rest for word, rest in final_stage() if word == "HEALTHCHECK"]
     options, _, command = rest.partition(" CMD ")
-    assert "--interval=" in options and "--start-period=" in options
+    assert "--interval=" in options
+    assert "--start-period=" in options
     parsed = json.loads(command)
     assert isinstance(parsed, list)
     return parsed

@@ -44,7 +44,9 @@ def crawl_parser() -> argparse.ArgumentParser:
     api.add_argument("--limit", type=int, default=100)
     api.add_argument("--max-api-calls", type=int)
     filters = p.add_argument_group("filters")
-    filters.add_argument("--safe-search", dest="filter_safeSearch", choices=["Off", "Moderate", "Strict"])
+    filters.add_argument(
+        "--safe-search", dest="filter_safeSearch", choices=["Off", "Moderate", "Strict"]
+    )
     dl = p.add_argument_group("downloads")
     dl.add_argument("--max-bytes", type=int, default=20 * 1024 * 1024)
     dl.add_argument("--timeout", type=duration, default=30.0)
@@ -111,7 +113,8 @@ def test_append_list_from_environment_and_flags_replace_it() -> None:
     env = {"BINGCRAWL_ALLOW_NETWORK": "172.29.87.0/24, 10.0.0.0/8 127.0.0.1/32"}
     args = parse(["--out", "o"], env)
     assert list(args.allow_network) == ["172.29.87.0/24", "10.0.0.0/8", "127.0.0.1/32"]
-    flagged = parse(["--out", "o", "--allow-network", "192.0.2.0/24", "--allow-network", "::1/128"], env)
+    argv = ["--out", "o", "--allow-network", "192.0.2.0/24", "--allow-network", "::1/128"]
+    flagged = parse(argv, env)
     assert flagged.allow_network == ["192.0.2.0/24", "::1/128"]
     # The defaults were not mutated by that parse.
     again = parse(["--out", "o"], env)
@@ -220,7 +223,8 @@ def test_type_raising_config_error_is_renamed() -> None:
 
 def test_exclude_and_prefix() -> None:
     parser = crawl_parser()
-    apply_env_defaults(parser, {"BINGCRAWL_KEY": "secret", "BINGCRAWL_LIMIT": "5"}, exclude={"--key"})
+    env = {"BINGCRAWL_KEY": "secret", "BINGCRAWL_LIMIT": "5"}
+    apply_env_defaults(parser, env, exclude={"--key"})
     args = parser.parse_args(["--out", "o"])
     assert args.key is None
     assert args.limit == 5
@@ -230,7 +234,8 @@ def test_exclude_and_prefix() -> None:
 
 
 def test_unrelated_variables_are_ignored() -> None:
-    args = parse(["--out", "o"], {"BINGCRAWL_NOT_AN_OPTION": "x", "PATH": "/bin", "BINGCRAWL_HELP": "1"})
+    env = {"BINGCRAWL_NOT_AN_OPTION": "x", "PATH": "/bin", "BINGCRAWL_HELP": "1"}
+    args = parse(["--out", "o"], env)
     assert args.limit == 100
 
 

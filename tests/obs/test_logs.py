@@ -116,7 +116,8 @@ async def test_context_follows_tasks_and_stays_in_them(stream: io.StringIO) -> N
     assert all(e["page"] == 1 for e in pages)
     [run_done] = [e for e in entries if e["msg"] == "run done"]
     assert run_done["run_id"] == "run-1"
-    assert "query" not in run_done and "page" not in run_done
+    assert "query" not in run_done
+    assert "page" not in run_done
     [after] = [e for e in entries if e["msg"] == "after the run"]
     assert "run_id" not in after
 

@@ -164,19 +164,21 @@ async def test_healthz_ok_then_503_on_stall() -> None:
     clock = FakeClock(1000.0)
     crawl = FakeCrawl(last_progress=1000.0)
     crawl.outcomes["stored"] = 12
-    async with MetricsServer(crawl, stall_after=60.0, clock=clock) as server:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{server.url}healthz") as response:
-                ok_status, ok_body = response.status, await response.json()
-            clock.now = 1061.0  # no progress for 61 s
-            async with session.get(f"{server.url}healthz") as response:
-                stalled_status, stalled_body = response.status, await response.json()
-            crawl.state = "done"  # a finished crawl waiting to exit is not stalled
-            async with session.get(f"{server.url}healthz") as response:
-                done_status = response.status
-            crawl.state, crawl.last_progress = "running", 1060.0
-            async with session.get(f"{server.url}healthz") as response:
-                recovered_status = response.status
+    async with (
+        MetricsServer(crawl, stall_after=60.0, clock=clock) as server,
+        aiohttp.ClientSession() as session,
+    ):
+        async with session.get(f"{server.url}healthz") as response:
+            ok_status, ok_body = response.status, await response.json()
+        clock.now = 1061.0  # no progress for 61 s
+        async with session.get(f"{server.url}healthz") as response:
+            stalled_status, stalled_body = response.status, await response.json()
+        crawl.state = "done"  # a finished crawl waiting to exit is not stalled
+        async with session.get(f"{server.url}healthz") as response:
+            done_status = response.status
+        crawl.state, crawl.last_progress = "running", 1060.0
+        async with session.get(f"{server.url}healthz") as response:
+            recovered_status = response.status
     assert ok_status == 200
     assert ok_body["status"] == "ok"
     assert ok_body["state"] == "running"
@@ -209,10 +211,11 @@ async def test_probe_against_the_server() -> None:
     assert stalled_detail.startswith("503 ")
     assert code_stalled == 1
     # The server is gone: unreachable, exit 1.
-    gone, gone_detail = await asyncio.to_thread(probe, f"http://127.0.0.1:{port}/healthz", timeout=2)
+    url = f"http://127.0.0.1:{port}/healthz"
+    gone, gone_detail = await asyncio.to_thread(probe, url, timeout=2)
     assert not gone
     assert gone_detail.startswith("unreachable")
-    assert await asyncio.to_thread(probe_main, ["--url", f"http://127.0.0.1:{port}/healthz"], {}) == 1
+    assert await asyncio.to_thread(probe_main, ["--url", url], {}) == 1
 
 
 async def test_busy_port_is_an_oserror() -> None:
@@ -221,7 +224,7 @@ async def test_busy_port_is_an_oserror() -> None:
         sock.listen()
         port = sock.getsockname()[1]
         server = MetricsServer(FakeCrawl(), "127.0.0.1", port)
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match=r"address|in use|bind"):
             await server.start()
         await server.close()
 

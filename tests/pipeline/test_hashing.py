@@ -154,6 +154,7 @@ def test_draft_decoding_keeps_the_phash_and_reports_full_size(
 def test_truncated_jpeg_is_detected_in_draft_mode_too(
     sample: Image.Image, draft: bool, progressive: bool
 ) -> None:
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
     data = encode(sample, "JPEG", quality=90, progressive=progressive)
     for keep in (len(data) // 10, len(data) // 2, len(data) * 9 // 10, len(data) - 1):
         result = hash_image(data[:keep], draft=draft)
@@ -346,12 +347,8 @@ def corpus(sample: Image.Image) -> list[bytes]:
     return good + bad + good[:17]
 
 
-def worker_pids_before() -> set[int]:
+def alive_children() -> set[int]:
     return {p.pid for p in multiprocessing.active_children() if p.pid is not None}
-
-
-def new_workers(before: set[int]) -> list[multiprocessing.process.BaseProcess]:
-    return [p for p in multiprocessing.active_children() if p.pid not in before]
 
 
 def ignores_sigint(pid: int) -> bool:
@@ -363,8 +360,13 @@ def ignores_sigint(pid: int) -> bool:
 
 async def test_process_pool_matches_hash_image_and_batches(corpus: list[bytes]) -> None:
     expected = [hash_image(d) for d in corpus]
-    before = worker_pids_before()
     async with HashPool(2, batch_size=16) as pool:
+        # Entering started both workers and waited for their initializer.
+        workers = pool.worker_pids
+        assert len(set(workers)) == 2
+        assert set(workers) <= alive_children()
+        if sys.platform == "linux":
+            assert all(ignores_sigint(pid) for pid in workers)
         got = await asyncio.gather(*(pool.hash(d) for d in corpus))
         assert got == expected
         # 40 calls made in one loop iteration leave as 16 + 16 + 8.
@@ -372,38 +374,26 @@ async def test_process_pool_matches_hash_image_and_batches(corpus: list[bytes]) 
         for _ in range(5):  # keeps working after many calls, in smaller rounds too
             assert await asyncio.gather(*(pool.hash(d) for d in corpus[:7])) == expected[:7]
         assert await pool.hash(corpus[0]) == expected[0]
-        assert pool.stats.restarts == 0
-        workers = new_workers(before)
-        assert 1 <= len(workers) <= 2
-        if sys.platform == "linux":
-            assert all(ignores_sigint(p.pid) for p in workers if p.pid is not None)
         # Ctrl-C reaches the whole process group: the workers must shrug it off.
-        for p in workers:
-            assert p.pid is not None
-            os.kill(p.pid, signal.SIGINT)
+        for pid in workers:
+            os.kill(pid, signal.SIGINT)
         assert await asyncio.gather(*(pool.hash(d) for d in corpus)) == expected
-        assert all(p.is_alive() for p in workers)
+        assert set(workers) <= alive_children()
         assert pool.stats.restarts == 0
-    assert new_workers(before) == []  # closing joined the workers
+    assert not set(workers) & alive_children()  # closing joined the workers
 
 
 async def test_process_pool_survives_a_killed_worker(corpus: list[bytes]) -> None:
     expected = [hash_image(d) for d in corpus]
-    before = worker_pids_before()
     async with HashPool(2, batch_size=8) as pool:
         assert await asyncio.gather(*(pool.hash(d) for d in corpus[:16])) == expected[:16]
-        workers = new_workers(before)
-        assert workers
-        for p in workers:  # what the OOM killer would do
-            assert p.pid is not None
+        for pid in pool.worker_pids:  # what the OOM killer would do
             # The pool reaps its other workers as soon as it sees one die.
             with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGKILL)
-        for p in workers:
-            await asyncio.to_thread(p.join)
+                os.kill(pid, signal.SIGKILL)
         assert await asyncio.gather(*(pool.hash(d) for d in corpus)) == expected
         assert pool.stats.restarts == 1
-    assert new_workers(before) == []
+    assert not alive_children() & set(pool.worker_pids)
 
 
 async def test_close_lets_batches_in_flight_finish(corpus: list[bytes]) -> None:

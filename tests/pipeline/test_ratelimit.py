@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 
 import pytest
@@ -69,7 +70,7 @@ async def test_no_burst_after_idle() -> None:
     for _ in range(5):
         await limiter.acquire()
         grants.append(clock.now)
-    gaps = [b - a for a, b in zip(grants, grants[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(grants)]
     assert all(g >= 1.0 / 5 for g in gaps)
 
 

@@ -90,6 +90,14 @@ async def test_fresh_wipes_rows_and_moves_files_aside(out: Path) -> None:
     assert (moved / "manifest.jsonl").read_text() == "{}\n"
 
 
+async def test_fresh_on_a_new_out_moves_nothing(out: Path) -> None:
+    (out / "images").mkdir(parents=True)  # an empty images/ is nothing to keep
+    async with await Checkpoint.open(out) as cp:
+        await cp.check_fingerprint({"license": "Any"}, fresh=True)
+    assert not list(out.glob("replaced-*"))
+    assert (out / "images").is_dir()
+
+
 # ---------------------------------------------------------------- queries
 
 

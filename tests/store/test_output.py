@@ -20,6 +20,7 @@ from bingcrawl.store import (
     Checkpoint,
     export,
     read_summary,
+    status_report,
     write_manifest,
     write_stats,
 )
@@ -247,3 +248,11 @@ async def test_status_summary_text_and_json(out: Path, crawled: dict[str, Any]) 
     assert data["api_calls"]["total"] == 3
     assert [q["text"] for q in data["queries"]] == ["cute cat", "cat toy", "evil\nTOTAL 999"]
     assert data["queries"][0]["candidates"] == {"stored": 1, "duplicate": 2, "failed": 1}
+
+
+async def test_status_report_for_the_cli(out: Path, crawled: dict[str, Any]) -> None:
+    text = status_report(out)
+    assert text.splitlines()[0].split()[:3] == ["ID", "SOURCE", "LABEL"]
+    assert not text.endswith("\n")
+    data = json.loads(status_report(str(out), as_json=True))
+    assert data["totals"]["stored"] == 2

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bingcrawl.errors import CheckpointError
+from bingcrawl.errors import CheckpointError, ConfigError
 from bingcrawl.records import Status
-from bingcrawl.store import CHECKPOINT_NAME, SCHEMA_VERSION, Checkpoint
+from bingcrawl.store import CHECKPOINT_NAME, SCHEMA_VERSION, Checkpoint, schema
 from bingcrawl.store.schema import MIGRATIONS, from_signed, migrate, schema_version, to_signed
 
-from .conftest import make_candidates, sql
+from .conftest import make_candidates, sql, stored_outcome
 
 
 def _indexes(out: Path) -> set[str]:
@@ -105,8 +105,6 @@ def test_migration_steps_are_atomic(tmp_path: Path) -> None:
     try:
         migrate(conn, target=1)
         broken = (MIGRATIONS[1][0], "THIS IS NOT SQL")
-        from bingcrawl.store import schema
-
         with pytest.raises(sqlite3.OperationalError):
             schema._apply(conn, 1, broken)
         assert schema_version(conn) == 1
@@ -139,8 +137,6 @@ def test_to_signed_rejects_out_of_range(bad: int) -> None:
 
 
 async def test_extreme_phash_values_round_trip(out: Path) -> None:
-    from .conftest import stored_outcome
-
     async with await Checkpoint.open(out, batch_interval=0.01) as cp:
         q = await cp.upsert_query(source="search", label="cat", text="cat", norm="cat")
         new = await cp.add_candidates(make_candidates(3), query_id=q.id)
@@ -152,3 +148,10 @@ async def test_extreme_phash_values_round_trip(out: Path) -> None:
         arrays = await cp.stored_hash_arrays()
         assert sorted(int(v) for v in arrays.phash) == sorted(values)
         assert sorted(int(i) for i in arrays.ids) == sorted(c.id for c in new)
+
+
+async def test_out_that_is_a_file_is_a_config_error(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    target.write_text("not a directory")
+    with pytest.raises(ConfigError, match="--out"):
+        await Checkpoint.open(target)

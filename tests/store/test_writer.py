@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bingcrawl.errors import CheckpointError
 from bingcrawl.records import Outcome, Status
-from bingcrawl.store import Checkpoint
+from bingcrawl.store import Checkpoint, schema
+from bingcrawl.store import checkpoint as checkpoint_module
+from bingcrawl.store import writer as writer_module
 from bingcrawl.store.writer import Writer
 
 from .conftest import make_candidates, sql
@@ -107,8 +111,52 @@ async def test_cancelled_caller_does_not_lose_the_write(tmp_path: Path) -> None:
     await w.stop()
 
 
-async def test_event_loop_is_not_blocked_while_100k_candidates_are_written(tmp_path: Path) -> None:
+class _ThreadCheckedConnection:
+    """Delegates to a real connection and records any statement run on the loop's thread."""
+
+    def __init__(self, conn: sqlite3.Connection, loop_thread: int, log: list[str]) -> None:
+        self._conn = conn
+        self._loop_thread = loop_thread
+        self._log = log
+
+    def _check(self, what: str) -> None:
+        on_loop = threading.get_ident() == self._loop_thread
+        self._log.append(f"ON THE LOOP: {what}" if on_loop else "thread")
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        self._check(sql)
+        return self._conn.execute(sql, *args)
+
+    def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        self._check(sql)
+        return self._conn.executemany(sql, *args)
+
+    def close(self) -> None:
+        self._check("close")
+        self._conn.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+async def test_event_loop_is_not_blocked_while_100k_candidates_are_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two checks. Deterministic: no SQLite statement ever runs on the event loop's thread
+    # (every connection the store opens is wrapped). Measured: a probe coroutine keeps
+    # being scheduled on time while 100k candidates and 50k outcomes are written.
     out = tmp_path / "out"
+    calls: list[str] = []
+    loop_thread = threading.get_ident()
+
+    def wrap(connect: Callable[..., sqlite3.Connection]) -> Callable[..., Any]:
+        def connect_checked(*args: Any, **kwargs: Any) -> Any:
+            return _ThreadCheckedConnection(connect(*args, **kwargs), loop_thread, calls)
+
+        return connect_checked
+
+    monkeypatch.setattr(writer_module, "connect_writer", wrap(schema.connect_writer))
+    monkeypatch.setattr(checkpoint_module, "connect_readonly", wrap(schema.connect_readonly))
     lags: list[float] = []
     done = asyncio.Event()
 
@@ -134,11 +182,16 @@ async def test_event_loop_is_not_blocked_while_100k_candidates_are_written(tmp_p
                 cp.record_outcome(Outcome(c, Status.FAILED, attempts=1, error_class="timeout"))
             total += len(new)
         await cp.flush()
+        assert len(await cp.stored_counts()) == 0  # a read, through the wrapped readers
         done.set()
         await prober
     assert total == 100_000
     assert sql(out, "SELECT count(*) FROM candidates WHERE status = 'failed'") == [(50_000,)]
+    assert [c for c in calls if c.startswith("ON THE LOOP")] == []
+    assert calls.count("thread") > 400
     assert len(lags) > 10
-    # Generous: the writer thread shares the GIL; what must never happen is the loop
-    # waiting for a commit or an fsync.
-    assert max(lags) < 0.1, f"max loop lag {max(lags):.3f}s"
+    # Generous, and on the 99th percentile: the writer shares the GIL and this machine's
+    # cores with other work; what must never happen is the loop waiting for SQLite.
+    lags.sort()
+    p99 = lags[int(len(lags) * 0.99)]
+    assert p99 < 0.1, f"loop lag p99 {p99:.3f}s, max {lags[-1]:.3f}s"
