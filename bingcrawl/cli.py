@@ -280,6 +280,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         stall_after=args.stall_after,
+        crash_at=env.get("BINGCRAWL_CRASH_AT") or None,
     )
 
 

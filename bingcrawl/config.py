@@ -136,6 +136,7 @@ class CrawlConfig:
     metrics_port: int | None = None  # serve Prometheus metrics and /healthz (None: off)
     metrics_host: str = "127.0.0.1"
     stall_after: float = 600.0  # /healthz answers 503 after this long without progress
+    crash_at: str | None = None  # test hook: "<point>:<n>", see bingcrawl.pipeline.crashpoints
 
     def __post_init__(self) -> None:
         if self.limit < 1:

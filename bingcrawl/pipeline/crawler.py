@@ -38,6 +38,7 @@ from bingcrawl.errors import (
 )
 from bingcrawl.obs.logs import bind
 from bingcrawl.obs.metrics import MetricsSnapshot
+from bingcrawl.pipeline.crashpoints import CrashPoints
 from bingcrawl.pipeline.dedup import DedupIndex
 from bingcrawl.pipeline.download import Downloader
 from bingcrawl.pipeline.frontier import Frontier
@@ -115,6 +116,7 @@ class Crawler:
         self._label_dirs: set[str] = set()
         self._finished = False
         self.run_id = uuid.uuid4().hex[:12]
+        self.crash = CrashPoints.parse(config.crash_at)
         self.checkpoint: Checkpoint
         self.dedup: DedupIndex
         self.hasher: HashPool
@@ -335,6 +337,7 @@ class Crawler:
 
     def _record(self, outcome: Outcome) -> None:
         self.checkpoint.record_outcome(outcome)
+        self.crash.hit("outcome_recorded")
         c = self.counters
         c.progressed()
         if outcome.status is Status.STORED:
@@ -371,6 +374,7 @@ class Crawler:
             )
         self.counters.downloaded += 1
         self.counters.bytes += len(fetched.body)
+        self.crash.hit("downloaded")
         hashed = await self.hasher.hash(fetched.body)
         now = time.time()
         if isinstance(hashed, HashFailure):
@@ -423,6 +427,7 @@ class Crawler:
                 detail=str(exc)[:200],
                 **common,
             )
+        self.crash.hit("file_written")
         return Outcome(candidate, Status.STORED, path=rel, **common)
 
     def _write(self, label: str, rel: str, body: bytes) -> None:

@@ -121,16 +121,21 @@ async def _run_queries(crawler: Crawler) -> None:
     counts = await cp.stored_counts()
     for row in await cp.queries():
         crawler.query_state(row.id, row.label, row.text, counts.get(row.id, 0))
+    # A raised --limit: what an earlier run skipped as surplus is wanted again.
+    wanting = [row.id for row in roots if not crawler.queries[row.id].full()]
+    if wanting and (n := await cp.requeue_skipped(wanting)):
+        log.info("limit raised: %d skipped candidates queued again", n)
+        roots = await _register_queries(crawler)
     crawler.counters.queries_total = len(roots)
     await _resume_pending(crawler)
-    active = [row for row in roots if row.state == "active" and not crawler.queries[row.id].full()]
+    active = [
+        row for row in roots if row.state == "active" and not crawler.queries[row.id].full()
+    ]
     crawler.counters.queries_done = len(roots) - len(active)
     if not active:
         return
     if not crawler.config.key:
-        raise ConfigError(
-            "--key", "a subscription key is needed to search (or use `bingcrawl demo`)"
-        )
+        raise ConfigError("--key", "a subscription key is needed to search")
     client = await crawler.enter_context().enter_async_context(
         BingClient(
             crawler.config.key,
@@ -195,6 +200,7 @@ async def _page_query(
             log.error("query %r: the API kept failing: %s", row.text, exc)
             await cp.set_query_state(row.id, "failed", error=str(exc))
             return
+        crawler.crash.hit("api_response")
         crawler.counters.pages += 1
         fresh: list[Candidate] = []
         for image in page.value:
@@ -216,6 +222,7 @@ async def _page_query(
         inserted = await cp.record_page(
             row.id, offset=offset, next_offset=next_offset, exhausted=exhausted, candidates=fresh
         )
+        crawler.crash.hit("page_committed")
         await crawler.enqueue(state, inserted)
         if exhausted:
             log.info("query %r: no more results after offset %d", row.text, offset)

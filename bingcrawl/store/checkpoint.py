@@ -400,6 +400,29 @@ class Checkpoint:
 
         await self._w().call(op, what="set_query_state")
 
+    async def requeue_skipped(self, query_ids: Sequence[int]) -> int:
+        """Make ``skipped`` candidates of these queries ``pending`` again (their query's
+        ``--limit`` was raised); returns how many. Queries go back to ``active``."""
+        ids = tuple(query_ids)
+
+        def op(conn: sqlite3.Connection) -> int:
+            n = 0
+            now = time.time()
+            for query_id in ids:
+                n += conn.execute(
+                    "UPDATE candidates SET status = 'pending', updated_at = ? "
+                    "WHERE query_id = ? AND status = 'skipped'",
+                    (now, query_id),
+                ).rowcount
+                conn.execute(
+                    "UPDATE queries SET state = 'active', updated_at = ? "
+                    "WHERE id = ? AND state = 'done'",
+                    (now, query_id),
+                )
+            return n
+
+        return await self._w().call(op, what="requeue_skipped")
+
     async def add_candidates(
         self, candidates: Sequence[Candidate], *, query_id: int
     ) -> list[Candidate]:
