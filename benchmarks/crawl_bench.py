@@ -53,12 +53,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "--fault-rate", str(args.fault_rate),
         "--image-size", args.image_size,
     ]  # fmt: skip
+    queries = [f"benchmark query {i}" for i in range(args.queries)]
+    emulator_args += ["--warm-count", str(int(args.limit * 1.4) + 10)]
+    for q in queries:
+        emulator_args += ["--warm", q]
     proc, base_url = start_emulator_process(emulator_args)
     out = Path(tempfile.mkdtemp(prefix="bingcrawl-bench-"))
     try:
         config = CrawlConfig(
             out=out,
-            queries=tuple(QuerySpec.of(f"benchmark query {i}") for i in range(args.queries)),
+            queries=tuple(QuerySpec.of(q) for q in queries),
             key="bench-key",
             endpoint=base_url,
             limit=args.limit,

@@ -344,9 +344,16 @@ async def _demo(args: argparse.Namespace) -> int:
             endpoint=server.base_url,
             limit=args.limit,
             qps=8.0,
+            # The emulator's image host has slow and stalling fault URLs: short timeouts keep
+            # the demo's tail short (a real crawl keeps the defaults).
             download=DownloadConfig(
-                concurrency=32, timeout=5.0, policy=NetworkPolicy.from_cidrs(["127.0.0.1/32"])
+                concurrency=32,
+                timeout=3.0,
+                retries=1,
+                throughput_grace=1.0,
+                policy=NetworkPolicy.from_cidrs(["127.0.0.1/32"]),
             ),
+            filters=(("license", "Public"),),
             progress=not args.no_progress and sys.stderr.isatty(),
             grace=2.0,
         )

@@ -164,6 +164,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     corpus.add_argument("--exact-dup-rate", type=float, default=0.05, metavar="F")
     corpus.add_argument("--near-dup-rate", type=float, default=0.05, metavar="F")
     corpus.add_argument("--cross-query-rate", type=float, default=0.03, metavar="F")
+    corpus.add_argument(
+        "--warm",
+        action="append",
+        default=[],
+        metavar="QUERY",
+        help="render this query's images before serving (repeatable; benchmarks use it so "
+        "the emulator's own rendering does not limit what is measured)",
+    )
+    corpus.add_argument(
+        "--warm-count", type=int, default=300, metavar="N", help="results warmed per --warm query"
+    )
 
     images = parser.add_argument_group("image host")
     images.add_argument(
@@ -259,6 +270,9 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         async with EmulatorServer(config, host=args.host, port=args.port) as server:
+            for query in args.warm:
+                results = server.corpus.query_results(query)[: args.warm_count]
+                await asyncio.to_thread(server.corpus.warm, results)
             sys.stdout.write(f"{LISTENING_PREFIX}{server.base_url}\n")
             sys.stdout.flush()
             logger.info("Bing v7 emulator serving at %s (Ctrl-C to stop)", server.base_url)

@@ -18,12 +18,20 @@ Storage is numpy, so memory stays small: about 65 bytes per hash (the hash, its 
 table an int32 posting plus a copy of the hash in table order, so that verifying a bucket's
 candidates reads contiguous memory instead of gathering at random - 1.5-3x faster queries at a
 million hashes). Each table is a CSR layout - ``offsets[key]`` to ``offsets[key+1]`` into the
-postings - built with a radix argsort, so a probe is two array reads and a whole query is a
-handful of vectorised numpy calls. Hashes added one at a time go to a small unindexed tail
-that queries scan with ``np.bitwise_count``; when the tail outgrows ``delta_limit`` the tables
-are rebuilt (about 0.1 s at a million hashes, once per ``delta_limit`` = 16,384 additions).
-While the index holds fewer than about 100 hashes per probed bucket, probing costs more than
-it saves and queries simply scan.
+postings - so a probe is two array reads and a whole query is a handful of vectorised numpy
+calls. While the index holds fewer than about 100 hashes per probed bucket, probing costs more
+than it saves and queries simply scan.
+
+Additions never pause the caller (the crawler's event loop) for long. The index is three
+blocks: the *main* block with its tables, a small unindexed *tail* that takes additions and
+that queries scan with ``np.bitwise_count``, and, while a merge runs, the *frozen* former tail.
+When the tail outgrows ``delta_limit`` it is frozen and a new main block (old main plus frozen
+tail, removed entries dropped) is built **incrementally**: a counting sort whose passes are cut
+into steps of at most 65,536 hashes (one table at a time), one step per later addition, so no
+call does more than a few milliseconds of work (rebuilding a million hashes in one go used to
+block for 0.1-0.4 s every 16,384 additions). Queries keep using the old tables and scan the
+frozen tail until the new block is swapped in; a merge of n hashes takes about n / 13,000
+additions, so the tail stays near ``delta_limit`` however large the index grows.
 
 :class:`DedupIndex` puts the two dedup rules together for the crawler: exact duplicates by
 sha256, near duplicates by Hamming distance, first stored wins.
@@ -31,7 +39,7 @@ sha256, near duplicates by Hamming distance, first stored wins.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, Self
 
@@ -50,15 +58,19 @@ _SUB_BITS: Final = 16
 _BUCKETS: Final = 1 << _SUB_BITS
 _SCAN_FROM_RADIUS: Final = 16
 _DEFAULT_DELTA_LIMIT: Final = 16_384
+# Hashes one merge step handles: a step costs 1-3 ms (a radix argsort of this many 16-bit
+# keys plus scatters); the per-chunk bincount over 65,536 buckets is amortised at this size.
+_MERGE_CHUNK: Final = 65_536
 # A probe and its candidates cost about as much as scanning 100 hashes (measured at radius 8
 # and 12 on 2 cores): with fewer indexed hashes than 100 per probe, a query scans instead.
 _SCAN_BELOW_PER_PROBE: Final = 100
 _MASK64: Final = (1 << 64) - 1
-_TABLE_BASE: Final = np.arange(_SUBSTRINGS, dtype=np.int64) * _BUCKETS
-_TABLE_BASE.setflags(write=False)
+_MAX_ENTRIES: Final = 2**31 - 1  # postings are int32
 
 _U64 = npt.NDArray[np.uint64]
 _I64 = npt.NDArray[np.int64]
+_Bools = npt.NDArray[np.bool_]
+_Hit = tuple[int, int]  # (id, distance)
 
 
 def _probe_masks(radius: int) -> npt.NDArray[np.int64]:
@@ -73,29 +85,223 @@ def _check_hash(h: int) -> int:
     return h
 
 
+def _substring(hashes: _U64, t: int) -> npt.NDArray[np.uint16]:
+    """The ``t``-th 16-bit substring of every hash."""
+    return ((hashes >> np.uint64(_SUB_BITS * t)) & np.uint64(_BUCKETS - 1)).astype(np.uint16)
+
+
+def _better(a: _Hit | None, b: _Hit | None) -> _Hit | None:
+    """The closer of two hits; on a tie the smaller id."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if (a[1], a[0]) <= (b[1], b[0]) else b
+
+
+class _Block:
+    """Entries ``[0, n)`` of parallel arrays (hash, id, alive), optionally with CSR tables.
+
+    The tail block grows by doubling (it stays small); the main block is built once at its
+    final size by :class:`_Merge` and only has entries marked dead afterwards.
+    """
+
+    __slots__ = ("alive", "dead", "hashes", "ids", "n", "offsets", "postings", "table_hashes")
+
+    def __init__(self, hashes: _U64, ids: _I64, n: int) -> None:
+        self.hashes, self.ids, self.n = hashes, ids, n
+        self.alive: _Bools = np.ones(hashes.size, dtype=bool)
+        self.dead = 0
+        self.offsets: _I64 | None = None
+        self.postings: npt.NDArray[np.int32] | None = None
+        self.table_hashes: _U64 | None = None
+
+    @classmethod
+    def empty(cls, capacity: int = 1024) -> _Block:
+        return cls(np.zeros(capacity, dtype=np.uint64), np.zeros(capacity, dtype=np.int64), 0)
+
+    @property
+    def live(self) -> int:
+        return self.n - self.dead
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.hashes, self.ids, self.alive, self.offsets, self.postings, self.table_hashes)
+        return sum(a.nbytes for a in arrays if a is not None)
+
+    def append(self, h: int, id: int) -> None:
+        if self.n == self.hashes.size:
+            capacity = max(1024, 2 * self.n)
+            for name in ("hashes", "ids", "alive"):
+                old = getattr(self, name)
+                new = np.zeros(capacity, dtype=old.dtype)
+                new[: self.n] = old[: self.n]
+                setattr(self, name, new)
+        self.hashes[self.n] = h
+        self.ids[self.n] = id
+        self.alive[self.n] = True
+        self.n += 1
+
+    def kill(self, id: int) -> int:
+        """Mark every live entry stored under ``id`` dead; returns how many there were."""
+        hits = np.flatnonzero((self.ids[: self.n] == id) & self.alive[: self.n])
+        self.alive[hits] = False
+        self.dead += int(hits.size)
+        return int(hits.size)
+
+    def scan(self, q: np.uint64, radius: int) -> _Hit | None:
+        dist = np.bitwise_count(self.hashes[: self.n] ^ q)
+        ok = np.flatnonzero(dist <= radius)
+        if ok.size == 0:
+            return None
+        return self.pick(ok, dist[ok])
+
+    def probe(self, keys: _I64, q: np.uint64, radius: int) -> _Hit | None:
+        """Verify the candidates of the given table buckets (``t * 65536 + substring``)."""
+        assert self.offsets is not None
+        assert self.postings is not None
+        assert self.table_hashes is not None
+        lo = self.offsets[keys]
+        lengths = self.offsets[keys + 1] - lo
+        nonempty = lengths > 0
+        lo, lengths = lo[nonempty], lengths[nonempty]
+        total = int(lengths.sum())
+        if total == 0:
+            return None
+        # Concatenate the ranges [lo, lo + length) without a Python loop.
+        starts = np.cumsum(lengths) - lengths
+        pos = np.arange(total, dtype=np.int64) + np.repeat(lo - starts, lengths)
+        # Each bucket's hashes are contiguous in the table-ordered copy: cache-friendly reads.
+        dist = np.bitwise_count(self.table_hashes[pos] ^ q)
+        ok = np.flatnonzero(dist <= radius)
+        if ok.size == 0:
+            return None
+        return self.pick(self.postings[pos[ok]].astype(np.int64), dist[ok])
+
+    def pick(self, slots: _I64, dist: npt.NDArray[np.uint8]) -> _Hit | None:
+        """(id, distance) of the closest live slot; ties go to the smallest id."""
+        if self.dead:
+            live = self.alive[slots]
+            slots, dist = slots[live], dist[live]
+            if slots.size == 0:
+                return None
+        d = int(dist.min())
+        return int(self.ids[slots[dist == d]].min()), d
+
+
+class _Merge:
+    """Build a new main block from blocks' live entries, in bounded steps.
+
+    A counting sort: the *copy* pass compacts the live entries into new arrays and counts
+    every table's bucket sizes, ``offsets`` follow by a cumulative sum, and the *scatter* pass
+    puts each entry at its bucket's cursor. Each step handles one chunk of the copy pass, or
+    one table of one chunk of the scatter pass. Alive flags are snapshotted at the start, so
+    entries removed during the merge are copied as live: :class:`HammingIndex` replays those
+    removals on the result.
+    """
+
+    __slots__ = (
+        "_chunk",
+        "_counts",
+        "_done",
+        "_sources",
+        "_steps",
+        "_tables",
+        "_written",
+        "result",
+    )
+
+    def __init__(self, sources: list[_Block], *, tables: bool, chunk: int = _MERGE_CHUNK) -> None:
+        # (hashes, ids, alive snapshot) of each source's used part.
+        self._sources = [(b.hashes[: b.n], b.ids[: b.n], b.alive[: b.n].copy()) for b in sources]
+        total = sum(int(np.count_nonzero(alive)) for _, _, alive in self._sources)
+        if total > _MAX_ENTRIES:
+            raise OverflowError("HammingIndex holds at most 2**31 - 1 hashes")
+        self._chunk = max(chunk, 1)
+        self._tables = tables
+        self.result = _Block(np.empty(total, dtype=np.uint64), np.empty(total, dtype=np.int64), 0)
+        self._counts = np.zeros((_SUBSTRINGS, _BUCKETS), dtype=np.int64) if tables else None
+        self._written = 0
+        self._done = False
+        self._steps: Iterator[None] = self._run_steps()
+
+    def step(self) -> bool:
+        """Do one step; returns True once the result is complete."""
+        if not self._done:
+            try:
+                next(self._steps)
+            except StopIteration:
+                self._done = True
+        return self._done
+
+    def run(self) -> _Block:
+        """Finish every remaining step now."""
+        while not self.step():
+            pass
+        return self.result
+
+    def _run_steps(self) -> Iterator[None]:
+        out = self.result
+        for hashes, ids, alive in self._sources:
+            for lo in range(0, hashes.size, self._chunk):
+                hi = lo + self._chunk
+                keep = np.flatnonzero(alive[lo:hi]) + lo
+                w = self._written
+                out.hashes[w : w + keep.size] = hashes[keep]
+                out.ids[w : w + keep.size] = ids[keep]
+                self._written += int(keep.size)
+                if self._counts is not None:
+                    block = out.hashes[w : w + keep.size]
+                    for t in range(_SUBSTRINGS):
+                        self._counts[t] += np.bincount(_substring(block, t), minlength=_BUCKETS)
+                yield None
+        out.n = self._written
+        if not self._tables or out.n == 0:
+            return
+        n = out.n
+        assert self._counts is not None
+        ends = np.cumsum(self._counts, axis=1) + (np.arange(_SUBSTRINGS) * n)[:, None]
+        out.offsets = np.concatenate(([0], ends.ravel())).astype(np.int64)
+        cursor = ends - self._counts  # where each bucket's next entry goes
+        out.postings = np.empty(_SUBSTRINGS * n, dtype=np.int32)
+        out.table_hashes = np.empty(_SUBSTRINGS * n, dtype=np.uint64)
+        for lo in range(0, n, self._chunk):
+            block = out.hashes[lo : lo + self._chunk]
+            rank = np.arange(block.size, dtype=np.int64)
+            for t in range(_SUBSTRINGS):
+                sub = _substring(block, t)
+                # A stable sort of 16-bit keys is a radix sort in numpy: O(chunk).
+                order = np.argsort(sub, kind="stable")
+                counts = np.bincount(sub, minlength=_BUCKETS)
+                first = np.cumsum(counts) - counts  # where each key's run starts in `order`
+                keys = sub[order]
+                pos = cursor[t, keys] + (rank - first[keys])
+                out.postings[pos] = order + lo
+                out.table_hashes[pos] = block[order]
+                cursor[t] += counts
+                yield None
+
+
 class HammingIndex:
     """Nearest 64-bit hash within ``max_distance`` bits, by multi-index hashing.
 
     ``add(h, id)`` stores a hash under an integer id (ids should be unique; ``remove(id)``
     removes every entry with that id). ``nearest(h)`` returns ``(id, distance)`` of the closest
-    stored hash within the radius - on a tie, the smallest id - or ``None``. Not thread-safe:
-    use it from one thread (the crawler's event loop).
+    stored hash within the radius - on a tie, the smallest id - or ``None``. Every call does a
+    bounded amount of work (see the module docstring). Not thread-safe: use it from one
+    thread (the crawler's event loop).
     """
 
     __slots__ = (
-        "_alive",
-        "_dead",
         "_delta_limit",
-        "_hashes",
-        "_ids",
+        "_frozen",
+        "_main",
         "_masks",
-        "_n",
-        "_n_main",
-        "_offsets",
-        "_postings",
+        "_merge",
         "_radius",
+        "_removed_while_merging",
         "_scan_only",
-        "_table_hashes",
+        "_tail",
     )
 
     def __init__(self, max_distance: int, *, delta_limit: int = _DEFAULT_DELTA_LIMIT) -> None:
@@ -107,15 +313,11 @@ class HammingIndex:
         self._delta_limit = delta_limit
         self._scan_only = max_distance >= _SCAN_FROM_RADIUS
         self._masks = _probe_masks(max_distance // _SUBSTRINGS)
-        self._hashes: _U64 = np.zeros(0, dtype=np.uint64)
-        self._ids: _I64 = np.zeros(0, dtype=np.int64)
-        self._alive: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)
-        self._n = 0  # slots used in the arrays
-        self._n_main = 0  # slots [0, n_main) are in the tables; the rest is the scanned tail
-        self._dead = 0  # removed slots not yet compacted away
-        self._offsets: _I64 = np.zeros(0, dtype=np.int64)
-        self._postings: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
-        self._table_hashes: _U64 = np.zeros(0, dtype=np.uint64)
+        self._main = _Block.empty(0)
+        self._frozen: _Block | None = None  # the former tail while a merge runs
+        self._tail = _Block.empty()
+        self._merge: _Merge | None = None
+        self._removed_while_merging: list[int] = []
 
     @classmethod
     def build(
@@ -126,16 +328,20 @@ class HammingIndex:
         *,
         delta_limit: int = _DEFAULT_DELTA_LIMIT,
     ) -> Self:
-        """Build an index from arrays of hashes (uint64) and ids (int64) in one pass."""
+        """Build an index from arrays of hashes (uint64) and ids (int64) in one pass.
+
+        This one call does O(n) work (about 0.1-0.3 s per million hashes): at start-up, or
+        in a thread (the new index is not shared until it is returned).
+        """
         h = np.array(hashes, dtype=np.uint64).ravel()
         i = np.array(ids, dtype=np.int64).ravel()
         if h.shape != i.shape:
             raise ValueError(f"{h.size} hashes but {i.size} ids")
         index = cls(max_distance, delta_limit=delta_limit)
-        index._hashes, index._ids = h, i
-        index._alive = np.ones(h.size, dtype=bool)
-        index._n = h.size
-        index._build_tables()
+        source = _Block(h, i, h.size)
+        # One chunk: the same counting sort, without the per-step overhead.
+        merge = _Merge([source], tables=not index._scan_only, chunk=max(h.size, 1))
+        index._main = merge.run()
         return index
 
     @property
@@ -144,13 +350,19 @@ class HammingIndex:
         return self._radius
 
     @property
+    def merging(self) -> bool:
+        """Whether a merge of the tail into the tables is under way (it advances on :meth:`add`)."""
+        return self._merge is not None
+
+    @property
     def nbytes(self) -> int:
-        """Memory held by the index's arrays, in bytes (including spare capacity)."""
-        arrays = (self._hashes, self._ids, self._alive, self._offsets, self._postings)
-        return sum(a.nbytes for a in arrays) + self._table_hashes.nbytes
+        """Memory held by the index's arrays, in bytes (including spare capacity and a merge
+        in progress)."""
+        merging = self._merge.result.nbytes if self._merge is not None else 0
+        return sum(b.nbytes for b in self._blocks()) + merging
 
     def __len__(self) -> int:
-        return self._n - self._dead
+        return sum(b.live for b in self._blocks())
 
     def __repr__(self) -> str:
         return f"<HammingIndex {len(self)} hashes, max_distance={self._radius}>"
@@ -158,25 +370,26 @@ class HammingIndex:
     def add(self, h: int, id: int) -> None:
         """Store hash ``h`` (unsigned 64-bit) under ``id``."""
         _check_hash(h)
-        if self._n == self._hashes.size:
-            self._grow(max(1024, 2 * self._n))
-        self._hashes[self._n] = h
-        self._ids[self._n] = id
-        self._alive[self._n] = True
-        self._n += 1
-        if not self._scan_only and self._n - self._n_main > self._delta_limit:
-            self._build_tables()
+        self._tail.append(h, id)
+        if self._merge is not None:
+            self._advance()
+        elif self._tail.n > self._delta_limit:
+            self._start_merge()
 
     def remove(self, id: int) -> bool:
         """Remove the entries stored under ``id``; returns whether there were any. O(n)."""
-        hits = np.flatnonzero((self._ids[: self._n] == id) & self._alive[: self._n])
-        if hits.size == 0:
-            return False
-        self._alive[hits] = False
-        self._dead += int(hits.size)
-        if self._dead > max(self._delta_limit, self._n // 4):
-            self._build_tables()  # compacts the removed slots away
-        return True
+        merged = self._main.kill(id) + (self._frozen.kill(id) if self._frozen is not None else 0)
+        if merged and self._merge is not None:
+            self._removed_while_merging.append(id)  # the merge copied the entry as live
+        found = merged + self._tail.kill(id)
+        if self._merge is None and self._main.dead > max(self._delta_limit, self._main.n // 4):
+            self._start_merge()  # compacts the removed entries away, step by step
+        return found > 0
+
+    def flush(self) -> None:
+        """Finish a merge in progress now (O(n) in this call; tests and benchmarks)."""
+        while self._merge is not None:
+            self._advance()
 
     def nearest(self, h: int, max_distance: int | None = None) -> tuple[int, int] | None:
         """``(id, distance)`` of the closest stored hash within the radius, or ``None``.
@@ -189,95 +402,54 @@ class HammingIndex:
         if not 0 <= radius <= self._radius:
             raise ValueError(f"max_distance must be between 0 and {self._radius}, got {radius}")
         q = np.uint64(h)
-        probes = _SUBSTRINGS * self._masks.size
-        if self._n_main == 0 or self._n_main < probes * _SCAN_BELOW_PER_PROBE:
-            # Few hashes for this many probes: one scan of everything is cheaper.
-            return self._scan(0, q, radius)
-        best = self._search_tables(h, q, radius)
-        if self._n > self._n_main:
-            found = self._scan(self._n_main, q, radius)
-            if found is not None and (best is None or (found[1], found[0]) < (best[1], best[0])):
-                best = found
+        best: _Hit | None = None
+        for block in self._blocks():
+            if block.n == 0:
+                continue
+            if block.offsets is not None and block.n >= self._masks.size * (
+                _SUBSTRINGS * _SCAN_BELOW_PER_PROBE
+            ):
+                found = block.probe(self._probe_keys(h), q, radius)
+            else:
+                # Few hashes for this many probes (or no tables): one scan is cheaper.
+                found = block.scan(q, radius)
+            best = _better(best, found)
         return best
 
     # -- internals --------------------------------------------------------------------------
 
-    def _search_tables(self, h: int, q: np.uint64, radius: int) -> tuple[int, int] | None:
-        """Probe every bucket within ``s`` bits of each query substring, verify candidates."""
+    def _blocks(self) -> Iterator[_Block]:
+        yield self._main
+        if self._frozen is not None:
+            yield self._frozen
+        yield self._tail
+
+    def _probe_keys(self, h: int) -> _I64:
+        """Every table bucket (``t * 65536 + value``) within ``s`` bits of ``h``'s substrings."""
         subs = np.array(
             [(h >> (_SUB_BITS * t)) & (_BUCKETS - 1) for t in range(_SUBSTRINGS)], dtype=np.int64
         )
-        keys = ((subs[:, None] ^ self._masks[None, :]) + _TABLE_BASE[:, None]).ravel()
-        lo = self._offsets[keys]
-        lengths = self._offsets[keys + 1] - lo
-        nonempty = lengths > 0
-        lo, lengths = lo[nonempty], lengths[nonempty]
-        total = int(lengths.sum())
-        if total == 0:
-            return None
-        # Concatenate the ranges [lo, lo + length) without a Python loop.
-        starts = np.cumsum(lengths) - lengths
-        pos = np.arange(total, dtype=np.int64) + np.repeat(lo - starts, lengths)
-        # Each bucket's hashes are contiguous in the table-ordered copy: cache-friendly reads.
-        dist = np.bitwise_count(self._table_hashes[pos] ^ q)
-        ok = np.flatnonzero(dist <= radius)
-        if ok.size == 0:
-            return None
-        return self._pick(self._postings[pos[ok]].astype(np.int64), dist[ok])
+        base = np.arange(_SUBSTRINGS, dtype=np.int64)[:, None] * _BUCKETS
+        keys: _I64 = ((subs[:, None] ^ self._masks[None, :]) + base).ravel()
+        return keys
 
-    def _scan(self, start: int, q: np.uint64, radius: int) -> tuple[int, int] | None:
-        """Scan slots ``start`` onwards (the tail added since the tables were built, or all)."""
-        dist = np.bitwise_count(self._hashes[start : self._n] ^ q)
-        ok = np.flatnonzero(dist <= radius)
-        if ok.size == 0:
-            return None
-        return self._pick(ok + start, dist[ok])
+    def _start_merge(self) -> None:
+        """Freeze the tail and start merging it (and the main block) into a new main block."""
+        self._frozen, self._tail = self._tail, _Block.empty()
+        self._merge = _Merge([self._main, self._frozen], tables=not self._scan_only)
+        self._advance()
 
-    def _pick(
-        self, slots: npt.NDArray[np.int64], dist: npt.NDArray[np.uint8]
-    ) -> tuple[int, int] | None:
-        """(id, distance) of the closest live slot; ties go to the smallest id."""
-        if self._dead:
-            live = self._alive[slots]
-            slots, dist = slots[live], dist[live]
-            if slots.size == 0:
-                return None
-        d = int(dist.min())
-        return int(self._ids[slots[dist == d]].min()), d
-
-    def _grow(self, capacity: int) -> None:
-        for name in ("_hashes", "_ids", "_alive"):
-            old = getattr(self, name)
-            new = np.zeros(capacity, dtype=old.dtype)
-            new[: self._n] = old[: self._n]
-            setattr(self, name, new)
-
-    def _build_tables(self) -> None:
-        """Compact removed slots away and index every slot in the 4 CSR tables."""
-        if self._dead:
-            keep = np.flatnonzero(self._alive[: self._n])
-            self._hashes = self._hashes[keep].copy()
-            self._ids = self._ids[keep].copy()
-            self._alive = np.ones(keep.size, dtype=bool)
-            self._n, self._dead = int(keep.size), 0
-        n = self._n
-        if self._scan_only or n == 0:
-            self._n_main = 0
+    def _advance(self) -> None:
+        """One merge step; swap the new main block in when it is complete."""
+        merge = self._merge
+        assert merge is not None
+        if not merge.step():
             return
-        if n >= 2**31:
-            raise OverflowError("HammingIndex holds at most 2**31 - 1 hashes")
-        offsets = np.zeros(_SUBSTRINGS * _BUCKETS + 1, dtype=np.int64)
-        postings = np.empty(_SUBSTRINGS * n, dtype=np.int32)
-        hashes = self._hashes[:n]
-        for t in range(_SUBSTRINGS):
-            sub = ((hashes >> np.uint64(_SUB_BITS * t)) & np.uint64(_BUCKETS - 1)).astype(np.uint16)
-            # A stable sort of 16-bit keys is a radix sort in numpy: O(n).
-            postings[t * n : (t + 1) * n] = np.argsort(sub, kind="stable")
-            counts = np.bincount(sub, minlength=_BUCKETS)
-            offsets[t * _BUCKETS + 1 : (t + 1) * _BUCKETS + 1] = t * n + np.cumsum(counts)
-        self._offsets, self._postings = offsets, postings
-        self._table_hashes = hashes[postings]
-        self._n_main = n
+        main = merge.result
+        for id in self._removed_while_merging:
+            main.kill(id)
+        self._main, self._frozen, self._merge = main, None, None
+        self._removed_while_merging = []
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,250 @@
+"""What every source shares: the one API client, row bookkeeping and the paging loop.
+
+A :class:`SourceContext` lives for one run of the producers. It opens the
+:class:`~bingcrawl.bing.client.BingClient` lazily, on the crawler's exit stack, the first time
+a source needs the API (a resumed run with nothing left to ask opens no connection), so every
+source shares one session and one ``X-MSEdge-ClientID``. Every call goes through
+:meth:`SourceContext.call`, i.e. the crawler's one :class:`~bingcrawl.pipeline.ratelimit.
+ApiGate`: one QPS bucket, one retry policy, one ``--max-api-calls`` budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from bingcrawl.bing.client import BingClient
+from bingcrawl.bing.models import Image
+from bingcrawl.errors import (
+    ApiConnectionError,
+    ConfigError,
+    InvalidRequestError,
+    NotFoundError,
+    ServerError,
+)
+from bingcrawl.obs.logs import log_context
+from bingcrawl.records import Candidate, Source
+from bingcrawl.store.rows import QueryRow
+
+if TYPE_CHECKING:
+    from bingcrawl.pipeline.crawler import Crawler, QueryState
+
+__all__ = [
+    "LOCALE_PARAMS",
+    "UNLIMITED",
+    "Fetch",
+    "SourceContext",
+    "candidate_from_image",
+    "norm_query",
+]
+
+log = logging.getLogger("bingcrawl.sources")
+
+T = TypeVar("T")
+
+#: A --limit that never binds (URL lists without an explicit --limit).
+UNLIMITED = 1 << 62
+
+#: Search filters that also apply to details, visual search and trending (locale, safety).
+LOCALE_PARAMS: Mapping[str, str] = {
+    "mkt": "mkt",
+    "cc": "cc",
+    "setLang": "set_lang",
+    "safeSearch": "safe_search",
+    "Accept-Language": "accept_language",
+}
+
+#: One page of a paged source: the images and the API's ``nextOffset`` (None if absent).
+Fetch = Callable[[int], Awaitable[tuple[Sequence[Image], int | None]]]
+
+# API answers that end one row (the run goes on): a refused request, or an API that kept
+# failing after the gate spent its retries.
+ROW_ERRORS = (InvalidRequestError, NotFoundError, ServerError, ApiConnectionError)
+
+
+def norm_query(text: str) -> str:
+    """Case- and space-insensitive form of a query, for matching."""
+    return " ".join(text.casefold().split())
+
+
+def candidate_from_image(
+    image: Image,
+    *,
+    label: str,
+    query: str,
+    source: Source,
+    license: str | None,
+    parent: str | None = None,
+) -> Candidate | None:
+    """A candidate for one API image (None when the image has no content URL)."""
+    if not image.content_url:
+        return None
+    return Candidate(
+        url=image.content_url,
+        label=label,
+        query=query,
+        source=source,
+        image_id=image.image_id,
+        name=image.name,
+        host_page_url=image.host_page_url,
+        thumbnail_url=image.thumbnail_url,
+        insights_token=image.image_insights_token,
+        encoding_format=image.encoding_format,
+        reported_width=image.width,
+        reported_height=image.height,
+        license=license,
+        parent=parent,
+    )
+
+
+class SourceContext:
+    """Shared state of the sources during one :meth:`Crawler.run`."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.config = crawler.config
+        self.checkpoint = crawler.checkpoint
+        #: Every query row known to this run, by id (rows added by sources included).
+        self.rows: dict[int, QueryRow] = {}
+        self._stored: dict[int, int] = {}
+        self._client: BingClient | None = None
+        self._client_lock = asyncio.Lock()
+
+    # -- the API ---------------------------------------------------------------------------
+
+    async def client(self) -> BingClient:
+        """The crawl's one API client, opened on first use and closed with the crawler."""
+        async with self._client_lock:
+            if self._client is None:
+                if not self.config.key:
+                    raise ConfigError("--key", "a subscription key is needed to call the API")
+                self._client = await self.crawler.enter_context().enter_async_context(
+                    BingClient(
+                        self.config.key,
+                        self.config.endpoint,
+                        user_agent=self.config.user_agent,
+                        on_response=self._account,
+                    )
+                )
+            return self._client
+
+    async def call(self, endpoint: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """One API request under the crawl's limiter, retry policy and call budget."""
+        return await self.crawler.gate.call(endpoint, fn)
+
+    def _account(self, endpoint: str, status: int) -> None:
+        counters = self.crawler.counters
+        counters.api_calls += 1
+        counters.api_by_status[(endpoint, status)] += 1
+        counters.progressed()
+        self.checkpoint.record_api_call(endpoint, status)
+
+    def locale(self) -> dict[str, Any]:
+        """Locale and SafeSearch filters as keyword arguments of the non-search params."""
+        filters = self.config.filter_map()
+        return {attr: filters[name] for name, attr in LOCALE_PARAMS.items() if name in filters}
+
+    # -- rows ------------------------------------------------------------------------------
+
+    async def load_rows(self) -> list[QueryRow]:
+        """Read every query row and its stored count (once, before any source runs)."""
+        self._stored = await self.checkpoint.stored_counts()
+        rows = await self.checkpoint.queries()
+        self.rows = {row.id: row for row in rows}
+        return rows
+
+    async def add_row(self, **fields: Any) -> QueryRow:
+        """Upsert a query row (see :meth:`Checkpoint.upsert_query`) and remember it."""
+        row = await self.checkpoint.upsert_query(**fields)
+        self.rows[row.id] = row
+        return row
+
+    def track(self, row: QueryRow) -> QueryState:
+        """The live state of a row; URL lists get their own limit (see ``url_limit``)."""
+        state = self.crawler.query_state(row.id, row.label, row.text, self._stored.get(row.id, 0))
+        if row.source == Source.URLS.value:
+            state.limit = self.config.url_limit or UNLIMITED
+        return state
+
+    async def run_row(self, row: QueryRow, work: Awaitable[None]) -> None:
+        """Run one row's work with progress counters and log context."""
+        counters = self.crawler.counters
+        counters.queries_active += 1
+        try:
+            with log_context(query=row.text, label=row.label):
+                await work
+        finally:
+            counters.queries_active -= 1
+            counters.queries_done += 1
+
+    async def fail_row(self, row: QueryRow, exc: Exception) -> None:
+        """Mark a row failed after an API error that concerns only this row."""
+        log.error("%s %r: %s", row.source, row.text, exc)
+        await self.checkpoint.set_query_state(row.id, "failed", error=str(exc)[:500])
+
+    # -- paging ----------------------------------------------------------------------------
+
+    async def page_row(
+        self,
+        row: QueryRow,
+        state: QueryState,
+        fetch: Fetch,
+        make: Callable[[Image], Candidate | None],
+        *,
+        stop_when_stale: bool = False,
+    ) -> None:
+        """Page one row from its ``next_offset`` until it has its limit, runs out, or fails.
+
+        A page's new candidates and the row's next offset commit in one transaction before
+        the candidates are queued. Paging stops on an empty page or a ``nextOffset`` that does
+        not advance; with ``stop_when_stale`` also on a later page that brings nothing new
+        (an API that ignores the offset would otherwise be asked forever).
+        """
+        cp = self.checkpoint
+        crawler = self.crawler
+        offset = row.next_offset
+        seen: set[str] = set()
+        while True:
+            while not state.needs_more():
+                if state.full():
+                    await cp.set_query_state(row.id, "done")
+                    return
+                state.changed.clear()
+                await state.changed.wait()
+            try:
+                images, api_next = await fetch(offset)
+            except ROW_ERRORS as exc:
+                await self.fail_row(row, exc)
+                return
+            crawler.crash.hit("api_response")
+            crawler.counters.pages += 1
+            fresh: list[Candidate] = []
+            new_images = 0
+            for image in images:
+                keys = [k for k in (image.image_id, image.content_url) if k]
+                if any(k in seen for k in keys):
+                    continue
+                seen.update(keys)
+                new_images += 1
+                candidate = make(image)
+                if candidate is not None:
+                    fresh.append(candidate)
+            next_offset = api_next if api_next is not None else offset + len(images)
+            exhausted = not images or next_offset <= offset
+            if stop_when_stale and offset > row.next_offset and not new_images:
+                exhausted = True
+            inserted = await cp.record_page(
+                row.id,
+                offset=offset,
+                next_offset=max(next_offset, offset),
+                exhausted=exhausted,
+                candidates=fresh,
+            )
+            crawler.crash.hit("page_committed")
+            await crawler.enqueue(state, inserted)
+            if exhausted:
+                log.info("%s %r: no more results after offset %d", row.source, row.text, offset)
+                return
+            offset = next_offset
