@@ -125,6 +125,20 @@ def _add_crawl_options(p: argparse.ArgumentParser) -> None:
         help="Hamming distance for near duplicates (0 = exact only)",
     )
     hs.add_argument("--max-pixels", type=int, default=64_000_000, help="decompression-bomb limit")
+    out = p.add_argument_group("output")
+    out.add_argument(
+        "--output-format",
+        default="files",
+        choices=["files", "webdataset"],
+        help="files: images/<label>/<sha>.<ext> (default); webdataset: tar shards in shards/",
+    )
+    out.add_argument("--shard-size", type=int, default=10_000, help="images per shard")
+    out.add_argument(
+        "--shard-by",
+        default="label",
+        choices=["label", "all"],
+        help="one shard series per label (default) or one for all",
+    )
     run = p.add_argument_group("run")
     run.add_argument("--durable", action="store_true", help="fsync files and the checkpoint")
     run.add_argument(
@@ -281,6 +295,9 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
         metrics_host=args.metrics_host,
         stall_after=args.stall_after,
         crash_at=env.get("BINGCRAWL_CRASH_AT") or None,
+        output_format=args.output_format,
+        shard_size=args.shard_size,
+        shard_by=args.shard_by,
     )
 
 

@@ -137,6 +137,9 @@ class CrawlConfig:
     metrics_host: str = "127.0.0.1"
     stall_after: float = 600.0  # /healthz answers 503 after this long without progress
     crash_at: str | None = None  # test hook: "<point>:<n>", see bingcrawl.pipeline.crashpoints
+    output_format: str = "files"  # files (ImageFolder) | webdataset (tar shards)
+    shard_size: int = 10_000  # images per webdataset shard
+    shard_by: str = "label"  # a shard series per label, or "all" in one series
 
     def __post_init__(self) -> None:
         if self.limit < 1:
@@ -161,6 +164,12 @@ class CrawlConfig:
             raise ConfigError("--grace", "must be >= 0 seconds")
         if self.frontier_size < 0:
             raise ConfigError("--frontier-size", "must be >= 0")
+        if self.output_format not in ("files", "webdataset"):
+            raise ConfigError("--output-format", "must be 'files' or 'webdataset'")
+        if self.shard_size < 1:
+            raise ConfigError("--shard-size", "must be >= 1")
+        if self.shard_by not in ("label", "all"):
+            raise ConfigError("--shard-by", "must be 'label' or 'all'")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError("--metrics-port", "must be between 0 and 65535")
         if not self.stall_after > 0:
@@ -189,6 +198,7 @@ class CrawlConfig:
             "near_dup_distance": self.near_dup_distance,
             "max_pixels": self.max_pixels,
             "max_bytes": self.download.max_bytes,
+            "output_format": self.output_format,
         }
 
     @staticmethod

@@ -153,7 +153,8 @@ class Outcome:
 
     For ``STORED``: ``path`` is relative to OUT. For ``DUPLICATE``: ``duplicate_of`` is the
     sha256 of the stored image and ``distance`` the Hamming distance (0 for exact copies).
-    For ``FAILED``: ``error_class`` and ``detail``.
+    For ``FAILED``: ``error_class`` and ``detail``. With webdataset output ``path`` is the tar
+    shard and ``shard_offset`` / ``shard_end`` the byte range of the image's members in it.
     """
 
     candidate: Candidate
@@ -171,3 +172,5 @@ class Outcome:
     duplicate_of: str | None = None
     distance: int | None = None
     fetched_at: float | None = None
+    shard_offset: int | None = None
+    shard_end: int | None = None

@@ -46,10 +46,18 @@ from bingcrawl.pipeline.hashing import HashPool
 from bingcrawl.pipeline.producers import default_producers
 from bingcrawl.pipeline.progress import Counters, ProgressReporter
 from bingcrawl.pipeline.ratelimit import ApiGate, RateLimiter, RetryPolicy
-from bingcrawl.records import Candidate, DownloadFailure, HashFailure, Outcome, Status
+from bingcrawl.records import (
+    Candidate,
+    DownloadFailure,
+    Hashed,
+    HashFailure,
+    Outcome,
+    Status,
+)
 from bingcrawl.store.atomic import atomic_write_bytes
 from bingcrawl.store.checkpoint import Checkpoint
 from bingcrawl.store.output import write_manifest, write_stats
+from bingcrawl.store.shards import ShardWriter
 
 __all__ = ["CrawlReport", "Crawler", "QueryState"]
 
@@ -122,6 +130,7 @@ class Crawler:
         self.hasher: HashPool
         self.downloader: Downloader
         self.gate: ApiGate
+        self.shards: ShardWriter | None = None
         self.calls_before = 0
 
     # -- resources -----------------------------------------------------------------------
@@ -152,6 +161,15 @@ class Crawler:
                 )
             )
             self.downloader = await stack.enter_async_context(Downloader(self.config.download))
+            if self.config.output_format == "webdataset":
+                shards = ShardWriter(
+                    self.out,
+                    shard_size=self.config.shard_size,
+                    group_by=self.config.shard_by,
+                    durable=self.config.durable,
+                )
+                stack.callback(shards.close)
+                self.shards = shards
             self.calls_before = self.checkpoint.api_calls_total
             self.gate = ApiGate(
                 RateLimiter(self.config.qps),
@@ -413,9 +431,8 @@ class Crawler:
             )
         if state is not None:
             state.stored += 1
-        rel = f"images/{candidate.label}/{hashed.sha256[:16]}.{hashed.ext}"
         try:
-            await asyncio.to_thread(self._write, candidate.label, rel, fetched.body)
+            where = await self._store(candidate, hashed, fetched.body)
         except (OSError, ValueError) as exc:
             self.dedup.discard(hashed.sha256)
             if state is not None:
@@ -428,7 +445,33 @@ class Crawler:
                 **common,
             )
         self.crash.hit("file_written")
-        return Outcome(candidate, Status.STORED, path=rel, **common)
+        return Outcome(candidate, Status.STORED, **where, **common)
+
+    async def _store(self, candidate: Candidate, hashed: Hashed, body: bytes) -> dict[str, Any]:
+        """Put the image in place (a file, or a shard member); returns the Outcome's location."""
+        key = hashed.sha256[:16]
+        if self.shards is None:
+            rel = f"images/{candidate.label}/{key}.{hashed.ext}"
+            await asyncio.to_thread(self._write, candidate.label, rel, body)
+            return {"path": rel}
+        meta = {
+            "label": candidate.label,
+            "query": candidate.query,
+            "source": str(candidate.source),
+            "content_url": candidate.url,
+            "host_page_url": candidate.host_page_url,
+            "image_id": candidate.image_id,
+            "name": candidate.name,
+            "license": candidate.license,
+            "sha256": hashed.sha256,
+            "phash": f"{hashed.phash:016x}",
+            "width": hashed.width,
+            "height": hashed.height,
+            "format": hashed.format,
+        }
+        future = self.shards.submit(candidate.label, key, hashed.ext, body, meta)
+        placed = await asyncio.wrap_future(future)
+        return {"path": placed.path, "shard_offset": placed.offset, "shard_end": placed.end}
 
     def _write(self, label: str, rel: str, body: bytes) -> None:
         directory = self.out / "images" / label

@@ -64,6 +64,11 @@ _PARQUET_BATCH = 20_000
 # (output field, SQL expression, kind) - kind drives conversion and the parquet type.
 _Field = tuple[str, str, Literal["str", "int", "phash", "time"]]
 
+_MEMBER = (
+    "CASE WHEN shard_end IS NOT NULL THEN substr(sha256, 1, 16) || '.' || "
+    "CASE format WHEN 'jpeg' THEN 'jpg' ELSE format END END"
+)
+
 _MANIFEST: tuple[_Field, ...] = (
     ("path", "path", "str"),
     ("label", "label", "str"),
@@ -83,6 +88,9 @@ _MANIFEST: tuple[_Field, ...] = (
     ("fetched_at", "fetched_at", "time"),
     ("parent", "parent", "str"),
     ("thumbnail_url", "thumbnail_url", "str"),
+    # webdataset output: the image's member in the shard at ``path`` and its byte offset
+    ("member", _MEMBER, "str"),
+    ("shard_offset", "shard_offset", "int"),
 )
 
 _CANDIDATE: tuple[_Field, ...] = (

@@ -33,6 +33,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bingcrawl.store.shards import recover_shards
+
 __all__ = ["IMAGE_NAME", "TEMP_NAME", "RecoveryReport", "recover_sync"]
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,9 @@ class RecoveryReport:
     duplicates_reset: int = 0
     orphans_removed: int = 0
     foreign_files: int = 0
+    shards_truncated: int = 0  # webdataset shards cut back to their last committed member
+    shards_removed: int = 0  # shards no committed row points at
+    vanished_reset_shards: int = 0  # stored rows whose shard vanished or was cut short
 
     @property
     def changed(self) -> bool:
@@ -128,7 +133,8 @@ def recover_sync(conn: sqlite3.Connection, out: Path) -> RecoveryReport:
             files[f"images/{rel}"] = entry
 
     stored = conn.execute(
-        "SELECT id, path, bytes, sha256 FROM candidates WHERE status = 'stored'"
+        "SELECT id, path, bytes, sha256 FROM candidates "
+        "WHERE status = 'stored' AND path NOT LIKE 'shards/%'"
     ).fetchall()
     referenced: set[str] = set()
     vanished: list[tuple[int, str | None]] = []
@@ -163,6 +169,7 @@ def recover_sync(conn: sqlite3.Connection, out: Path) -> RecoveryReport:
             foreign += 1
     if foreign:
         log.warning("%d files under %s were not written by bingcrawl; left alone", foreign, images)
+    shards = recover_shards(conn, out)
     return RecoveryReport(
         temp_files_removed=temp_removed,
         inflight_reset=inflight,
@@ -171,4 +178,7 @@ def recover_sync(conn: sqlite3.Connection, out: Path) -> RecoveryReport:
         duplicates_reset=duplicates,
         orphans_removed=orphans,
         foreign_files=foreign,
+        shards_truncated=shards["shards_truncated"],
+        shards_removed=shards["shards_removed"],
+        vanished_reset_shards=shards["shard_rows_reset"],
     )

@@ -115,7 +115,7 @@ INSERT_CANDIDATE = (
 UPDATE_OUTCOME = (
     "UPDATE candidates SET status = ?, attempts = ?, error_class = ?, detail = ?, sha256 = ?, "
     "phash = ?, width = ?, height = ?, format = ?, bytes = ?, path = ?, duplicate_of = ?, "
-    "distance = ?, fetched_at = ?, updated_at = ? WHERE id = ?"
+    "distance = ?, fetched_at = ?, shard_offset = ?, shard_end = ?, updated_at = ? WHERE id = ?"
 )
 
 MARK_INFLIGHT = (
@@ -236,6 +236,8 @@ def outcome_params(outcome: Outcome, now: float) -> tuple[object, ...]:
         outcome.duplicate_of,
         outcome.distance,
         outcome.fetched_at,
+        outcome.shard_offset,
+        outcome.shard_end,
         now,
         outcome.candidate.id,
     )
@@ -249,9 +251,11 @@ def validate_outcome(outcome: Outcome) -> None:
         if not (outcome.path and outcome.sha256 and outcome.phash is not None):
             raise ValueError("record_outcome: a stored outcome needs path, sha256 and phash")
         parts = split_relative(outcome.path)
-        if parts[0] != "images" or len(parts) < 3:
+        in_shard = parts[0] == "shards" and len(parts) == 2 and outcome.shard_end is not None
+        if not in_shard and (parts[0] != "images" or len(parts) < 3):
             raise ValueError(
-                f"record_outcome: path must be images/<label>/<file>, got {outcome.path!r}"
+                "record_outcome: path must be images/<label>/<file> or shards/<shard>.tar "
+                f"with shard offsets, got {outcome.path!r}"
             )
     if outcome.status is Status.DUPLICATE and not outcome.duplicate_of:
         raise ValueError("record_outcome: a duplicate outcome needs duplicate_of")

@@ -6,7 +6,7 @@ bingcrawl is brought forward step by step, each step in its own transaction. A c
 *newer* bingcrawl is refused with :class:`~bingcrawl.errors.CheckpointError` rather than
 guessed at.
 
-Tables (version 2):
+Tables (version 3):
 
 ``meta``
     key/value strings: ``fingerprint`` (the run's options, JSON), ``created_at``,
@@ -24,7 +24,8 @@ Tables (version 2):
 ``api_calls``
     aggregated count per (endpoint, HTTP status); the sum feeds ``--max-api-calls``.
 
-A webdataset ``shards`` table, when it comes, is a new entry in :data:`MIGRATIONS`.
+Version 3 adds ``candidates.shard_offset`` / ``shard_end`` for webdataset output (see
+:mod:`bingcrawl.store.shards`).
 """
 
 from __future__ import annotations
@@ -168,8 +169,15 @@ _V2: tuple[str, ...] = (
     "WHERE duplicate_of IS NOT NULL",
 )
 
+_V3: tuple[str, ...] = (
+    # Webdataset output: a stored image's ``path`` is its tar shard, and these are the byte
+    # range of its members there (header of the image member .. end of the json member).
+    "ALTER TABLE candidates ADD COLUMN shard_offset INTEGER",
+    "ALTER TABLE candidates ADD COLUMN shard_end INTEGER",
+)
+
 #: ``MIGRATIONS[i]`` upgrades a version-``i`` database to version ``i + 1``. Append only.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 
 #: The schema version this bingcrawl writes.
 SCHEMA_VERSION = len(MIGRATIONS)
