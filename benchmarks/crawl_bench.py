@@ -1,4 +1,9 @@
-"""The first pipeline benchmark: a whole crawl against the emulator in a separate process.
+"""One crawl, in this process, against the emulator in a separate process (for profiling).
+
+``python -m benchmarks`` is the benchmark harness (every tool as a child process, baselines,
+curves, targets); this script keeps the crawler in the calling process so that an in-process
+profiler sees it whole, e.g. ``pyinstrument -m benchmarks.crawl_bench --queries 5 --limit
+1000``.
 
     python -m benchmarks.crawl_bench [--queries 20] [--limit 150] [--api-latency 0.02]
                                      [--image-latency 0.05] [--qps 10] [--concurrency 64]
@@ -52,12 +57,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "--results-per-query", str(args.results_per_query),
         "--fault-rate", str(args.fault_rate),
         "--image-size", args.image_size,
+        "--exact-dup-rate", str(args.dup_rate),
+        "--near-dup-rate", str(args.dup_rate),
+        "--cross-query-rate", str(args.dup_rate),
     ]  # fmt: skip
     queries = [f"benchmark query {i}" for i in range(args.queries)]
     emulator_args += ["--warm-count", str(int(args.limit * 1.4) + 10)]
     for q in queries:
         emulator_args += ["--warm", q]
-    proc, base_url = start_emulator_process(emulator_args)
+    # Warming renders every image first (~5-20 ms each): give it time.
+    proc, base_url = start_emulator_process(emulator_args, timeout=1800.0)
     out = Path(tempfile.mkdtemp(prefix="bingcrawl-bench-"))
     try:
         config = CrawlConfig(
@@ -71,6 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             download=DownloadConfig(
                 concurrency=args.concurrency,
                 per_host=args.concurrency,
+                retries=1,
                 policy=NetworkPolicy.from_cidrs(["127.0.0.1/32"]),
             ),
             near_dup_distance=args.near_dup_distance,
@@ -120,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-latency", type=float, default=0.05)
     p.add_argument("--image-size", default="30k")
     p.add_argument("--fault-rate", type=float, default=0.0)
+    p.add_argument("--dup-rate", type=float, default=0.0, help="exact, near and cross-query")
     p.add_argument("--qps", type=float, default=10.0)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--near-dup-distance", type=int, default=8)
@@ -129,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     row = run(args)
     width = max(len(k) for k in row)
     for key, value in row.items():
-        print(f"{key.ljust(width)}  {value}")
+        sys.stdout.write(f"{key.ljust(width)}  {value}\n")
     if args.json:
         args.json.write_text(json.dumps(row, indent=2) + "\n")
     return 0

@@ -78,17 +78,26 @@ def _add_crawl_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("queries", nargs="*", metavar="QUERY", help="search queries")
     p.add_argument("--queries-file", type=Path, help="file of `query` or `label<TAB>query` lines")
     p.add_argument("--out", type=Path, required=True, help="output directory (re-run to resume)")
-    p.add_argument("--label", help="label (directory) for the queries given on the command line")
+    p.add_argument(
+        "--label",
+        help="label (directory) of the queries given on the command line, of --seed-images "
+        "and of --urls lists without a label column",
+    )
     api = p.add_argument_group("API")
     api.add_argument("--key", help=f"subscription key (or ${KEY_ENV}, or --key-file)")
     api.add_argument("--key-file", type=Path, help="file holding the subscription key")
     api.add_argument("--endpoint", help=f"API base URL (or ${ENDPOINT_ENV})")
     api.add_argument("--qps", type=float, default=3.0, help="API requests per second (default 3)")
     api.add_argument("--count", type=int, default=150, help="results per page, <= 150")
-    api.add_argument("--limit", type=int, default=100, help="images kept per query (default 100)")
+    api.add_argument(
+        "--limit",
+        type=int,
+        help="images kept per query (default 100; a --urls list is fetched whole unless given)",
+    )
     api.add_argument("--max-active-queries", type=int, default=8)
     api.add_argument("--max-api-calls", type=int, help="API call budget, counted across resumes")
     api.add_argument("--api-retries", type=int, default=6)
+    _add_source_options(p)
     filters = p.add_argument_group("Bing filters (validated before any request)")
     for flag, param in FILTER_FLAGS.items():
         filters.add_argument(
@@ -156,6 +165,95 @@ def _add_crawl_options(p: argparse.ArgumentParser) -> None:
         default=600.0,
         help="/healthz answers 503 after this many seconds without progress",
     )
+
+
+def _add_source_options(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("sources beyond search (each API call counts against the budget)")
+    src.add_argument(
+        "--expand",
+        type=int,
+        default=0,
+        metavar="DEPTH",
+        help="also search query expansions, pivots and similar terms, DEPTH levels deep",
+    )
+    src.add_argument(
+        "--max-queries", type=int, metavar="N", help="with --expand: at most N search queries"
+    )
+    src.add_argument(
+        "--similar",
+        type=int,
+        default=0,
+        metavar="N",
+        help="queue up to N visually similar images of every stored image (/images/details)",
+    )
+    src.add_argument(
+        "--seed-images",
+        type=Path,
+        metavar="DIR",
+        help="visual search from every image under DIR (copies of the seeds are not stored)",
+    )
+    src.add_argument(
+        "--crop",
+        metavar="TOP,LEFT,BOTTOM,RIGHT",
+        help="with --seed-images: search by this region (fractions 0-1 of height / width)",
+    )
+    src.add_argument(
+        "--trending", action="store_true", help="today's trending images, labelled by category"
+    )
+    src.add_argument(
+        "--urls",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="URL list (.txt .csv .tsv .jsonl .parquet) fetched without any API call (repeatable)",
+    )
+    src.add_argument("--url-col", default="url", help="URL-list column of the URL (default url)")
+    src.add_argument(
+        "--caption-col", default="caption", help="URL-list column of the caption (default caption)"
+    )
+    src.add_argument(
+        "--label-col", default="label", help="URL-list column of the label (default label)"
+    )
+
+
+def _crop(text: str | None) -> tuple[float, float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        top, left, bottom, right = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            "--crop", f"{text!r}: give four fractions TOP,LEFT,BOTTOM,RIGHT, e.g. 0,0,0.5,0.5"
+        ) from None
+    return top, left, bottom, right
+
+
+def _check_sources(args: argparse.Namespace, has_queries: bool, filters: Mapping[str, str]) -> None:
+    """Checks of the source options that need the file system or the API's market lists."""
+    import importlib.util
+
+    from bingcrawl.bing.params import TrendingParams
+    from bingcrawl.sources.urlfile import url_format
+
+    if args.seed_images is not None and not args.seed_images.is_dir():
+        raise ConfigError("--seed-images", f"{args.seed_images} is not a directory")
+    for path in args.urls:
+        if not path.is_file():
+            raise ConfigError("--urls", f"{path} is not a readable file")
+        if url_format(path) == "parquet" and importlib.util.find_spec("pyarrow") is None:
+            raise ConfigError("--urls", f"{path}: reading parquet needs pyarrow")
+    if args.expand and not (has_queries or args.trending):
+        raise ConfigError("--expand", "needs queries (or --trending) to expand")
+    if args.trending:
+        locale = {"mkt": "mkt", "cc": "cc", "setLang": "set_lang", "safeSearch": "safe_search"}
+        try:
+            TrendingParams(**{attr: filters[k] for k, attr in locale.items() if k in filters})
+        except InvalidParameterError as exc:
+            flag = _PARAM_TO_FLAG.get(exc.parameter.casefold(), exc.parameter)
+            raise ConfigError(
+                flag, f"{exc.value!r} is not a trending market; accepted: {exc.accepted}"
+            ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,6 +326,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
         CrawlConfig,
         QuerySpec,
         parse_queries_file,
+        safe_label,
     )
     from bingcrawl.pipeline.download import DownloadConfig
     from bingcrawl.pipeline.netpolicy import NetworkPolicy
@@ -241,8 +340,11 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
             raise ConfigError(
                 "--queries-file", f"cannot read {args.queries_file}: {exc.strerror}"
             ) from None
-    if not specs:
-        raise ConfigError("QUERY", "give at least one query or --queries-file")
+    if not (specs or args.trending or args.seed_images or args.urls):
+        raise ConfigError(
+            "QUERY",
+            "give at least one query, --queries-file, --trending, --seed-images or --urls",
+        )
     filters = {param: getattr(args, f"filter_{param}") for param in FILTER_FLAGS.values()}
     filters = {k: v for k, v in filters.items() if v is not None}
     try:
@@ -261,8 +363,11 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
         retries=args.retries,
         policy=NetworkPolicy.from_cidrs(args.allow_network),
     )
+    _check_sources(args, bool(specs), canonical)
     key = _read_key(args, env)
-    if not key:
+    # Only a URL list needs no API (unless --similar asks about its images).
+    needs_api = bool(specs or args.trending or args.seed_images or args.similar)
+    if not key and needs_api:
         raise ConfigError(
             "--key",
             f"a subscription key is needed to search (--key, --key-file or ${KEY_ENV}); "
@@ -274,7 +379,17 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
         key=key,
         endpoint=args.endpoint or env.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT,
         filters=CrawlConfig.filters_from(canonical),
-        limit=args.limit,
+        limit=100 if args.limit is None else args.limit,
+        url_limit=args.limit,
+        label=safe_label(args.label, lower=False) if args.label else None,
+        expand_depth=args.expand,
+        max_queries=args.max_queries,
+        similar=args.similar,
+        seed_images=args.seed_images,
+        crop=_crop(args.crop),
+        trending=args.trending,
+        urls_files=tuple(args.urls),
+        url_columns=(args.url_col, args.caption_col, args.label_col),
         count=args.count,
         qps=args.qps,
         max_active_queries=args.max_active_queries,

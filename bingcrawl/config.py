@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bingcrawl.errors import ConfigError
+from bingcrawl.bing.params import CropArea
+from bingcrawl.errors import ConfigError, InvalidParameterError
 from bingcrawl.pipeline.download import DownloadConfig
+from bingcrawl.sources.urlfile import url_format
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -31,10 +33,19 @@ __all__ = [
 DEFAULT_ENDPOINT = "https://api.bing.microsoft.com/"
 
 #: Hamming distance (of 64-bit pHashes) at or below which two images are near duplicates.
-#: Chosen by measurement: see the README's precision/recall table.
-DEFAULT_NEAR_DUP_DISTANCE = 8
+#: Chosen by measurement (README, "Choosing the near-duplicate distance";
+#: ``python -m benchmarks.threshold``): the largest distance that merged no two different
+#: pictures among 268 tiles of real photographs and the emulator's corpus (8 merged
+#: look-alike tiles; pHash distances are even, so 7 would act as 6). It keeps every
+#: rescale, JPEG q40-90, brightness/contrast +-10 % and PNG<->JPEG copy; crops of 2-3 % are
+#: the copies it misses.
+DEFAULT_NEAR_DUP_DISTANCE = 6
 
 HASH_ALGOS = ("phash", "dhash", "ahash", "whash")
+#: Deepest --expand level accepted (each level multiplies the queries by ~20).
+MAX_EXPAND_DEPTH = 5
+#: Most similar images queued per stored image (--similar).
+MAX_SIMILAR = 150
 MAX_LABEL_LENGTH = 80
 _WINDOWS_RESERVED = frozenset(
     {"con", "prn", "aux", "nul"}
@@ -137,6 +148,27 @@ class CrawlConfig:
     metrics_host: str = "127.0.0.1"
     stall_after: float = 600.0  # /healthz answers 503 after this long without progress
     crash_at: str | None = None  # test hook: "<point>:<n>", see bingcrawl.pipeline.crashpoints
+    # -- sources beyond search (see bingcrawl.sources) --------------------------------------
+    #: Label of seed images and URL lists (default: from the seed directory / the file name).
+    label: str | None = None
+    #: Follow query expansions, pivots and similar terms this many levels (0: off).
+    expand_depth: int = 0
+    #: At most this many search queries (roots + expansions); None: only the depth bounds them.
+    max_queries: int | None = None
+    #: Queue up to this many visually similar images per stored image (0: off).
+    similar: int = 0
+    #: Directory of local images to run visual search from (None: off).
+    seed_images: Path | None = None
+    #: Region of the seed images to search by: (top, left, bottom, right) fractions.
+    crop: tuple[float, float, float, float] | None = None
+    #: Crawl today's trending images, one label per category.
+    trending: bool = False
+    #: URL lists (txt, csv, tsv, jsonl, parquet) fetched without any API call.
+    urls_files: tuple[Path, ...] = ()
+    #: --limit for URL lists; None: a URL list is fetched whole (no explicit --limit given).
+    url_limit: int | None = None
+    #: URL-list column names: url, caption, label (img2dataset's defaults).
+    url_columns: tuple[str, str, str] = ("url", "caption", "label")
     output_format: str = "files"  # files (ImageFolder) | webdataset (tar shards)
     shard_size: int = 10_000  # images per webdataset shard
     shard_by: str = "label"  # a shard series per label, or "all" in one series
@@ -176,10 +208,45 @@ class CrawlConfig:
             raise ConfigError("--stall-after", "must be > 0 seconds")
         if not self.endpoint.startswith(("http://", "https://")):
             raise ConfigError("--endpoint", f"must be an http(s) URL, got {self.endpoint!r}")
+        self._check_sources()
         labels: dict[str, str] = {}
         for q in self.queries:
             if labels.setdefault(q.text.casefold(), q.label) != q.label:
                 raise ConfigError("QUERY", f"query {q.text!r} is given twice with different labels")
+
+    def _check_sources(self) -> None:
+        if not 0 <= self.expand_depth <= MAX_EXPAND_DEPTH:
+            raise ConfigError("--expand", f"must be between 0 and {MAX_EXPAND_DEPTH} levels")
+        if self.max_queries is not None:
+            if self.max_queries < 1:
+                raise ConfigError("--max-queries", "must be >= 1")
+            if not self.expand_depth:
+                raise ConfigError("--max-queries", "only applies with --expand")
+        if not 0 <= self.similar <= MAX_SIMILAR:
+            raise ConfigError("--similar", f"must be between 0 and {MAX_SIMILAR}")
+        if self.label is not None and self.label != safe_label(self.label, lower=False):
+            raise ConfigError("--label", f"{self.label!r} is not a safe directory name")
+        if self.crop is not None:
+            if self.seed_images is None:
+                raise ConfigError("--crop", "only applies to --seed-images")
+            if len(self.crop) != 4:
+                raise ConfigError("--crop", "give four fractions: top,left,bottom,right")
+            try:
+                CropArea(*self.crop)
+            except InvalidParameterError as exc:
+                raise ConfigError(
+                    "--crop", f"{exc.parameter} {exc.value!r}: {exc.accepted}"
+                ) from None
+        for path in self.urls_files:
+            url_format(Path(path))
+        if self.url_limit is not None and self.url_limit < 1:
+            raise ConfigError("--limit", f"must be >= 1, got {self.url_limit}")
+        names = ("--url-col", "--caption-col", "--label-col")
+        if len(self.url_columns) != 3:
+            raise ConfigError("--url-col", "url_columns holds the url, caption and label names")
+        for option, name in zip(names, self.url_columns, strict=True):
+            if not name.strip():
+                raise ConfigError(option, "must not be empty")
 
     @property
     def queue_size(self) -> int:

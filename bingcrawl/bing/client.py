@@ -68,6 +68,7 @@ from bingcrawl.errors import (
     parse_retry_after,
     redact,
 )
+from bingcrawl.obs.logs import secret_forms
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -167,8 +168,11 @@ def error_from_response(
 ) -> ApiError:
     """The most specific :class:`ApiError` for an error answer (status and ErrorResponse body).
 
-    Every text that goes into the error passes through :func:`redact` with ``secrets``.
+    Every text that goes into the error passes through :func:`redact` with ``secrets`` in
+    every spelling of :func:`~bingcrawl.obs.logs.secret_forms` (an API or a proxy may echo
+    the key, percent-encoded, in its message).
     """
+    secrets = tuple(form for secret in secrets if secret for form in secret_forms(secret))
     try:
         details = parse_error_response(orjson.loads(body)) if body.strip() else ()
     except orjson.JSONDecodeError:
@@ -461,7 +465,7 @@ class BingClient:
                 body = b"".join(chunks)
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._record(ApiCall(endpoint, 0, loop.time() - started))
-            detail = redact(f"{type(exc).__name__}: {exc}", self._key)
+            detail = redact(f"{type(exc).__name__}: {exc}", *secret_forms(self._key))
             raise ApiConnectionError(f"{endpoint}: cannot reach the API ({detail})") from exc
         trace_id = headers.get("BingAPIs-TraceId")
         issued = headers.get("X-MSEdge-ClientID")
@@ -501,5 +505,7 @@ class BingClient:
             return build(obj)
         except ResponseFormatError as exc:
             raise ResponseFormatError(
-                redact(f"{endpoint}: {exc}", self._key), status=status, trace_id=trace_id
+                redact(f"{endpoint}: {exc}", *secret_forms(self._key)),
+                status=status,
+                trace_id=trace_id,
             ) from None

@@ -28,13 +28,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Literal, TextIO
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 from bingcrawl.errors import ConfigError
 
@@ -49,6 +50,7 @@ __all__ = [
     "configure_logging",
     "current_context",
     "log_context",
+    "secret_forms",
 ]
 
 LogFormat = Literal["text", "json"]
@@ -76,6 +78,23 @@ _CONTEXT: ContextVar[Mapping[str, Any]] = ContextVar(
 _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None))
 ) | {"message", "asctime", "taskName", CONTEXT_ATTR}
+
+
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-F]{2}")
+
+
+def secret_forms(secret: str) -> tuple[str, ...]:
+    """Every spelling under which ``secret`` may show up in text, longest first.
+
+    The secret itself and its percent-encoded forms (path-safe, fully encoded, form-encoded,
+    each with upper- and lower-case escapes): a server or a proxy that echoes a header in an
+    error message often URL-encodes it. Empty for an empty secret.
+    """
+    if not secret:
+        return ()
+    forms = {secret, quote(secret), quote(secret, safe=""), quote_plus(secret)}
+    forms |= {_PERCENT_ESCAPE.sub(lambda m: m.group().lower(), f) for f in forms}
+    return tuple(sorted(forms, key=len, reverse=True))
 
 
 def current_context() -> Mapping[str, Any]:
@@ -142,7 +161,7 @@ class RedactingFilter(logging.Filter):
         """Redact ``secret`` from now on (ignored if empty or shorter than 4 characters)."""
         if not secret or len(secret) < MIN_SECRET_LENGTH:
             return
-        for form in (secret, quote(secret, safe=""), quote(secret)):
+        for form in secret_forms(secret):
             if form not in self._secrets:
                 self._secrets.append(form)
         # Longest first, so a secret that contains another is replaced whole.

@@ -22,16 +22,14 @@ postings - so a probe is two array reads and a whole query is a handful of vecto
 calls. While the index holds fewer than about 100 hashes per probed bucket, probing costs more
 than it saves and queries simply scan.
 
-Additions never pause the caller (the crawler's event loop) for long. The index is three
-blocks: the *main* block with its tables, a small unindexed *tail* that takes additions and
-that queries scan with ``np.bitwise_count``, and, while a merge runs, the *frozen* former tail.
-When the tail outgrows ``delta_limit`` it is frozen and a new main block (old main plus frozen
-tail, removed entries dropped) is built **incrementally**: a counting sort whose passes are cut
-into steps of at most 65,536 hashes (one table at a time), one step per later addition, so no
-call does more than a few milliseconds of work (rebuilding a million hashes in one go used to
-block for 0.1-0.4 s every 16,384 additions). Queries keep using the old tables and scan the
-frozen tail until the new block is swapped in; a merge of n hashes takes about n / 13,000
-additions, so the tail stays near ``delta_limit`` however large the index grows.
+No call pauses the caller (the crawler's event loop) for long. The index is three blocks: the
+*main* block with its tables, a small unindexed *tail* that takes additions (queries scan it
+with ``np.bitwise_count``) and, while a merge runs, the *frozen* former tail. When the tail
+outgrows ``delta_limit`` it is frozen and a new main block (main plus frozen tail, removed
+entries dropped) is built **incrementally**: a counting sort cut into steps of 32,768 hashes
+and one table, one step per later addition, a few ms each (a rebuild in one go blocked for
+0.1-0.4 s at a million hashes). Queries use the old tables and scan the frozen tail until the
+new block is swapped in, after 5 n / 32,768 steps (about 150 additions at a million hashes).
 
 :class:`DedupIndex` puts the two dedup rules together for the crawler: exact duplicates by
 sha256, near duplicates by Hamming distance, first stored wins.
@@ -59,8 +57,9 @@ _BUCKETS: Final = 1 << _SUB_BITS
 _SCAN_FROM_RADIUS: Final = 16
 _DEFAULT_DELTA_LIMIT: Final = 16_384
 # Hashes one merge step handles: a step costs 1-3 ms (a radix argsort of this many 16-bit
-# keys plus scatters); the per-chunk bincount over 65,536 buckets is amortised at this size.
-_MERGE_CHUNK: Final = 65_536
+# keys plus scatters, and the page faults of fresh memory) and the per-chunk bincounts over
+# 65,536 buckets stay a small part of it.
+_MERGE_CHUNK: Final = 32_768
 # A probe and its candidates cost about as much as scanning 100 hashes (measured at radius 8
 # and 12 on 2 cores): with fewer indexed hashes than 100 per probe, a query scans instead.
 _SCAN_BELOW_PER_PROBE: Final = 100
@@ -88,15 +87,6 @@ def _check_hash(h: int) -> int:
 def _substring(hashes: _U64, t: int) -> npt.NDArray[np.uint16]:
     """The ``t``-th 16-bit substring of every hash."""
     return ((hashes >> np.uint64(_SUB_BITS * t)) & np.uint64(_BUCKETS - 1)).astype(np.uint16)
-
-
-def _better(a: _Hit | None, b: _Hit | None) -> _Hit | None:
-    """The closer of two hits; on a tie the smaller id."""
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a if (a[1], a[0]) <= (b[1], b[0]) else b
 
 
 class _Block:
@@ -206,21 +196,23 @@ class _Merge:
         "_done",
         "_sources",
         "_steps",
-        "_tables",
         "_written",
         "result",
     )
 
-    def __init__(self, sources: list[_Block], *, tables: bool, chunk: int = _MERGE_CHUNK) -> None:
+    def __init__(self, sources: list[_Block], *, tables: bool, chunk: int | None = None) -> None:
         # (hashes, ids, alive snapshot) of each source's used part.
         self._sources = [(b.hashes[: b.n], b.ids[: b.n], b.alive[: b.n].copy()) for b in sources]
         total = sum(int(np.count_nonzero(alive)) for _, _, alive in self._sources)
         if total > _MAX_ENTRIES:
             raise OverflowError("HammingIndex holds at most 2**31 - 1 hashes")
-        self._chunk = max(chunk, 1)
-        self._tables = tables
-        self.result = _Block(np.empty(total, dtype=np.uint64), np.empty(total, dtype=np.int64), 0)
+        self._chunk = max(_MERGE_CHUNK if chunk is None else chunk, 1)
+        out = _Block(np.empty(total, dtype=np.uint64), np.empty(total, dtype=np.int64), 0)
         self._counts = np.zeros((_SUBSTRINGS, _BUCKETS), dtype=np.int64) if tables else None
+        if tables and total:
+            out.postings = np.empty(_SUBSTRINGS * total, dtype=np.int32)
+            out.table_hashes = np.empty(_SUBSTRINGS * total, dtype=np.uint64)
+        self.result = out
         self._written = 0
         self._done = False
         self._steps: Iterator[None] = self._run_steps()
@@ -242,9 +234,11 @@ class _Merge:
 
     def _run_steps(self) -> Iterator[None]:
         out = self.result
+        span = sum(hashes.size for hashes, _, _ in self._sources)
+        seen = 0
         for hashes, ids, alive in self._sources:
             for lo in range(0, hashes.size, self._chunk):
-                hi = lo + self._chunk
+                hi = min(lo + self._chunk, hashes.size)
                 keep = np.flatnonzero(alive[lo:hi]) + lo
                 w = self._written
                 out.hashes[w : w + keep.size] = hashes[keep]
@@ -254,17 +248,23 @@ class _Merge:
                     block = out.hashes[w : w + keep.size]
                     for t in range(_SUBSTRINGS):
                         self._counts[t] += np.bincount(_substring(block, t), minlength=_BUCKETS)
+                    # Touch the tables' fresh memory a slice at a time: the scatter pass writes
+                    # all over it at once, and the page faults would make its first steps slow.
+                    done = (seen * out.hashes.size) // span
+                    seen += hi - lo
+                    upto = (seen * out.hashes.size) // span
+                    if out.postings is not None and out.table_hashes is not None:
+                        for t in range(_SUBSTRINGS):
+                            at = t * out.hashes.size
+                            out.postings[at + done : at + upto] = 0
+                            out.table_hashes[at + done : at + upto] = 0
                 yield None
-        out.n = self._written
-        if not self._tables or out.n == 0:
+        out.n = n = self._written
+        if self._counts is None or out.postings is None or out.table_hashes is None:
             return
-        n = out.n
-        assert self._counts is not None
         ends = np.cumsum(self._counts, axis=1) + (np.arange(_SUBSTRINGS) * n)[:, None]
         out.offsets = np.concatenate(([0], ends.ravel())).astype(np.int64)
         cursor = ends - self._counts  # where each bucket's next entry goes
-        out.postings = np.empty(_SUBSTRINGS * n, dtype=np.int32)
-        out.table_hashes = np.empty(_SUBSTRINGS * n, dtype=np.uint64)
         for lo in range(0, n, self._chunk):
             block = out.hashes[lo : lo + self._chunk]
             rank = np.arange(block.size, dtype=np.int64)
@@ -413,7 +413,8 @@ class HammingIndex:
             else:
                 # Few hashes for this many probes (or no tables): one scan is cheaper.
                 found = block.scan(q, radius)
-            best = _better(best, found)
+            if found is not None and (best is None or (found[1], found[0]) < (best[1], best[0])):
+                best = found  # closer, or as close with a smaller id
         return best
 
     # -- internals --------------------------------------------------------------------------
@@ -489,21 +490,25 @@ class DedupIndex:
         """Rebuild from the checkpoint's stored ``(sha256, phash)`` rows, oldest first.
 
         A phash read back as a signed 64-bit SQLite INTEGER (negative) is taken as its two's
-        complement.
+        complement. A repeated sha256 keeps its first row. Vectorised where it can be (about
+        1 s per million rows); still O(n), so a caller on an event loop runs it in a thread.
         """
         dedup = cls(near_distance)
-        phashes: list[int] = []
-        for sha256, phash in rows:
-            digest = _digest(sha256)
-            if digest in dedup._slots:
-                continue
-            dedup._slots[digest] = len(dedup._digests)
-            dedup._digests.append(digest)
-            phashes.append(_unsigned(phash))
+        table = list(rows)
+        digests = _digests([row[0] for row in table])
+        phashes = [row[1] for row in table]
+        slots = dict(zip(digests, range(len(digests)), strict=True))
+        if len(slots) != len(digests):
+            # A repeated sha256 (the checkpoint never stores one twice): keep each first row.
+            first = sorted({d: i for i, d in reversed(list(enumerate(digests)))}.values())
+            digests = [digests[i] for i in first]
+            phashes = [phashes[i] for i in first]
+            slots = dict(zip(digests, range(len(digests)), strict=True))
+        unsigned = _unsigned_array(phashes)  # validates them, even when unused
+        dedup._slots = slots
+        dedup._digests = list(digests)
         if dedup._index is not None:
-            dedup._index = HammingIndex.build(
-                np.array(phashes, dtype=np.uint64), np.arange(len(phashes)), near_distance
-            )
+            dedup._index = HammingIndex.build(unsigned, np.arange(unsigned.size), near_distance)
         return dedup
 
     @property
@@ -559,10 +564,33 @@ class DedupIndex:
 
 
 def _digest(sha256: str) -> bytes:
-    digest = bytes.fromhex(sha256)
+    try:
+        digest = bytes.fromhex(sha256)
+    except ValueError as exc:
+        raise ValueError(f"not a sha256 hex digest: {sha256!r}") from exc
     if len(digest) != 32:
         raise ValueError(f"not a sha256 hex digest: {sha256!r}")
     return digest
+
+
+def _digests(shas: list[str]) -> list[bytes]:
+    """``_digest`` of every hex string, decoded in one call (the strings' lengths checked)."""
+    if set(map(len, shas)) <= {64}:
+        try:
+            blob = bytes.fromhex("".join(shas))
+        except ValueError:
+            blob = b""
+        if len(blob) == 32 * len(shas):
+            return [blob[i : i + 32] for i in range(0, len(blob), 32)]
+    return [_digest(h) for h in shas]  # raises, naming the bad string
+
+
+def _unsigned_array(phashes: list[int]) -> npt.NDArray[np.uint64]:
+    """The phashes as uint64, negative (signed SQLite) values as their two's complement."""
+    lowest = min(phashes, default=0)
+    for extreme in (lowest, max(phashes, default=0)):
+        _unsigned(extreme)  # raises if out of range
+    return np.array([p & _MASK64 for p in phashes] if lowest < 0 else phashes, dtype=np.uint64)
 
 
 def _unsigned(phash: int) -> int:

@@ -148,6 +148,12 @@ class ApiGate:
         self.throttled = 0
         self.retried = 0
 
+    def _check_budget(self) -> None:
+        if self.max_calls is not None and self.calls >= self.max_calls:
+            raise QuotaExceededError(
+                f"--max-api-calls budget of {self.max_calls} calls is spent", code="MaxApiCalls"
+            )
+
     def budget_left(self) -> int | None:
         """API calls left in the ``--max-api-calls`` budget (None when unlimited)."""
         return None if self.max_calls is None else max(0, self.max_calls - self.calls)
@@ -156,12 +162,11 @@ class ApiGate:
         """Run ``fn`` (one HTTP request) under the limiter and the retry policy."""
         attempt = 0
         while True:
-            if self.max_calls is not None and self.calls >= self.max_calls:
-                raise QuotaExceededError(
-                    f"--max-api-calls budget of {self.max_calls} calls is spent",
-                    code="MaxApiCalls",
-                )
+            self._check_budget()
             await self.limiter.acquire()
+            # Checked again once the grant is ours: callers that queued on the limiter
+            # together all passed the first check.
+            self._check_budget()
             self.calls += 1
             try:
                 return await fn()

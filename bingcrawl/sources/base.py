@@ -22,6 +22,7 @@ from bingcrawl.errors import (
     ConfigError,
     InvalidRequestError,
     NotFoundError,
+    QuotaExceededError,
     ServerError,
 )
 from bingcrawl.obs.logs import log_context
@@ -111,6 +112,8 @@ class SourceContext:
         self._stored: dict[int, int] = {}
         self._client: BingClient | None = None
         self._client_lock = asyncio.Lock()
+        #: The quota (or --max-api-calls) error that stopped the API, once one did.
+        self.quota: QuotaExceededError | None = None
 
     # -- the API ---------------------------------------------------------------------------
 
@@ -132,7 +135,28 @@ class SourceContext:
 
     async def call(self, endpoint: str, fn: Callable[[], Awaitable[T]]) -> T:
         """One API request under the crawl's limiter, retry policy and call budget."""
+        if self.quota is not None:
+            raise self.quota
         return await self.crawler.gate.call(endpoint, fn)
+
+    def api_stopped(self) -> bool:
+        """True once a quota error stopped the API: sources start no new work."""
+        return self.quota is not None
+
+    async def guard(self, work: Awaitable[None]) -> None:
+        """Run ``work``; a quota error stops it (and every later call) but not its siblings.
+
+        Cancelling sibling tasks on the first quota error would abandon requests already
+        sent, which the API counts but the checkpoint would not; instead every source winds
+        down on its own and :func:`~bingcrawl.pipeline.producers.run_sources` raises the
+        error once all are done.
+        """
+        try:
+            await work
+        except QuotaExceededError as exc:
+            if self.quota is None:
+                self.quota = exc
+                log.warning("API calls stop: %s", exc)
 
     def _account(self, endpoint: str, status: int) -> None:
         counters = self.crawler.counters
@@ -174,7 +198,7 @@ class SourceContext:
         counters.queries_active += 1
         try:
             with log_context(query=row.text, label=row.label):
-                await work
+                await self.guard(work)
         finally:
             counters.queries_active -= 1
             counters.queries_done += 1

@@ -113,7 +113,9 @@ class Checkpoint:
         self._writer = writer
         self._readers = readers
         self._lock_fd = lock_fd
-        self._api_calls_total = api_calls_total
+        # Both start from the checkpoint's total: the larger one is the truth (meta.api_total).
+        self._api_sent = api_calls_total
+        self._api_answered = api_calls_total
         self._migrated_from = migrated_from
         self._downloads_recorded = False
         self._close_task: asyncio.Task[None] | None = None
@@ -268,7 +270,7 @@ class Checkpoint:
             if moved is not None:
                 log.warning("--fresh: the previous run's files were moved to %s", moved)
             await writer.call(lambda conn: meta.reset_crawl(conn, new), what="fresh start")
-            self._api_calls_total = 0
+            self._api_sent = self._api_answered = 0
             return
 
         def check(conn: sqlite3.Connection) -> dict[str, tuple[object, object]]:
@@ -452,14 +454,31 @@ class Checkpoint:
             writer.post(rows.MARK_INFLIGHT, (now, cid))
 
     def record_api_call(self, endpoint: str, status: int) -> None:
-        """Count one API call (by endpoint and HTTP status); never blocks."""
+        """Count one answered API call (by endpoint and HTTP status); never blocks.
+
+        The row is batched: a kill -9 right after the answer can lose it. A budget that must
+        hold across kills also counts each call with :meth:`count_api_call_sent`.
+        """
         self._w().post(rows.COUNT_API_CALL, (endpoint, status))
-        self._api_calls_total += 1
+        self._api_answered += 1
+
+    async def count_api_call_sent(self, endpoint: str) -> int:
+        """Count one API call durably *before* it is sent; returns the new total.
+
+        Committed before it returns (not batched), so no call the API may bill is ever
+        missing from :attr:`api_calls_total`, whatever kills the process afterwards; call it
+        just before sending each request (the budget check of ``--max-api-calls``).
+        ``endpoint`` names the call in the error of a failed commit.
+        """
+        total = await self._w().call(meta.count_api_call_sent, what=f"count {endpoint} call")
+        self._api_sent = total
+        return total
 
     @property
     def api_calls_total(self) -> int:
-        """API calls across every run on this OUT (loaded at open, plus those since)."""
-        return self._api_calls_total
+        """API calls across every run on this OUT: the larger of those counted as sent and
+        those recorded as answered (loaded at open, plus those since)."""
+        return max(self._api_sent, self._api_answered)
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed.

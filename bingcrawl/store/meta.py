@@ -24,11 +24,15 @@ from bingcrawl.errors import CheckpointError, ConfigError
 from bingcrawl.store.schema import CHECKPOINT_NAME, SCHEMA_VERSION, migrate, utc_iso
 
 __all__ = [
+    "API_SENT_KEY",
     "LOCK_NAME",
     "PREVIOUS_RUN_FILES",
     "OpenState",
     "acquire_lock",
+    "api_answered",
+    "api_sent",
     "api_total",
+    "count_api_call_sent",
     "fingerprint_diff",
     "load_fingerprint",
     "move_previous_run_aside",
@@ -97,12 +101,12 @@ def open_setup(conn: sqlite3.Connection) -> OpenState:
             "INSERT INTO meta (key, value) VALUES ('created_at', ?) ON CONFLICT DO NOTHING",
             (utc_iso(time.time()),),
         )
-        total = conn.execute("SELECT coalesce(sum(count), 0) FROM api_calls").fetchone()[0]
+        total = api_total(conn)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return OpenState(api_calls_total=int(total), migrated_from=start)
+    return OpenState(api_calls_total=total, migrated_from=start)
 
 
 def touch_updated(conn: sqlite3.Connection) -> None:
@@ -159,6 +163,7 @@ def reset_crawl(conn: sqlite3.Connection, fingerprint: Mapping[str, object]) -> 
     # Children first: candidates and pages reference queries.
     for table in ("candidates", "pages", "queries", "api_calls"):
         conn.execute(f"DELETE FROM {table}")
+    conn.execute("DELETE FROM meta WHERE key = ?", (API_SENT_KEY,))
     store_fingerprint(conn, fingerprint)
     conn.execute(
         "INSERT INTO meta (key, value) VALUES ('created_at', ?) "
@@ -203,6 +208,39 @@ def move_previous_run_aside(out: Path) -> Path | None:
     return dest
 
 
-def api_total(conn: sqlite3.Connection) -> int:
-    """All API calls recorded in the checkpoint."""
+#: ``meta`` key of the number of API calls counted *before* they were sent
+#: (:func:`count_api_call_sent`).
+API_SENT_KEY = "api_calls_sent"
+
+
+def api_answered(conn: sqlite3.Connection) -> int:
+    """API calls whose answer (or failure) was recorded, by ``record_api_call``."""
     return int(conn.execute("SELECT coalesce(sum(count), 0) FROM api_calls").fetchone()[0])
+
+
+def api_sent(conn: sqlite3.Connection) -> int:
+    """API calls counted before they were sent (0 if the crawler never did)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (API_SENT_KEY,)).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def api_total(conn: sqlite3.Connection) -> int:
+    """All API calls spent on this OUT: counted when sent, or else when answered.
+
+    A call counted as sent may never have been answered (the process was killed in between),
+    so the larger count is the true one; a checkpoint written without send counts has only
+    the answered ones.
+    """
+    return max(api_sent(conn), api_answered(conn))
+
+
+def count_api_call_sent(conn: sqlite3.Connection) -> int:
+    """Count one more API call as sent; return the new total (see :func:`api_total`)."""
+    # Continue from the answered count when a previous run did not count sends.
+    total = api_total(conn) + 1
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (API_SENT_KEY, str(total)),
+    )
+    return total

@@ -33,7 +33,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bingcrawl.store.shards import recover_shards
+from bingcrawl.store import rows
+from bingcrawl.store.shards import SHARD_DIR, StoredRow, recover_shards
 
 __all__ = ["IMAGE_NAME", "TEMP_NAME", "RecoveryReport", "recover_sync"]
 
@@ -44,6 +45,9 @@ TEMP_NAME = re.compile(r"\A\..+\.tmp\Z", re.DOTALL)
 
 #: Names bingcrawl gives image files: ``<sha256[:16]>.<ext>``.
 IMAGE_NAME = re.compile(r"\A[0-9a-f]{16}\.[a-z0-9]{2,5}\Z")
+
+#: Paths of stored rows that live in a webdataset shard start with this.
+SHARD_PREFIX = f"{SHARD_DIR}/"
 
 _RESET_STORED = (
     "UPDATE candidates SET status = 'pending', sha256 = NULL, phash = NULL, width = NULL, "
@@ -132,28 +136,34 @@ def recover_sync(conn: sqlite3.Connection, out: Path) -> RecoveryReport:
         else:
             files[f"images/{rel}"] = entry
 
-    stored = conn.execute(
-        "SELECT id, path, bytes, sha256 FROM candidates "
-        "WHERE status = 'stored' AND path NOT LIKE 'shards/%'"
-    ).fetchall()
+    # Every stored row's location, read once for both layouts from a covering index: this
+    # scan is most of what start-up costs at a million candidates.
+    stored: list[tuple[int, str | None, int | None]] = []
+    in_shards: list[StoredRow] = []
+    for cid, path, size, shard_end in conn.execute(rows.STORED_LOCATIONS):
+        if path is not None and path.startswith(SHARD_PREFIX):
+            in_shards.append((cid, path, shard_end))
+        else:
+            stored.append((cid, path, size))
     referenced: set[str] = set()
-    vanished: list[tuple[int, str | None]] = []
+    vanished: list[int] = []
     torn = 0
-    for cid, path, size, sha in stored:
+    for cid, path, size in stored:
         found = files.get(path) if path else None
-        if found is None or not found.is_file(follow_symlinks=False):
-            vanished.append((cid, sha))
+        if path is None or found is None or not found.is_file(follow_symlinks=False):
+            vanished.append(cid)
             continue
         if size is not None and found.stat(follow_symlinks=False).st_size != size:
             torn += _remove(found.path)
-            vanished.append((cid, sha))
+            vanished.append(cid)
             continue
         referenced.add(path)
 
     duplicates = 0
     if vanished:
-        conn.executemany(_RESET_STORED, [(now, cid) for cid, _ in vanished])
-        for sha in {sha for _, sha in vanished if sha}:
+        digests = rows.sha256_by_id(conn, vanished)
+        conn.executemany(_RESET_STORED, [(now, cid) for cid in vanished])
+        for sha in {sha for sha in digests.values() if sha}:
             duplicates += conn.execute(_RESET_DUPLICATES, (now, sha, sha)).rowcount
         log.warning(
             "%d stored images were missing or torn; they will be fetched again", len(vanished)
@@ -169,7 +179,7 @@ def recover_sync(conn: sqlite3.Connection, out: Path) -> RecoveryReport:
             foreign += 1
     if foreign:
         log.warning("%d files under %s were not written by bingcrawl; left alone", foreign, images)
-    shards = recover_shards(conn, out)
+    shards = recover_shards(conn, out, stored=in_shards)
     return RecoveryReport(
         temp_files_removed=temp_removed,
         inflight_reset=inflight,

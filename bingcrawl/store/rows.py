@@ -26,6 +26,7 @@ __all__ = [
     "COUNT_API_CALL",
     "MARK_INFLIGHT",
     "QUERY_COLUMNS",
+    "STORED_LOCATIONS",
     "UPDATE_OUTCOME",
     "QueryRow",
     "StoredHashes",
@@ -33,6 +34,7 @@ __all__ = [
     "insert_candidates",
     "outcome_params",
     "query_row",
+    "sha256_by_id",
     "stored_hash_rows",
     "url_key",
     "url_key_digest",
@@ -275,6 +277,23 @@ class StoredHashes:
 
     def __len__(self) -> int:
         return len(self.sha256)
+
+
+STORED_LOCATIONS = (
+    "SELECT id, path, bytes, shard_end FROM candidates INDEXED BY idx_candidates_stored_location "
+    "WHERE status = 'stored'"
+)
+
+
+def sha256_by_id(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, str | None]:
+    """The sha256 of each of these candidates (few: those recovery resets)."""
+    found: dict[int, str | None] = {}
+    for i in range(0, len(ids), _IN_CHUNK):
+        chunk = list(ids[i : i + _IN_CHUNK])
+        marks = ", ".join("?" * len(chunk))
+        sql = f"SELECT id, sha256 FROM candidates WHERE id IN ({marks})"
+        found.update(conn.execute(sql, chunk))
+    return found
 
 
 STORED_HASHES = (

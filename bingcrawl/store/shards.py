@@ -33,8 +33,16 @@ import orjson
 
 from bingcrawl.errors import UnsafePathError
 from bingcrawl.store.atomic import split_relative
+from bingcrawl.store.rows import STORED_LOCATIONS, sha256_by_id
 
-__all__ = ["SHARD_DIR", "ShardWriter", "ShardedImage", "recover_shards"]
+__all__ = [
+    "SHARD_DIR",
+    "ShardWriter",
+    "ShardedImage",
+    "StoredRow",
+    "recover_shards",
+    "stored_in_shards",
+]
 
 SHARD_DIR = "shards"
 _SHARD_NAME = re.compile(r"^(?P<group>.+)-(?P<seq>\d{6})\.tar$")
@@ -176,19 +184,36 @@ class ShardWriter:
         self._open.clear()
 
 
-def recover_shards(conn: sqlite3.Connection, out: Path) -> dict[str, int]:
+#: ``(id, path, shard_end)`` of a stored row whose image is in a shard.
+StoredRow = tuple[int, str, int | None]
+
+
+def stored_in_shards(conn: sqlite3.Connection) -> list[StoredRow]:
+    """Every stored row whose image is in a shard."""
+    return [
+        (cid, path, end)
+        for cid, path, _, end in conn.execute(STORED_LOCATIONS)
+        if path is not None and path.startswith(f"{SHARD_DIR}/")
+    ]
+
+
+def recover_shards(
+    conn: sqlite3.Connection, out: Path, *, stored: list[StoredRow] | None = None
+) -> dict[str, int]:
     """Make the shards agree with the checkpoint (see the module docstring).
 
-    Runs inside the caller's transaction. Returns counts of what was fixed.
+    ``stored`` is :func:`stored_in_shards`, when the caller has read it already (one scan of
+    the stored rows is what start-up costs at a million candidates). Runs inside the
+    caller's transaction. Returns counts of what was fixed.
     """
     now = time.time()
     shard_dir = Path(out) / SHARD_DIR
-    committed = dict(
-        conn.execute(
-            "SELECT path, max(shard_end) FROM candidates "
-            "WHERE status = 'stored' AND path LIKE 'shards/%' GROUP BY path"
-        ).fetchall()
-    )
+    if stored is None:
+        stored = stored_in_shards(conn)
+    committed: dict[str, int] = {}
+    for _, path, end in stored:
+        if end is not None and end > committed.get(path, -1):
+            committed[path] = end
     present: set[str] = set()
     truncated = removed = 0
     if shard_dir.is_dir() and not shard_dir.is_symlink():
@@ -211,18 +236,12 @@ def recover_shards(conn: sqlite3.Connection, out: Path) -> dict[str, int]:
                     fh.seek(end)
                     fh.write(_EOF)
                 truncated += 1
-    lost = [
-        (cid, sha)
-        for cid, sha, path, end in conn.execute(
-            "SELECT id, sha256, path, shard_end FROM candidates "
-            "WHERE status = 'stored' AND path LIKE 'shards/%'"
-        )
-        if path not in present
-    ]
+    lost = [cid for cid, path, _ in stored if path not in present]
     duplicates = 0
     if lost:
-        conn.executemany(_RESET_STORED, [(now, cid) for cid, _ in lost])
-        for sha in {sha for _, sha in lost if sha}:
+        digests = sha256_by_id(conn, lost)
+        conn.executemany(_RESET_STORED, [(now, cid) for cid in lost])
+        for sha in {sha for sha in digests.values() if sha}:
             duplicates += conn.execute(_RESET_DUPLICATES, (now, sha, sha)).rowcount
     return {
         "shards_truncated": truncated,

@@ -28,9 +28,6 @@ from bingcrawl.obs.metrics import MetricsServer, MetricsSnapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: Observability options the container sets before the CLI grows the flags; every other
-#: BINGCRAWL_* variable the container files use must be an option of `bingcrawl crawl`.
-PENDING_FLAGS = {"BINGCRAWL_LOG_FORMAT", "BINGCRAWL_METRICS_HOST", "BINGCRAWL_METRICS_PORT"}
 #: Variables for Compose itself (interpolation only), not for bingcrawl.
 COMPOSE_ONLY = {"METRICS_PUBLISH_PORT"}
 #: Read by the CLI directly, with flags (--key, --key-file, --endpoint) taking precedence.
@@ -138,12 +135,15 @@ def test_crawler_defaults_crawl_the_emulator_offline(compose: dict[str, Any]) ->
 
 
 def test_env_file_overrides(compose: dict[str, Any]) -> None:
-    real = crawler_env(compose, {
-        "BING_SEARCH_V7_ENDPOINT": "https://api.bing.microsoft.com/",
-        "BING_SEARCH_V7_SUBSCRIPTION_KEY": "0123456789abcdef",
-        "BINGCRAWL_ALLOW_NETWORK": "",
-        "BINGCRAWL_QUERIES": "owl",
-    })
+    real = crawler_env(
+        compose,
+        {
+            "BING_SEARCH_V7_ENDPOINT": "https://api.bing.microsoft.com/",
+            "BING_SEARCH_V7_SUBSCRIPTION_KEY": "0123456789abcdef",
+            "BINGCRAWL_ALLOW_NETWORK": "",
+            "BINGCRAWL_QUERIES": "owl",
+        },
+    )
     assert real["BING_SEARCH_V7_ENDPOINT"] == "https://api.bing.microsoft.com/"
     assert real["BING_SEARCH_V7_SUBSCRIPTION_KEY"] == "0123456789abcdef"
     assert real["BINGCRAWL_ALLOW_NETWORK"] == ""  # set empty: the private network is gone
@@ -179,9 +179,9 @@ def test_every_variable_is_a_real_option(compose: dict[str, Any]) -> None:
     used = set(crawler_env(compose)) | set(dockerfile_env()) | set(env_example_vars())
     used |= set(_VARIABLE.findall((ROOT / "docker-compose.yml").read_text()))
     unknown = {
-        v for v in used
-        if v not in known and v not in PENDING_FLAGS | COMPOSE_ONLY | BING_VARS
-        and v.startswith("BINGCRAWL_")
+        v
+        for v in used
+        if v not in known and v not in COMPOSE_ONLY | BING_VARS and v.startswith("BINGCRAWL_")
     }
     assert not unknown, f"not options of `bingcrawl crawl`: {sorted(unknown)}"
     stray = {v for v in used if not v.startswith("BINGCRAWL_")} - COMPOSE_ONLY - BING_VARS
@@ -210,9 +210,11 @@ async def test_emulator_healthcheck_command_succeeds(compose: dict[str, Any]) ->
 def dockerfile() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
-    joined = re.sub(r"\\\n", " ", "\n".join(
-        line for line in text.splitlines() if not line.lstrip().startswith("#")
-    ))
+    joined = re.sub(
+        r"\\\n",
+        " ",
+        "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")),
+    )
     out = []
     for line in joined.splitlines():
         if line.strip():
@@ -225,7 +227,9 @@ def dockerfile_env() -> dict[str, str]:
     env: dict[str, str] = {}
     for word, rest in final_stage():
         if word == "ENV":
-            env.update(part.split("=", 1) for part in shlex.split(rest))  # type: ignore[arg-type]
+            for part in shlex.split(rest):
+                name, _, value = part.partition("=")
+                env[name] = value
     return env
 
 
@@ -255,7 +259,7 @@ def test_runtime_runs_as_numeric_non_root_user() -> None:
     assert not gid or (gid.isdigit() and int(gid) != 0)
     # Nothing runs as root after the switch.
     words = [word for word, _ in final_stage()]
-    assert "RUN" not in words[words.index("USER"):]
+    assert "RUN" not in words[words.index("USER") :]
 
 
 def test_pid1_signals_and_entrypoint() -> None:
@@ -310,8 +314,11 @@ async def test_dockerfile_healthcheck_probes_healthz() -> None:
 
 async def run_python(code: str, env: Mapping[str, str]) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-c",
+        code,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         env={"PATH": "/usr/bin:/bin", **env},
     )
     out, _ = await proc.communicate()

@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import signal
 import struct
+import subprocess
 import sys
 import threading
 import warnings
@@ -24,7 +25,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFile, JpegImagePlugin
 
 from bingcrawl.errors import ConfigError
-from bingcrawl.pipeline import hashing
+from bingcrawl.pipeline import hashing, hashpool
 from bingcrawl.pipeline.hashing import (
     DRAFT_MIN_SIDE,
     HASH_ALGOS,
@@ -409,6 +410,20 @@ async def test_close_lets_batches_in_flight_finish(corpus: list[bytes]) -> None:
     assert done == [hash_image(d) for d in corpus[:8]]
 
 
+def test_the_pool_is_re_exported_by_hashing_whichever_module_comes_first() -> None:
+    assert hashing.HashPool is hashpool.HashPool
+    assert hashing.HashPoolConfig is hashpool.HashPoolConfig
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = hashing.no_such_name  # type: ignore[attr-defined]
+    # A fresh interpreter importing hashpool first (this process imported hashing first).
+    code = (
+        "import bingcrawl.pipeline.hashpool as p\n"
+        "from bingcrawl.pipeline.hashing import HashPool, hash_image\n"
+        "assert HashPool is p.HashPool and p.hash_batch.__module__ == hash_image.__module__\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
 async def test_thread_mode_never_hashes_on_the_event_loop(
     corpus: list[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -418,7 +433,7 @@ async def test_thread_mode_never_hashes_on_the_event_loop(
         threads.add(threading.get_ident())
         return hash_batch(*args)
 
-    monkeypatch.setattr(hashing, "hash_batch", spy)
+    monkeypatch.setattr(hashpool, "hash_batch", spy)
     async with HashPool(0, batch_size=5) as pool:
         got = await asyncio.gather(*(pool.hash(d) for d in corpus))
     assert got == [hash_image(d) for d in corpus]

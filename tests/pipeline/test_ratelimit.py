@@ -181,3 +181,19 @@ async def test_budget_counts_earlier_runs() -> None:
     with pytest.raises(QuotaExceededError, match="max-api-calls"):
         await gate.call("search", call)
     assert calls == 2
+
+
+async def test_budget_holds_for_callers_queued_together() -> None:
+    clock = VirtualClock()
+    gate = make_gate(clock, max_calls=5)
+    sent = 0
+
+    async def call() -> None:
+        nonlocal sent
+        sent += 1
+
+    results = await asyncio.gather(
+        *(gate.call("search", call) for _ in range(9)), return_exceptions=True
+    )
+    assert sent == 5
+    assert sum(isinstance(r, QuotaExceededError) for r in results) == 4

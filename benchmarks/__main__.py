@@ -1,0 +1,134 @@
+"""``python -m benchmarks``: bingcrawl against its baselines and peers, on the same URLs.
+
+    python -m benchmarks [--quick] [--scenarios main,concurrency,latency,size,memory]
+                         [--tools bingcrawl,webdataset,search,bare,seed,img2dataset,icrawler]
+                         [--repeats 3] [--json out.json] [--keep DIR] [--peers-python PY]
+                         [--profile DIR]
+
+The emulator runs in a separate process (warmed, so its rendering does not bound the
+measurement); each tool runs as a child process, one at a time. Printed: a table of medians
+(images/s, ratios to img2dataset, to img2dataset without re-encoding and to the bare aiohttp
+loop, client CPU per image, emulator CPU per image, peak RSS of the tool and of its largest
+child, event-loop lag p99, time to first stored image, API calls/s) and the targets. ``--json``
+writes every run, the summary and the options. ``--quick`` is the small form CI runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks.harness import SCENARIOS, TOOLS, Options, run_benchmarks
+from benchmarks.profiling import render as render_profile
+from benchmarks.report import render_table
+
+
+def _csv(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    def parse(text: str) -> tuple[str, ...]:
+        items = tuple(x.strip() for x in text.split(",") if x.strip())
+        bad = [x for x in items if x not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(choices)}")
+        return items
+
+    return parse
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The harness's command line."""
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--quick", action="store_true", help="tiny sizes (CI): seconds, not minutes")
+    p.add_argument("--scenarios", type=_csv(SCENARIOS), help="comma-separated (default: all)")
+    p.add_argument("--tools", type=_csv(TOOLS), help="comma-separated (default: all)")
+    p.add_argument("--repeats", type=int, help="runs of the main scenario (median reported)")
+    p.add_argument("--urls", type=int, help="URLs of the main scenario (whole queries)")
+    p.add_argument("--concurrency", type=int, help="download concurrency of the main scenario")
+    p.add_argument("--concurrency-points", type=_ints, help="e.g. 8,64,512")
+    p.add_argument("--img2dataset-threads", type=_ints, help="thread counts tried (best kept)")
+    p.add_argument("--icrawler-threads", type=_ints, help="thread counts tried (best kept)")
+    p.add_argument("--image-latency", type=float, help="seconds, main scenario (default 0.05)")
+    p.add_argument("--qps", type=float, help="API queries per second (crawler and emulator)")
+    p.add_argument("--json", type=Path, help="write every run and the summary here")
+    p.add_argument("--keep", type=Path, help="keep every run's output under this directory")
+    p.add_argument("--peers-python", help="interpreter that has img2dataset / icrawler")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="run bingcrawl under py-spy, keep the raw profiles in DIR, print the top functions",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log each run as it starts")
+    return p
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    """Resolve flags into :class:`Options`."""
+    kw: dict[str, object] = {}
+    if args.scenarios:
+        kw["scenarios"] = args.scenarios
+    if args.tools:
+        kw["tools"] = args.tools
+    if args.repeats is not None:
+        kw["repeats"] = args.repeats
+    if args.concurrency is not None:
+        kw["concurrency"] = args.concurrency
+    if args.concurrency_points:
+        kw["concurrency_points"] = args.concurrency_points
+    if args.img2dataset_threads:
+        kw["img2dataset_threads"] = args.img2dataset_threads
+    if args.icrawler_threads:
+        kw["icrawler_threads"] = args.icrawler_threads
+    if args.image_latency is not None:
+        kw["image_latency"] = args.image_latency
+    if args.qps is not None:
+        kw["qps"] = args.qps
+    if args.urls is not None:
+        per_query = (Options.quick() if args.quick else Options()).results_per_query
+        kw["main_queries"] = max(1, -(-args.urls // per_query))
+    return Options.quick(**kw) if args.quick else Options(**kw)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the harness; 0 when every run succeeded, 1 if any failed."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    options = options_from(args)
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    result = run_benchmarks(
+        options,
+        workdir=args.keep,
+        keep=args.keep is not None,
+        peers_python=args.peers_python,
+        profile_dir=args.profile,
+    )
+    result["command"] = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
+    sys.stdout.write(render_table(result) + "\n")
+    for row in result["rows"]:
+        if "profile" in row["extra"]:
+            title = f"\nprofile: {row['scenario']} {row['point']} {row['tool']} {row['settings']}"
+            sys.stdout.write(render_profile(row["extra"]["profile"], title=title) + "\n")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    failed = [r for r in result["rows"] if str(r["status"]).startswith("failed")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Child side of a bingcrawl benchmark run: the real CLI path, plus an event-loop lag monitor.
+
+    python -m benchmarks.crawlrun --result FILE -- crawl QUERY ... --out DIR [bingcrawl flags]
+
+The flags after ``--`` are parsed by bingcrawl's own parser and resolved by its own
+``build_config``, and the crawl runs through ``bingcrawl.cli.run_crawl`` (signal handling
+included), so what is measured is what ``bingcrawl crawl`` does. The only addition is
+:func:`bingcrawl.pipeline.looplag.monitor_lag` around the run, which the CLI does not expose;
+its cost is one timer every 10 ms. The result file holds the run's stats and the lag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bingcrawl.cli import build_config, build_parser, run_crawl
+from bingcrawl.errors import BingCrawlError
+from bingcrawl.obs.logs import configure_logging
+from bingcrawl.pipeline.looplag import monitor_lag
+
+log = logging.getLogger("benchmarks.crawlrun")
+
+
+async def _crawl(config: Any) -> dict[str, Any]:
+    async with monitor_lag() as lag:
+        stats = await run_crawl(config)
+    return {
+        "stats": stats,
+        "loop_lag_p50_ms": round(lag.percentile(50) * 1000, 2),
+        "loop_lag_p99_ms": round(lag.percentile(99) * 1000, 2),
+        "loop_lag_max_ms": round(lag.max * 1000, 2),
+        "lag_samples": len(lag.samples),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one crawl and write ``--result``; returns bingcrawl's exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.crawlrun")
+    p.add_argument("--result", type=Path, required=True)
+    own = p.parse_args(argv[:split])
+    crawl_argv = argv[split + 1 :]
+    args = build_parser().parse_args(crawl_argv)
+    configure_logging(args.log_level, args.log_format)
+    t0 = time.time()
+    result: dict[str, Any] = {"argv": crawl_argv, "started": t0}
+    try:
+        config = build_config(args, os.environ)
+        result.update(asyncio.run(_crawl(config)))
+        code = 0
+    except BingCrawlError as exc:
+        log.error("crawl failed: %s", exc)
+        result["error"] = str(exc)
+        code = exc.exit_code
+    result["exit"] = code
+    result["wall_s"] = round(time.time() - t0, 3)
+    own.result.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Summaries, ratios, target checks and the text table of a harness run.
+
+Rows of one ``(scenario, point)`` form a group; within a group each tool's runs are reduced
+to medians, and every tool's images/s is divided by the references' (img2dataset at its best
+thread count, img2dataset without re-encoding, the bare aiohttp loop, the seed blog loop) -
+figures measured in the same run, on the same URLs, against the same emulator.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from benchmarks.tools import Row
+
+__all__ = ["REFERENCES", "TARGETS", "render_table", "summarize"]
+
+#: Ratio column -> the tool name it divides by.
+REFERENCES = {
+    "x_img2dataset": "img2dataset",
+    "x_img2dataset_noreencode": "img2dataset (no reencode)",
+    "x_bare": "bare aiohttp loop",
+    "x_seed": "seed blog loop",
+}
+
+#: (name, metric path, comparison, bound) checked on the summary.
+TARGETS: tuple[tuple[str, str, str, float], ...] = (
+    ("images/s vs img2dataset (resize_mode=no)", "main:bingcrawl:x_img2dataset", ">=", 3.0),
+    (
+        "images/s vs img2dataset (no reencoding)",
+        "main:bingcrawl:x_img2dataset_noreencode",
+        ">=",
+        2.0,
+    ),
+    ("images/s vs seed blog loop", "main:bingcrawl:x_seed", ">=", 50.0),
+    ("images/s vs bare aiohttp loop", "main:bingcrawl:x_bare", ">=", 0.7),
+    ("images/s with webdataset output", "main:bingcrawl (webdataset):images_per_s", ">=", 1000.0),
+    ("peak RSS MB at concurrency 256", "rss256", "<=", 300.0),
+    ("RSS growth 10k -> 100k candidates", "memory_growth", "<=", 0.10),
+    ("event-loop lag p99 ms", "main:bingcrawl:loop_lag_p99_ms", "<", 50.0),
+)
+
+_MEDIAN_FIELDS = (
+    "stored",
+    "images_per_s",
+    "wall_images_per_s",
+    "wall_s",
+    "cpu_s_per_image",
+    "emulator_cpu_s_per_image",
+    "emulator_busy",
+    "peak_rss_mb",
+    "children_peak_rss_mb",
+    "tree_peak_rss_mb",
+    "rss_end_mb",
+    "loop_lag_p99_ms",
+    "time_to_first_image_s",
+    "api_calls",
+    "api_calls_per_s",
+)
+
+
+def _median(values: Iterable[Any]) -> float | None:
+    nums = [float(v) for v in values if isinstance(v, int | float)]
+    return statistics.median(nums) if nums else None
+
+
+def _group_key(row: Row) -> tuple[str, str]:
+    return row.scenario, row.point
+
+
+def summarize(rows: Sequence[Row]) -> dict[str, Any]:
+    """Medians per (scenario, point, tool, settings), ratios, memory growth and targets."""
+    groups: dict[tuple[str, str], dict[tuple[str, str], list[Row]]] = {}
+    for row in rows:
+        groups.setdefault(_group_key(row), {}).setdefault((row.tool, row.settings), []).append(row)
+    entries: list[dict[str, Any]] = []
+    for (scenario, point), tools in groups.items():
+        group_entries = []
+        for (tool, settings), runs in tools.items():
+            ok = [r for r in runs if r.status == "ok"]
+            entry: dict[str, Any] = {
+                "scenario": scenario,
+                "point": point,
+                "tool": tool,
+                "settings": settings,
+                "urls": runs[0].urls,
+                "runs": len(ok),
+                "status": "ok" if ok else runs[0].status,
+            }
+            for name in _MEDIAN_FIELDS:
+                entry[name] = _median(getattr(r, name) for r in ok)
+            if ok:
+                entry["images_per_s_all"] = [r.images_per_s for r in ok]
+            group_entries.append(entry)
+        for column, reference in REFERENCES.items():
+            refs = [e["images_per_s"] for e in group_entries
+                    if e["tool"] == reference and e["images_per_s"]]  # fmt: skip
+            best = max(refs, default=None)
+            for e in group_entries:
+                e[column] = e["images_per_s"] / best if best and e["images_per_s"] else None
+        entries.extend(group_entries)
+    summary: dict[str, Any] = {"entries": entries}
+    summary["memory"] = _memory(entries)
+    summary["targets"] = _targets(entries, summary["memory"])
+    return summary
+
+
+def _memory(entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    points = [e for e in entries if e["scenario"] == "memory" and e["status"] == "ok"]
+    points.sort(key=lambda e: e["urls"])
+    result: dict[str, Any] = {
+        "points": [
+            {
+                k: e[k]
+                for k in (
+                    "point",
+                    "urls",
+                    "stored",
+                    "peak_rss_mb",
+                    "rss_end_mb",
+                    "children_peak_rss_mb",
+                    "tree_peak_rss_mb",
+                )
+            }
+            for e in points
+        ]
+    }
+    if len(points) >= 2 and points[0]["peak_rss_mb"]:
+        result["peak_rss_growth"] = points[-1]["peak_rss_mb"] / points[0]["peak_rss_mb"] - 1
+        if points[0]["rss_end_mb"]:
+            result["end_rss_growth"] = points[-1]["rss_end_mb"] / points[0]["rss_end_mb"] - 1
+    return result
+
+
+def _lookup(entries: Sequence[dict[str, Any]], memory: dict[str, Any], path: str) -> Any:
+    if path == "memory_growth":
+        return memory.get("peak_rss_growth")
+    if path == "rss256":
+        for scenario, point in (("concurrency", "c=256"), ("main", "target")):
+            for e in entries:
+                if (e["scenario"], e["point"], e["tool"]) == (scenario, point, "bingcrawl"):
+                    if scenario == "main" and e["settings"] != "c=256":
+                        continue
+                    return e["peak_rss_mb"]
+        return None
+    scenario, tool, field = path.split(":")
+    for e in entries:
+        if e["scenario"] == scenario and e["point"] == "target" and e["tool"] == tool:
+            return e.get(field)
+    return None
+
+
+def _targets(entries: Sequence[dict[str, Any]], memory: dict[str, Any]) -> list[dict[str, Any]]:
+    checks = []
+    for name, path, op, bound in TARGETS:
+        value = _lookup(entries, memory, path)
+        met = None
+        if isinstance(value, int | float):
+            met = {">=": value >= bound, "<=": value <= bound, "<": value < bound}[op]
+        checks.append({"target": name, "value": value, "bound": f"{op} {bound:g}", "met": met})
+    return checks
+
+
+def _fmt(value: Any, digits: int = 0, suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}{suffix}"
+    return f"{value}{suffix}"
+
+
+_COLUMNS = (
+    ("scenario", "scenario"),
+    ("point", "point"),
+    ("tool", "tool"),
+    ("settings", "settings"),
+    ("stored", "stored/URLs"),
+    ("images_per_s", "img/s"),
+    ("x_img2dataset", "x i2d"),
+    ("x_img2dataset_noreencode", "x i2d-nr"),
+    ("x_bare", "x bare"),
+    ("cpu_s_per_image", "CPU ms/img"),
+    ("emulator_cpu_s_per_image", "emu ms/img"),
+    ("peak_rss_mb", "RSS MB"),
+    ("loop_lag_p99_ms", "lag p99 ms"),
+    ("time_to_first_image_s", "1st img s"),
+    ("api_calls_per_s", "API/s"),
+)
+
+
+def _cell(entry: dict[str, Any], key: str) -> str:
+    value = entry.get(key)
+    if entry["status"] != "ok" and key not in ("scenario", "point", "tool", "settings"):
+        return entry["status"] if key == "stored" else ""
+    if key == "stored":
+        return f"{_fmt(value)}/{entry['urls']}" if value is not None else "-"
+    if key.startswith("x_"):
+        return _fmt(value, 2, "x")
+    if key in ("cpu_s_per_image", "emulator_cpu_s_per_image"):
+        return _fmt(value * 1000 if value is not None else None, 2)
+    if key == "peak_rss_mb":
+        kids = entry.get("children_peak_rss_mb")
+        return f"{_fmt(value)}" + (f" (+{kids:.0f})" if kids else "")
+    if key == "images_per_s":
+        return _fmt(value, 0 if (value or 0) >= 100 else 1)
+    if key in ("loop_lag_p99_ms", "time_to_first_image_s", "api_calls_per_s"):
+        return _fmt(value, 1 if key != "time_to_first_image_s" else 2)
+    return _fmt(value)
+
+
+def render_table(result: dict[str, Any]) -> str:
+    """The summary as a fixed-width text table, then the target checks."""
+    entries = result["summary"]["entries"]
+    header = [title for _, title in _COLUMNS]
+    body = [[_cell(e, key) for key, _ in _COLUMNS] for e in entries]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in body]
+    memory = result["summary"]["memory"]
+    if "peak_rss_growth" in memory:
+        lines.append("")
+        lines.append(
+            f"memory: peak RSS growth {memory['peak_rss_growth']:+.1%}, RSS at end "
+            f"{memory.get('end_rss_growth', 0.0):+.1%}, from {memory['points'][0]['urls']} to "
+            f"{memory['points'][-1]['urls']} candidates"
+        )
+    lines.append("")
+    quick = bool(result.get("options", {}).get("is_quick"))
+    lines.append("targets (--quick: tiny sizes, not a measurement):" if quick else "targets:")
+    for t in result["summary"]["targets"]:
+        mark = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
+        value = t["value"]
+        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
+        lines.append(f"  {t['target']:<40} {shown:>10} (target {t['bound']}): {mark}")
+    return "\n".join(lines)

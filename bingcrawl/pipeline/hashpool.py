@@ -1,0 +1,355 @@
+"""Hash images off the event loop: :class:`HashPool`, a batching process pool.
+
+The per-image work is :func:`bingcrawl.pipeline.hashing.hash_image`; this module only moves
+it to worker processes (or a thread), coalescing concurrent calls into batches, bounding the
+batches in flight, and surviving workers that die. Re-exported by
+:mod:`bingcrawl.pipeline.hashing`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+import logging
+import os
+import queue
+import warnings
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from multiprocessing import get_context
+from multiprocessing.queues import Queue
+from types import TracebackType
+from typing import Final, Self
+
+from bingcrawl.errors import ConfigError
+from bingcrawl.pipeline.hashing import (
+    DEFAULT_MAX_PIXELS,
+    HASH_ALGOS,
+    hash_batch,
+    worker_initializer,
+)
+from bingcrawl.records import ErrorClass, Hashed, HashFailure
+
+__all__ = ["HashPool", "HashPoolConfig", "HashPoolStats"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HashPoolConfig:
+    """Validated settings of a :class:`HashPool` (``workers`` already resolved to a count).
+
+    ``workers == 0`` hashes in a thread of the event loop's default executor (tiny tests and
+    environments without process support); otherwise a process pool of that many workers.
+    ``start_method`` is ``spawn`` (default, portable) or ``forkserver``; ``fork`` is refused,
+    because forking a process that runs an event loop and threads can copy held locks.
+    """
+
+    workers: int
+    batch_size: int = 16
+    max_inflight: int = 2
+    algo: str = "phash"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    draft: bool = True
+    start_method: str = "spawn"
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ConfigError("workers", f"must be >= 0 (0 = hash in a thread), got {self.workers}")
+        if self.batch_size < 1:
+            raise ConfigError("batch_size", f"must be >= 1, got {self.batch_size}")
+        if self.max_inflight < 1:
+            raise ConfigError("max_inflight", f"must be >= 1, got {self.max_inflight}")
+        if self.algo not in HASH_ALGOS:
+            raise ConfigError("algo", f"unknown hash algorithm {self.algo!r}; choose {HASH_ALGOS}")
+        if self.max_pixels < 1:
+            raise ConfigError("max_pixels", f"must be >= 1, got {self.max_pixels}")
+        if self.start_method not in ("spawn", "forkserver"):
+            raise ConfigError(
+                "start_method", f"must be 'spawn' or 'forkserver', got {self.start_method!r}"
+            )
+
+
+@dataclass(slots=True)
+class HashPoolStats:
+    """Counters of one :class:`HashPool` (for stats.json and tests)."""
+
+    images: int = 0
+    batches: int = 0
+    peak_inflight: int = 0
+    restarts: int = 0
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class _Job:
+    data: bytes
+    future: asyncio.Future[Hashed | HashFailure]
+
+
+# How many times in a row the process pool may break without completing a batch before we
+# conclude the workers cannot run at all (rather than one image killing them).
+_MAX_CONSECUTIVE_RESTARTS: Final = 5
+# Generous: spawning imports numpy, Pillow and imagehash, on a machine that may be busy.
+_START_TIMEOUT: Final = 120.0
+# Attempts for one image whose batch was lost with a broken pool: once in its batch, then
+# alone, then alone again; a pool broken every time means this image kills the decoder.
+_MAX_ATTEMPTS: Final = 3
+
+
+class HashPool:
+    """Hash images off the event loop, coalescing concurrent calls into batches.
+
+    Use as ``async with HashPool(workers=2) as pool: result = await pool.hash(data)``.
+    Entering starts every worker process (``spawn`` by default, see :class:`HashPoolConfig`)
+    and waits until each has run :func:`worker_initializer`. Concurrent :meth:`hash` calls are
+    gathered into batches of up to ``batch_size``: a batch leaves as soon as it is full, or on
+    the next event-loop iteration (no timer, no added latency), or when an in-flight slot frees
+    up; at most ``max_inflight`` batches (default 2 x workers) are in the executor at once, so
+    memory stays flat. If a worker process dies (OOM killer, a crashing decoder), the pool is
+    replaced and the lost images are retried one at a time; an image that kills a worker every
+    time is reported as ``not_an_image``.
+
+    Closing (:meth:`aclose` or leaving the ``async with``) fails calls still waiting for a batch
+    with RuntimeError, lets batches in flight finish, and shuts the workers down. Closing twice
+    is harmless; :meth:`hash` after closing and re-entering raise RuntimeError.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        batch_size: int = 16,
+        max_inflight: int | None = None,
+        algo: str = "phash",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        draft: bool = True,
+        start_method: str = "spawn",
+    ) -> None:
+        resolved = (os.cpu_count() or 1) if workers is None else workers
+        self.config = HashPoolConfig(
+            workers=resolved,
+            batch_size=batch_size,
+            max_inflight=max_inflight if max_inflight is not None else 2 * max(resolved, 1),
+            algo=algo,
+            max_pixels=max_pixels,
+            draft=draft,
+            start_method=start_method,
+        )
+        self.stats = HashPoolStats()
+        #: Pids of the worker processes started on entering (empty in thread mode).
+        self.worker_pids: tuple[int, ...] = ()
+        self._state = _State.NEW
+        self._ready: Queue[int] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor: ProcessPoolExecutor | None = None
+        self._pending: deque[_Job] = deque()
+        self._flush_handle: asyncio.Handle | None = None
+        self._inflight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._consecutive_restarts = 0
+
+    def __repr__(self) -> str:
+        c = self.config
+        return f"<HashPool {self._state.value} workers={c.workers} batch_size={c.batch_size}>"
+
+    async def __aenter__(self) -> Self:
+        if self._state is not _State.NEW:
+            raise RuntimeError(f"cannot open a HashPool that is {self._state.value}")
+        self._loop = asyncio.get_running_loop()
+        self._state = _State.OPEN
+        if self.config.workers > 0:
+            self._executor = self._new_executor()
+            try:
+                await self._start_workers(self._executor)
+            except BaseException:
+                await self.aclose()
+                raise
+        return self
+
+    async def _start_workers(self, executor: ProcessPoolExecutor) -> None:
+        """Start every worker now and wait until each has run its initializer.
+
+        Failing here (a worker that cannot import or start) beats failing mid-crawl, and the
+        first batches do not wait for process start-up. A fresh executor has no idle worker,
+        so each of these submissions starts one process.
+        """
+        assert self._loop is not None
+        ready = self._ready
+        assert ready is not None
+        n = self.config.workers
+        calls = [self._loop.run_in_executor(executor, os.getpid) for _ in range(n)]
+
+        def collect() -> tuple[int, ...]:
+            return tuple(ready.get(timeout=_START_TIMEOUT) for _ in range(n))
+
+        try:
+            self.worker_pids = await asyncio.to_thread(collect)
+        except queue.Empty as exc:
+            raise RuntimeError(f"hash workers did not start within {_START_TIMEOUT} s") from exc
+        await asyncio.gather(*calls)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def hash(self, data: bytes) -> Hashed | HashFailure:
+        """Hash one image's bytes (see :func:`hash_image`) in the pool."""
+        if self._state is not _State.OPEN or self._loop is None:
+            raise RuntimeError(f"HashPool is {self._state.value}; use 'async with HashPool()'")
+        future: asyncio.Future[Hashed | HashFailure] = self._loop.create_future()
+        self._pending.append(_Job(data, future))
+        if len(self._pending) >= self.config.batch_size:
+            self._dispatch()
+        elif self._flush_handle is None:
+            # Let every caller that is ready in this loop iteration join the batch first.
+            self._flush_handle = self._loop.call_soon(self._flush)
+        return await future
+
+    async def aclose(self) -> None:
+        """Stop accepting work, finish batches in flight, shut the workers down. Idempotent."""
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        while self._pending:
+            job = self._pending.popleft()
+            if not job.future.done():
+                job.future.set_exception(RuntimeError("HashPool closed before hashing this image"))
+        try:
+            if self._tasks:
+                await asyncio.wait(set(self._tasks))
+        except asyncio.CancelledError:
+            for task in self._tasks:
+                task.cancel()
+            raise
+        finally:
+            executor, self._executor = self._executor, None
+            if self._ready is not None:
+                self._ready.close()
+            if executor is not None:
+                # shutdown(wait=True) joins the worker processes: never on the event loop.
+                await asyncio.shield(
+                    asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+                )
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if getattr(self, "_state", None) is _State.OPEN:
+            _warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
+            executor = getattr(self, "_executor", None)
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- batching ---------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        assert self._loop is not None
+        while self._pending and self._inflight < self.config.max_inflight:
+            batch: list[_Job] = []
+            while self._pending and len(batch) < self.config.batch_size:
+                job = self._pending.popleft()
+                if not job.future.done():  # the caller was cancelled while waiting
+                    batch.append(job)
+            if not batch:
+                continue
+            self._inflight += 1
+            self.stats.peak_inflight = max(self.stats.peak_inflight, self._inflight)
+            task = self._loop.create_task(self._run(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._inflight -= 1
+        if self._state is _State.OPEN:
+            self._dispatch()
+
+    async def _run(self, batch: list[_Job]) -> None:
+        self.stats.batches += 1
+        self.stats.images += len(batch)
+        try:
+            results = await self._execute([job.data for job in batch], attempt=1)
+        except asyncio.CancelledError:
+            for job in batch:
+                job.future.cancel()
+            raise
+        except Exception as exc:
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        for job, result in zip(batch, results, strict=True):
+            if not job.future.done():
+                job.future.set_result(result)
+
+    async def _execute(self, items: list[bytes], attempt: int) -> list[Hashed | HashFailure]:
+        c = self.config
+        call = functools.partial(hash_batch, items, c.algo, c.max_pixels, c.draft)
+        if c.workers == 0:
+            return await asyncio.to_thread(call)
+        executor = self._executor
+        if executor is None:
+            raise RuntimeError("HashPool is closed")
+        assert self._loop is not None
+        try:
+            results = await self._loop.run_in_executor(executor, call)
+        except BrokenProcessPool:
+            self._replace_executor(executor)
+            if len(items) == 1 and attempt >= _MAX_ATTEMPTS:
+                logger.warning("an image crashed the hash worker %d times; giving up", attempt)
+                return [HashFailure(ErrorClass.NOT_AN_IMAGE, "the decoder crashed on this image")]
+            # Any in-flight batch fails when one worker dies: find the culprit by going single.
+            out: list[Hashed | HashFailure] = []
+            for item in items:
+                out.extend(await self._execute([item], attempt + 1))
+            return out
+        self._consecutive_restarts = 0
+        return results
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        context = get_context(self.config.start_method)
+        if self._ready is not None:
+            self._ready.close()
+        self._ready = context.Queue()
+        return ProcessPoolExecutor(
+            max_workers=self.config.workers,
+            mp_context=context,
+            initializer=worker_initializer,
+            initargs=(self._ready,),
+        )
+
+    def _replace_executor(self, broken: ProcessPoolExecutor) -> None:
+        """Swap a broken process pool for a new one (once, however many batches saw it)."""
+        if self._state is not _State.OPEN:
+            raise RuntimeError("HashPool closed while a worker process died")
+        if self._executor is not broken:
+            return  # another batch already replaced it
+        self._consecutive_restarts += 1
+        if self._consecutive_restarts > _MAX_CONSECUTIVE_RESTARTS:
+            raise BrokenProcessPool(
+                f"hash workers died {self._consecutive_restarts} times in a row without "
+                "completing a batch; giving up"
+            )
+        logger.warning("a hash worker process died; starting a new pool")
+        broken.shutdown(wait=False, cancel_futures=True)
+        self._executor = self._new_executor()
+        self.stats.restarts += 1

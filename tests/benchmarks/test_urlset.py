@@ -1,0 +1,65 @@
+"""The URL set the harness computes is exactly what the emulator's search returns and serves."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import aiohttp
+
+from benchmarks.urlset import EmulatorSpec, UrlSet, query_texts
+from bingcrawl.emulator import EmulatorConfig, EmulatorServer
+
+
+async def search_urls(server: EmulatorServer, query: str) -> list[str]:
+    """Every contentUrl of ``query``, paged through the API as a client would."""
+    urls: list[str] = []
+    offset = 0
+    async with aiohttp.ClientSession(headers={"Ocp-Apim-Subscription-Key": "k"}) as session:
+        while True:
+            params = {"q": query, "count": "150", "offset": str(offset)}
+            async with session.get(f"{server.base_url}v7.0/images/search", params=params) as r:
+                assert r.status == 200
+                page = await r.json()
+            urls += [v["contentUrl"] for v in page["value"] if v["contentUrl"] not in urls]
+            if not page["value"] or page["nextOffset"] <= offset:
+                return urls
+            offset = page["nextOffset"]
+
+
+async def test_urls_are_the_search_results_and_are_served(tmp_path: Path) -> None:
+    spec = EmulatorSpec(image_latency=0.0, api_latency=0.0, results_per_query=40)
+    config = EmulatorConfig(corpus=spec.corpus_config(), qps=None)
+    async with EmulatorServer(config) as server:
+        urlset = UrlSet(server.base_url, spec, queries=2)
+        urls = urlset.urls()
+        assert len(urls) == len(urlset) == 80
+        assert len(set(urls)) == 80
+        found = []
+        for q in urlset.query_list:
+            found += await search_urls(server, q)
+        assert found == urls
+        # No faults and no duplicates: every URL is a distinct image.
+        digests = set()
+        async with aiohttp.ClientSession() as session:
+            for url in urls[:20]:
+                async with session.get(url) as r:
+                    assert r.status == 200
+                    digests.add(hashlib.sha256(await r.read()).hexdigest())
+        assert len(digests) == 20
+    files = urlset.write(tmp_path / "list")
+    assert files["txt"].read_text().splitlines() == urls
+    assert files["csv"].read_text().splitlines()[0] == "url"
+    assert files["queries"].read_text().splitlines() == query_texts(2)
+
+
+def test_emulator_flags_follow_the_spec() -> None:
+    spec = EmulatorSpec(image_latency=0.2, image_size="1m", results_per_query=200,
+                        unique_share=0.25, warm_queries=2)  # fmt: skip
+    args = spec.args()
+    assert args[args.index("--image-latency") + 1] == "0.2"
+    assert args[args.index("--image-size") + 1] == "1m"
+    assert args[args.index("--cross-query-rate") + 1] == "0.75"
+    assert args[args.index("--fault-rate") + 1] == "0"
+    assert args.count("--warm") == 2
+    assert "25% unique" in spec.label()

@@ -1,0 +1,244 @@
+"""End-to-end dedup on the emulator: every copy of a picture collapses to one stored image.
+
+Ground truth is the emulator's: equal ``ImageSpec.base`` = the same picture, whatever the
+bytes (mirrors, rescaled / recompressed / brightened / retouched variants, another format).
+A third query, "echoes", is given results that copy the other queries' pictures under new
+URLs (``b/<base>.<ext>``: the original re-served, as-is or in another format; ``s/<base>/3``:
+a near-duplicate variant), so copies cross queries both exactly and nearly.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bingcrawl.cli import main as cli_main
+from bingcrawl.config import DEFAULT_NEAR_DUP_DISTANCE
+from bingcrawl.emulator import EmulatorServer
+from bingcrawl.emulator.corpus import Corpus, ImageSpec, normalize_query
+from bingcrawl.pipeline import hashpool
+from bingcrawl.pipeline.crawler import Crawler
+from bingcrawl.pipeline.hashing import hash_batch
+from bingcrawl.records import Hashed, HashFailure
+from tests.e2e.helpers import EmulatorFactory, crawl_config, key_of, read_manifest, small_corpus
+
+QUERIES = ("harbour seals", "old lighthouse")
+ECHO = "echoes"
+D = DEFAULT_NEAR_DUP_DISTANCE
+MASK = (1 << 64) - 1
+# Faults that still deliver the picture, and faults that lose it: a URL that failed is no
+# evidence about its picture, one that succeeded is.
+FAULTS = ("transient_503", "redirect", "http_404", "truncated_image")
+
+
+def corpus_config() -> Any:
+    return small_corpus(
+        results_per_query=60,
+        fault_rate=0.06,
+        fault_kinds=FAULTS,
+        exact_dup_rate=0.12,
+        near_dup_rate=0.25,
+        cross_query_rate=0.12,
+    )
+
+
+def candidates(out: Path) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(out / "checkpoint.sqlite")
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM candidates ORDER BY id")]
+    finally:
+        conn.close()
+
+
+def copies_of(corpus: Corpus, pictures: Iterable[ImageSpec]) -> list[ImageSpec]:
+    """Copies of each picture under URLs no query returns: exact, format-changed or near."""
+    out = []
+    for i, spec in enumerate(pictures):
+        base = f"{spec.base:014x}"
+        if i % 3 == 0:
+            key = f"b/{base}.{spec.ext}"  # the same bytes again
+        elif i % 3 == 1:
+            key = f"b/{base}.{'png' if spec.format == 'jpeg' else 'jpg'}"  # another format
+        else:
+            key = corpus.similar(spec, 4)[3].key  # a near-duplicate variant of the picture
+        copy = corpus.spec(key)
+        assert copy is not None
+        assert copy.base == spec.base
+        out.append(copy)
+    return out
+
+
+def echo_results(corpus: Corpus, sources: Sequence[str], own: int) -> list[ImageSpec]:
+    """Results of ECHO: copies of every third clean original of ``sources``, interleaved
+    with ``own`` distinct pictures of its own."""
+    originals = [
+        s
+        for q in sources
+        for s in corpus.query_results(q)
+        if s.fault is None and s.variant == "original"
+    ][::3]
+    copies = copies_of(corpus, originals)
+    distinct = {s.base: s for s in reversed(corpus.query_results(ECHO)) if s.fault is None}
+    mine = [s for s in distinct.values() if s.variant == "original"][::-1][:own]
+    mixed: list[ImageSpec] = []
+    for i in range(max(len(copies), len(mine))):
+        mixed.extend(x[i] for x in (copies, mine) if i < len(x))
+    return mixed
+
+
+def serve_echoes(
+    monkeypatch: pytest.MonkeyPatch, server: EmulatorServer, results: list[ImageSpec]
+) -> None:
+    """Make the emulator answer the ECHO query with ``results`` (other queries unchanged)."""
+    real = server.corpus.query_results
+
+    def query_results(q: str) -> Sequence[ImageSpec]:
+        return tuple(results) if normalize_query(q) == ECHO else real(q)
+
+    monkeypatch.setattr(server.corpus, "query_results", query_results)
+
+
+def base_of(server: EmulatorServer, row: dict[str, Any]) -> int:
+    spec = server.corpus.spec(key_of(row["url"]))
+    assert spec is not None
+    return spec.base
+
+
+def check_collapsed(server: EmulatorServer, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every picture seen has exactly one stored image; every duplicate names it."""
+    assert all(r["status"] in ("stored", "duplicate", "failed") for r in rows)
+    ok = [r for r in rows if r["status"] != "failed"]
+    stored = [r for r in ok if r["status"] == "stored"]
+    per_base: defaultdict[int, list[str]] = defaultdict(list)
+    for r in stored:
+        per_base[base_of(server, r)].append(r["sha256"])
+    # no picture stored twice, none lost
+    assert all(len(shas) == 1 for shas in per_base.values()), per_base
+    assert set(per_base) == {base_of(server, r) for r in ok}
+    by_sha = {r["sha256"]: r for r in stored}
+    assert len(by_sha) == len(stored)
+    for dup in (r for r in ok if r["status"] == "duplicate"):
+        target = by_sha[dup["duplicate_of"]]  # names a stored image...
+        assert base_of(server, target) == base_of(server, dup)  # ...of the same picture
+        distance = ((dup["phash"] ^ target["phash"]) & MASK).bit_count()
+        if dup["sha256"] == target["sha256"]:
+            assert dup["distance"] == 0
+        else:
+            assert dup["distance"] == distance <= D
+    return by_sha
+
+
+def kinds_of_duplicates(rows: list[dict[str, Any]], by_sha: dict[str, Any]) -> dict[str, int]:
+    """How many duplicates are exact or near, within one query or across queries."""
+    counts: defaultdict[str, int] = defaultdict(int)
+    for dup in (r for r in rows if r["status"] == "duplicate"):
+        target = by_sha[dup["duplicate_of"]]
+        exact = "exact" if dup["sha256"] == target["sha256"] else "near"
+        where = "within" if dup["query"] == target["query"] else "across"
+        counts[f"{exact} {where}"] += 1
+    return dict(counts)
+
+
+async def test_every_copy_collapses_to_one_stored_image(
+    emulator_factory: EmulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = await emulator_factory(corpus=corpus_config())
+    serve_echoes(monkeypatch, server, echo_results(server.corpus, QUERIES, own=12))
+    loop_thread = threading.get_ident()
+    hashed_on: set[int] = set()
+
+    def spy(*args: Any) -> list[Hashed | HashFailure]:
+        hashed_on.add(threading.get_ident())
+        return hash_batch(*args)
+
+    monkeypatch.setattr(hashpool, "hash_batch", spy)
+    config = crawl_config(
+        server, tmp_path, (*QUERIES, ECHO), limit=1000, count=25, near_dup_distance=D, retries=2
+    )
+    async with Crawler(config) as crawler:
+        await crawler.run()
+
+    assert hashed_on
+    assert loop_thread not in hashed_on  # hashing never ran on the event loop
+    rows = candidates(tmp_path)
+    by_sha = check_collapsed(server, rows)
+    kinds = kinds_of_duplicates(rows, by_sha)
+    # the corpus really exercised every kind of duplicate
+    assert kinds.get("exact within", 0) >= 3, kinds
+    assert kinds.get("near within", 0) >= 5, kinds
+    assert kinds.get("exact across", 0) >= 3, kinds
+    assert kinds.get("near across", 0) >= 5, kinds
+    assert any(r["status"] == "failed" for r in rows)  # and lost URLs lose nothing else
+
+    # The manifest holds exactly the stored images, one per picture.
+    manifest = read_manifest(tmp_path)
+    assert sorted(m["sha256"] for m in manifest) == sorted(by_sha)
+
+    # `bingcrawl export DIR --duplicates`: each cluster is its stored image, then every
+    # candidate that duplicates it, nearest first.
+    assert cli_main(["export", str(tmp_path), "--duplicates"], env={}) == 0
+    exported = [
+        json.loads(line)
+        for line in (tmp_path / "duplicates.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    clusters: dict[str, list[dict[str, Any]]] = {}
+    for row in exported:
+        if row["role"] == "stored":
+            assert row["cluster"] == row["sha256"] in by_sha
+            assert row["cluster"] not in clusters
+            clusters[row["cluster"]] = []
+        else:
+            assert row["role"] == "duplicate"
+            members = clusters[row["cluster"]]  # follows its stored image
+            assert not members or members[-1]["distance"] <= row["distance"]
+            members.append(row)
+    dups = [r for r in rows if r["status"] == "duplicate"]
+    assert set(clusters) == {r["duplicate_of"] for r in dups}
+    assert sorted(m["content_url"] for ms in clusters.values() for m in ms) == sorted(
+        r["url"] for r in dups
+    )
+    assert len(exported) == len(clusters) + len(dups)
+
+
+async def test_a_resumed_crawl_stores_no_copy_of_what_is_stored(
+    emulator_factory: EmulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = await emulator_factory(corpus=corpus_config())
+    first = crawl_config(server, tmp_path, QUERIES, limit=1000, count=25, near_dup_distance=D)
+    async with Crawler(first) as crawler:
+        await crawler.run()
+    before = candidates(tmp_path)
+    stored_before = {r["sha256"] for r in before if r["status"] == "stored"}
+    bases_before = {base_of(server, r) for r in before if r["status"] == "stored"}
+
+    # A new crawl into the same OUT, of a new query that returns copies of stored pictures:
+    # the dedup index comes back from the checkpoint, not from memory.
+    serve_echoes(monkeypatch, server, echo_results(server.corpus, QUERIES, own=10))
+    second = crawl_config(server, tmp_path, [ECHO], limit=1000, count=25, near_dup_distance=D)
+    async with Crawler(second) as crawler:
+        await crawler.run()
+
+    rows = candidates(tmp_path)
+    echoes = [r for r in rows if r["query"] == ECHO and r["status"] != "failed"]
+    copies = [r for r in echoes if base_of(server, r) in bases_before]
+    own = [r for r in echoes if base_of(server, r) not in bases_before]
+    assert len(copies) >= 10
+    assert all(r["status"] == "duplicate" for r in copies)
+    assert {r["duplicate_of"] for r in copies} <= stored_before
+    assert any(r["sha256"] == r["duplicate_of"] for r in copies)  # exact copies
+    assert sum(r["distance"] > 0 for r in copies) >= 3  # and near ones, across the restart
+    # the query's own pictures are new: stored, so the resumed index does not refuse all
+    assert len(own) == 10
+    assert all(r["status"] == "stored" for r in own)
+    check_collapsed(server, rows)
+    assert {m["sha256"] for m in read_manifest(tmp_path)} == stored_before | {
+        r["sha256"] for r in own
+    }
