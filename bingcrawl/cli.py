@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 from bingcrawl import __version__
 from bingcrawl.errors import BingCrawlError, ConfigError, Interrupted, InvalidParameterError
 from bingcrawl.obs.envconfig import apply_env_defaults
-from bingcrawl.obs.logs import configure_logging
+from bingcrawl.obs.logs import bind, configure_logging
 
 __all__ = ["FILTER_FLAGS", "build_config", "main"]
 
@@ -432,7 +433,7 @@ async def run_crawl(config: Any) -> dict[str, Any]:
     async with contextlib.AsyncExitStack() as stack:
         crawler = await stack.enter_async_context(Crawler(config))
         if config.metrics_port is not None:
-            server = await stack.enter_async_context(
+            await stack.enter_async_context(
                 MetricsServer(
                     crawler,
                     config.metrics_host,
@@ -440,7 +441,6 @@ async def run_crawl(config: Any) -> dict[str, Any]:
                     stall_after=config.stall_after,
                 )
             )
-            log.info("metrics on http://%s:%d/metrics", config.metrics_host, server.port)
         for signum in signals:
             loop.add_signal_handler(signum, crawler.request_stop, signum)
         try:
@@ -524,9 +524,19 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(logging_ready: bool, level: int, message: str) -> None:
+    """The last word of a run: a log record (JSON in json mode), or plain stderr before
+    logging is set up (a usage error)."""
+    if logging_ready:
+        log.log(level, "bingcrawl: %s", message)
+    else:
+        print(f"bingcrawl: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     env = os.environ if env is None else env
+    logging_ready = False
     try:
         parser = build_parser()
         # Every crawl option can come from BINGCRAWL_<OPTION>; flags win over the environment.
@@ -534,7 +544,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         apply_env_defaults(parser.get_default("_crawl_parser"), env, exclude={"--key"})
         args = parser.parse_args(argv)
         configure_logging(args.log_level, args.log_format)
+        logging_ready = True
         if args.command == "crawl":
+            # One run id on every log line of this run, the first ones included.
+            bind(run_id=uuid.uuid4().hex[:12])
             config = build_config(args, env)
             configure_logging(args.log_level, args.log_format, secrets=[config.key])
             stats = asyncio.run(run_crawl(config))
@@ -552,10 +565,12 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return asyncio.run(run_emulator(args))
         raise ConfigError("command", f"unknown command {args.command!r}")
     except Interrupted as exc:
-        print(f"bingcrawl: {exc}; checkpoint is consistent, re-run to resume", file=sys.stderr)
+        _report(
+            logging_ready, logging.WARNING, f"{exc}; checkpoint is consistent, re-run to resume"
+        )
         return exc.code
     except BingCrawlError as exc:
-        print(f"bingcrawl: error: {exc}", file=sys.stderr)
+        _report(logging_ready, logging.ERROR, f"error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

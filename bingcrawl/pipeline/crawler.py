@@ -36,7 +36,7 @@ from bingcrawl.errors import (
     Interrupted,
     QuotaExceededError,
 )
-from bingcrawl.obs.logs import bind
+from bingcrawl.obs.logs import bind, current_context
 from bingcrawl.obs.metrics import MetricsSnapshot
 from bingcrawl.pipeline.crashpoints import CrashPoints
 from bingcrawl.pipeline.dedup import DedupIndex
@@ -70,6 +70,8 @@ class QueryState:
 
     ``stored`` counts stored images *and* reservations of images being written, so the
     ``--limit`` check and the reservation happen without an await between them.
+    ``downloading`` counts this query's downloads in progress: a worker does not start one
+    while stored + downloading already reach the limit (it would most likely be thrown away).
     """
 
     id: int
@@ -78,7 +80,8 @@ class QueryState:
     limit: int
     stored: int = 0
     outstanding: int = 0
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    downloading: int = 0
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def needs_more(self) -> bool:
         """True while stored + queued candidates fall short of the limit."""
@@ -88,10 +91,24 @@ class QueryState:
         """True once the query has its ``--limit`` of stored images."""
         return self.stored >= self.limit
 
+    def may_download(self) -> bool:
+        """True if one more download of this query could still be stored."""
+        return self.stored + self.downloading < self.limit
+
+    async def wait_change(self) -> None:
+        """Wait until the next :meth:`notify` (an outcome, a finished download)."""
+        await self._changed.wait()
+
+    def notify(self) -> None:
+        """Wake every waiter. Each wait uses the event current when it began, so a waiter
+        that checks its condition and then waits (no await in between) never misses one."""
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
     def settle(self) -> None:
         """One of this query's candidates has its outcome: wake the producer."""
         self.outstanding = max(0, self.outstanding - 1)
-        self.changed.set()
+        self.notify()
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +140,8 @@ class Crawler:
         self._quota_error: QuotaExceededError | None = None
         self._label_dirs: set[str] = set()
         self._finished = False
-        self.run_id = uuid.uuid4().hex[:12]
+        # The CLI binds a run id before the first log line; a library caller gets a fresh one.
+        self.run_id = str(current_context().get("run_id") or uuid.uuid4().hex[:12])
         self.crash = CrashPoints.parse(config.crash_at)
         self.checkpoint: Checkpoint
         self.dedup: DedupIndex
@@ -149,8 +167,7 @@ class Crawler:
             await self.checkpoint.check_fingerprint(
                 self.config.fingerprint(), fresh=self.config.fresh
             )
-            report = await self.checkpoint.recover(self.out)
-            log.info("checkpoint recovery: %s", report)
+            await self.checkpoint.recover(self.out)  # logs what it repaired
             rows = await self.checkpoint.stored_hashes()
             # ~1.6 s per million stored images: off the event loop
             self.dedup = await asyncio.to_thread(
@@ -381,8 +398,22 @@ class Crawler:
 
     async def _process(self, candidate: Candidate) -> Outcome:
         state = self.queries.get(candidate.query_id)
-        if state is not None and state.full():
-            return Outcome(candidate, Status.SKIPPED)
+        if state is None:
+            return await self._fetch_and_store(candidate, None)
+        # Start a download only if it could still be stored under --limit: downloads in
+        # progress (until their outcome is decided) count against the limit too.
+        while not state.may_download():
+            if state.full():
+                return Outcome(candidate, Status.SKIPPED)
+            await state.wait_change()
+        state.downloading += 1
+        try:
+            return await self._fetch_and_store(candidate, state)
+        finally:
+            state.downloading -= 1
+            state.notify()
+
+    async def _fetch_and_store(self, candidate: Candidate, state: QueryState | None) -> Outcome:
         fetched = await self.downloader.fetch(candidate)
         if isinstance(fetched, DownloadFailure):
             return Outcome(

@@ -30,6 +30,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import io
@@ -37,6 +38,7 @@ import logging
 import os
 import signal
 import struct
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from multiprocessing.queues import Queue
@@ -190,13 +192,31 @@ def worker_initializer(ready: Queue[int] | None = None) -> None:
     a process that does nothing else: Pillow's DecompressionBombWarning becomes an error (so
     :func:`hash_image` reports it), and Pillow's advisory UserWarnings (corrupt EXIF, ...) are
     dropped instead of spamming stderr - the image is judged by whether its pixels decode.
-    Last, the worker's pid goes to ``ready``: the pool knows the worker is set up.
+    On Linux the worker also asks the kernel to kill it when its parent dies (a ``kill -9`` of
+    the crawler would otherwise leave workers behind, blocked on their pipe). Last, the
+    worker's pid goes to ``ready``: the pool knows the worker is set up.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     warnings.simplefilter("error", Image.DecompressionBombWarning)
     warnings.simplefilter("ignore", UserWarning)
     if ready is not None:
         ready.put(os.getpid())
+
+
+def _die_with_parent() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # no prctl: the pool's own shutdown still reaps workers
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _decode_and_hash(

@@ -235,8 +235,7 @@ class SourceContext:
                 if state.full():
                     await cp.set_query_state(row.id, "done")
                     return
-                state.changed.clear()
-                await state.changed.wait()
+                await state.wait_change()
             try:
                 images, api_next = await fetch(offset)
             except ROW_ERRORS as exc:

@@ -116,8 +116,7 @@ class SimilarSource:
         # Images still in flight may yet be stored: wait until every outcome is in.
         for state in list(self.ctx.crawler.queries.values()):
             while state.outstanding > 0:
-                state.changed.clear()
-                await state.changed.wait()
+                await state.wait_change()
 
     async def _register(self, image: StoredImage) -> QueryRow:
         parent = self.ctx.rows.get(image.query_id)

@@ -92,8 +92,7 @@ class UrlSource:
                 if state.full():
                     await cp.set_query_state(row.id, "done")
                     return
-                state.changed.clear()
-                await state.changed.wait()
+                await state.wait_change()
             batch = await asyncio.to_thread(reader.read, BATCH)
             records += len(batch.entries) + batch.invalid
             invalid += batch.invalid

@@ -616,12 +616,28 @@ async def test_crash_loop(tmp_path: Path) -> None:
     check_bounded_work(got, want, ledger)
 
 
+#: The soak's size and schedule (see the module docstring); read once, at collection.
+SOAK_KILLS = int(os.environ.get("BINGCRAWL_SOAK_KILLS", "4"))
+SOAK_SEED = int(os.environ.get("BINGCRAWL_SOAK_SEED", "2024"))
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(120 + 10 * SOAK_KILLS)
 async def test_crash_loop_soak(tmp_path: Path) -> None:
     """Many kills at random points and moments (``BINGCRAWL_SOAK_KILLS``), with near-duplicate
     dedup (the Hamming index is rebuilt from the checkpoint at every start) and ``--durable``."""
-    kills = int(os.environ.get("BINGCRAWL_SOAK_KILLS", "4"))
-    seed = int(os.environ.get("BINGCRAWL_SOAK_SEED", "2024"))
+    kills, seed = SOAK_KILLS, SOAK_SEED
+    try:
+        await soak(tmp_path, kills, seed)
+    except AssertionError as exc:
+        exc.add_note(
+            f"replay this soak with BINGCRAWL_SOAK_KILLS={kills} BINGCRAWL_SOAK_SEED={seed}"
+        )
+        raise
+
+
+async def soak(tmp_path: Path, kills: int, seed: int) -> None:
+    """The soak of :func:`test_crash_loop_soak`."""
     rng = random.Random(seed)
     # Enough work that every kill finds the crawl still running.
     config = emulator_config(results_per_query=max(60, 12 * kills), seed=seed % 1000)
@@ -631,10 +647,16 @@ async def test_crash_loop_soak(tmp_path: Path) -> None:
     async with EmulatorServer(config) as server:
         out = tmp_path / "resumed"
         ledger = await crash_loop(server, out, schedule, rng, *extra)
-        assert ledger.kills >= kills * 0.9, (seed, ledger.rounds)
+        assert ledger.kills >= kills * 0.9, ledger.rounds
         check_integrity(out)
         got = Dataset.read(out, server)
         corpus = server.corpus
+
+    def picture(key: str) -> object:
+        spec = corpus.spec(key)
+        assert spec is not None, key
+        return spec.base
+
     assert any(row["distance"] for row in got.candidates.values()), "no near duplicate seen"
-    check_same_dataset(got, want, picture=lambda key: corpus.spec(key).base)  # type: ignore[union-attr]
+    check_same_dataset(got, want, picture=picture)
     check_bounded_work(got, want, ledger)
