@@ -74,6 +74,20 @@ class ProcessRun:
     stderr_tail: str = ""
     samples: int = 0
     descendants: set[int] = field(default_factory=set)
+    #: The child's RSS over time, ``(seconds, MB)``, at most :data:`SERIES_POINTS` points.
+    rss_series: list[tuple[float, float]] = field(default_factory=list)
+
+
+#: Points kept of a run's RSS time series.
+SERIES_POINTS = 60
+
+
+def _downsample(series: list[tuple[float, int]], points: int) -> list[tuple[float, float]]:
+    step = max(1, -(-len(series) // points))
+    kept = series[::step]
+    if series and kept[-1] != series[-1]:
+        kept.append(series[-1])
+    return [(round(t, 2), round(kb / _PAGE_KB, 1)) for t, kb in kept]
 
 
 def process_cpu(pid: int) -> float:
@@ -136,6 +150,8 @@ class _MemorySampler(threading.Thread):
         self.tree_kb = 0
         self.samples = 0
         self.descendants: set[int] = set()
+        self.series: list[tuple[float, int]] = []  # (seconds since start, child's RSS kB)
+        self.started = time.monotonic()
 
     def sample(self) -> None:
         total = 0
@@ -147,6 +163,7 @@ class _MemorySampler(threading.Thread):
             if pid == self.pid:
                 self.root_hwm_kb = max(self.root_hwm_kb, status.get("VmHWM", 0))
                 self.root_rss_kb = status.get("VmRSS", self.root_rss_kb)
+                self.series.append((time.monotonic() - self.started, self.root_rss_kb))
             else:
                 self.descendants.add(pid)
                 self.child_hwm_kb = max(self.child_hwm_kb, status.get("VmHWM", 0))
@@ -233,6 +250,7 @@ def run_measured(
         stderr_tail=tail,
         samples=sampler.samples,
         descendants=sampler.descendants,
+        rss_series=_downsample(sampler.series, SERIES_POINTS),
     )
 
 

@@ -337,6 +337,7 @@ def _fill(row: Row, spec: ToolSpec, proc: ProcessRun, result: dict[str, Any], ou
     row.children_peak_rss_mb = proc.children_peak_rss_mb
     row.tree_peak_rss_mb = proc.tree_peak_rss_mb
     row.rss_end_mb = proc.rss_end_mb
+    row.extra["rss_series_mb"] = proc.rss_series
     row.loop_lag_p99_ms = result.get("loop_lag_p99_ms")
     if timeline.first is not None:
         row.time_to_first_image_s = timeline.first - proc.started

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -61,11 +62,15 @@ KEY_ENV = "BING_SEARCH_V7_SUBSCRIPTION_KEY"
 ENDPOINT_ENV = "BING_SEARCH_V7_ENDPOINT"
 
 
+_KEY_ARG = re.compile(r"(--key[= ])\S+")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises ConfigError (exit 2, message naming the option) instead of exiting."""
 
     def error(self, message: str) -> Any:
-        raise ConfigError(self.prog, message)
+        # argparse echoes unrecognised arguments: never a key given where none is expected.
+        raise ConfigError(self.prog, _KEY_ARG.sub(r"\1***", message))
 
 
 def _positive_int(text: str) -> int:

@@ -35,6 +35,7 @@ from bingcrawl.errors import (
     ConfigError,
     Interrupted,
     QuotaExceededError,
+    UnsafePathError,
 )
 from bingcrawl.obs.logs import bind, current_context
 from bingcrawl.obs.metrics import MetricsSnapshot
@@ -138,7 +139,6 @@ class Crawler:
         self._producer_task: asyncio.Task[None] | None = None
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._quota_error: QuotaExceededError | None = None
-        self._label_dirs: set[str] = set()
         self._finished = False
         # The CLI binds a run id before the first log line; a library caller gets a fresh one.
         self.run_id = str(current_context().get("run_id") or uuid.uuid4().hex[:12])
@@ -160,7 +160,10 @@ class Crawler:
         stack = AsyncExitStack()
         try:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "images").mkdir(exist_ok=True)
+            images = self.out / "images"
+            if images.is_symlink():
+                raise UnsafePathError(f"{images} is a symlink; refusing to write through it")
+            images.mkdir(exist_ok=True)
             self.checkpoint = await stack.enter_async_context(
                 await Checkpoint.open(self.out, durable=self.config.durable)
             )
@@ -486,7 +489,7 @@ class Crawler:
         key = hashed.sha256[:16]
         if self.shards is None:
             rel = f"images/{candidate.label}/{key}.{hashed.ext}"
-            await asyncio.to_thread(self._write, candidate.label, rel, body)
+            await asyncio.to_thread(self._write, rel, body)
             return {"path": rel}
         meta = {
             "label": candidate.label,
@@ -507,11 +510,8 @@ class Crawler:
         placed = await asyncio.wrap_future(future)
         return {"path": placed.path, "shard_offset": placed.offset, "shard_end": placed.end}
 
-    def _write(self, label: str, rel: str, body: bytes) -> None:
-        directory = self.out / "images" / label
-        if label not in self._label_dirs:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._label_dirs.add(label)
+    def _write(self, rel: str, body: bytes) -> None:
+        # atomic_write_bytes creates the label directory itself, refusing symlinks on the way
         atomic_write_bytes(self.out, rel, body, durable=self.config.durable)
 
     # -- end of run ----------------------------------------------------------------------

@@ -242,7 +242,8 @@ def _decode_and_hash(
             # sides >= DRAFT_MIN_SIDE (Pillow picks the scale from the requested size).
             img.draft("L", (DRAFT_MIN_SIDE, DRAFT_MIN_SIDE))
         img.load()
-        phash = _to_int(hasher(_upright(_to_gray(img), img)))
+        small = _shrink(img)
+        phash = _to_int(hasher(_upright(_to_gray(small), img)))
     except _Rejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -254,6 +255,22 @@ def _decode_and_hash(
         # (OSError, SyntaxError, struct.error, ValueError, ...), the worker reports it.
         raise _Rejected(_classify(exc, data, fmt), _short(exc)) from exc
     return width, height, phash
+
+
+#: Decoded pictures larger than this (longest side) are box-reduced before conversion: a
+#: 64 MP RGBA PNG would otherwise cost several copies of 256 MB while it is made grey.
+SHRINK_ABOVE = 1024
+
+
+def _shrink(img: Image.Image) -> Image.Image:
+    """A box-reduced copy of a large decoded picture (the hash looks at 32x32 anyway)."""
+    factor = max(img.size) // SHRINK_ABOVE
+    if factor < 2 or img.mode in ("P", "1"):  # palette images: reduced as indices, wrongly
+        return img
+    try:
+        return img.reduce(factor)
+    except ValueError:  # a mode reduce() does not support: convert at full size instead
+        return img
 
 
 def _check_webp_header(data: bytes, max_pixels: int) -> None:

@@ -137,7 +137,15 @@ class SourceContext:
         """One API request under the crawl's limiter, retry policy and call budget."""
         if self.quota is not None:
             raise self.quota
-        return await self.crawler.gate.call(endpoint, fn)
+        checkpoint = self.checkpoint
+
+        async def counted() -> T:
+            # Committed before the request leaves: a kill -9 right after the response must
+            # not hide a call from --max-api-calls on the next run.
+            await checkpoint.count_api_call_sent(endpoint)
+            return await fn()
+
+        return await self.crawler.gate.call(endpoint, counted)
 
     def api_stopped(self) -> bool:
         """True once a quota error stopped the API: sources start no new work."""

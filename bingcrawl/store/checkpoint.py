@@ -33,7 +33,7 @@ from typing import Any, Self, TypeVar
 import numpy as np
 import orjson
 
-from bingcrawl.errors import CheckpointError, ConfigError, ResumeMismatchError
+from bingcrawl.errors import CheckpointError, ConfigError, ResumeMismatchError, UnsafePathError
 from bingcrawl.records import Candidate, Outcome, Source
 from bingcrawl.store import meta, output, rows
 from bingcrawl.store.recovery import RecoveryReport, recover_sync
@@ -141,6 +141,11 @@ class Checkpoint:
             raise ConfigError("batch_interval", f"must be >= 0, got {batch_interval!r}")
         out = Path(out)
         db_path = out / CHECKPOINT_NAME
+        for name in (CHECKPOINT_NAME, f"{CHECKPOINT_NAME}-wal", f"{CHECKPOINT_NAME}-shm"):
+            # sqlite3 cannot open with O_NOFOLLOW: a planted link would send the database
+            # (and its WAL, created beside the target) outside OUT.
+            if (out / name).is_symlink():
+                raise UnsafePathError(f"{out / name} is a symlink; refusing to open it")
         readers = _Readers(db_path)
         if read_only:
             total = await asyncio.to_thread(readers.run, meta.api_total)

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bingcrawl.errors import UnsafePathError
 from bingcrawl.store import rows
 from bingcrawl.store.shards import SHARD_DIR, StoredRow, recover_shards
 
@@ -117,6 +118,9 @@ def recover_sync(conn: sqlite3.Connection, out: Path) -> RecoveryReport:
     """
     now = time.time()
     images = out / "images"
+    if images.is_symlink():
+        # Walking it would delete image-named files wherever it points.
+        raise UnsafePathError(f"{images} is a symlink; refusing to recover through it")
     temp_removed = 0
     with os.scandir(out) as top:
         for item in top:

@@ -28,6 +28,9 @@ def test_cpu_includes_reaped_descendants_and_memory_is_split(tmp_path: Path) -> 
     assert run.tree_peak_rss_mb >= run.children_peak_rss_mb
     assert run.samples >= 1
     assert run.wall_s > 0
+    assert 1 <= len(run.rss_series) <= 61
+    assert all(0 < mb <= run.peak_rss_mb + 1 for _, mb in run.rss_series)
+    assert [t for t, _ in run.rss_series] == sorted(t for t, _ in run.rss_series)
 
 
 def test_exit_status_and_stderr_tail(tmp_path: Path) -> None:

@@ -151,13 +151,6 @@ async def test_max_api_calls_is_exact_across_resumes(
     assert searches(server) == api_total(out) == 7
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="crawler bug: an API call is counted in the checkpoint only when its response "
-    "arrives, by a batched row; kill -9 right after a response loses the count, so the next "
-    "run's budget starts too low and the API is called more than --max-api-calls times "
-    "(fix: count each call durably before sending it, Checkpoint.count_api_call_sent)",
-)
 async def test_max_api_calls_holds_across_a_kill(slow_api: EmulatorServer, tmp_path: Path) -> None:
     server = slow_api
     out = tmp_path / "out"

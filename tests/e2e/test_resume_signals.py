@@ -11,8 +11,6 @@ import os
 import signal
 from pathlib import Path
 
-import pytest
-
 from bingcrawl.emulator import EmulatorServer
 from bingcrawl.emulator.corpus import Corpus
 from bingcrawl.emulator.imagehost import ImageHostConfig
@@ -52,7 +50,8 @@ async def test_sigterm_stops_within_grace_and_the_resumed_run_repeats_nothing(
         ),
     )
     queries = ("alpha one", "beta two")
-    # A 1 s download timeout ends the slow URLs quickly; the first run waits a minute for them.
+    # The tests' 2 s download timeout ends the slow URLs quickly; the first run below waits a
+    # minute for them, so at the SIGTERM they are stuck.
     want = await reference_run(tmp_path, config, "--retries", "0", queries=queries)
     slow = {
         s.key for q in queries for s in Corpus(config.corpus).query_results(q)
@@ -63,7 +62,6 @@ async def test_sigterm_stops_within_grace_and_the_resumed_run_repeats_nothing(
         out = tmp_path / "resumed"
         ledger = Ledger()
         settled = "SELECT count(*) FROM candidates WHERE status IN ('stored', 'failed')"
-
         signalled: list[float] = []
 
         async def stuck(pid: int) -> bool:
@@ -114,13 +112,9 @@ async def survivors(pgid: int, *, within: float) -> bool:
     return True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="crawler bug: HashPool's spawned workers (and multiprocessing's resource tracker) "
-    "outlive a SIGKILLed crawl, blocked forever on their call queue; every crash leaks "
-    "--hash-workers processes (fix: a parent-death watch in the pool initializer)",
-)
 async def test_hash_workers_do_not_outlive_a_killed_crawl(tmp_path: Path) -> None:
+    """A kill -9 of the crawl takes its hash worker processes (and multiprocessing's resource
+    tracker) with it: a crash loop must not leak a pool of processes per crash."""
     async with EmulatorServer(emulator_config(results_per_query=30)) as server:
         out = tmp_path / "out"
         argv = crawl_argv(server.base_url, out, "--hash-workers", "1", queries=["alpha one"])

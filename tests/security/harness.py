@@ -309,6 +309,11 @@ def leaks(secret: str, paths: Iterable[Path], texts: Mapping[str, str] | None = 
     found = []
     for path in paths:
         data = path.read_bytes()
+        if path.suffix == ".parquet":
+            # Parquet pages may be compressed: search the decoded rows as well as the bytes.
+            import pyarrow.parquet as pq
+
+            data += repr(pq.read_table(path).to_pylist()).encode("utf-8", "surrogateescape")
         if any(n in data for n in needles):
             found.append(str(path))
     for name, text in (texts or {}).items():

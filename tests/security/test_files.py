@@ -212,12 +212,6 @@ async def test_planted_shard_directory_is_refused(emulator: EmulatorServer, tmp_
     assert list(outside.iterdir()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OUT/images itself is not checked: Crawler._write mkdirs the label directory "
-    "through the link and start-up recovery (store/recovery.py) walks it and deletes files "
-    "named like images. Fix: refuse a symlinked OUT/images at open, walk it with O_NOFOLLOW",
-)
 async def test_planted_images_directory_is_not_followed(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:
@@ -232,12 +226,6 @@ async def test_planted_images_directory_is_not_followed(
     assert tree(outside) == before  # no outside/dogs created, no outside file deleted
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SQLite opens OUT/checkpoint.sqlite through a planted symlink (and puts its -wal "
-    "beside the target). Fix: Checkpoint.open refuses a checkpoint path that is a symlink "
-    "(lstat before connecting; O_NOFOLLOW is not exposed by the sqlite3 module)",
-)
 async def test_planted_checkpoint_symlink_is_refused(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

@@ -27,6 +27,7 @@ async def _run_and_kill(out: Path, log: Path, pages: int) -> list[int]:
         )
         assert proc.stdout is not None
         reported: list[int] = []
+        killed = False
         try:
             while len(reported) < pages:
                 line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
@@ -35,9 +36,12 @@ async def _run_and_kill(out: Path, log: Path, pages: int) -> list[int]:
                     pytest.fail(f"child exited early ({proc.returncode}): {log.read_text()}")
                 reported.append(int(line))
             proc.send_signal(signal.SIGKILL)
+            killed = True
             reported += [int(x) for x in (await proc.stdout.read()).split()]
         finally:
-            if proc.returncode is None:
+            # A second kill() after the SIGKILL would poll (and reap) the child behind
+            # asyncio's back, which then reports exit status 255.
+            if not killed and proc.returncode is None:
                 proc.kill()
             await proc.wait()
     assert proc.returncode == -signal.SIGKILL
