@@ -157,7 +157,9 @@ def _add_crawl_options(p: argparse.ArgumentParser) -> None:
     run = p.add_argument_group("run")
     run.add_argument("--durable", action="store_true", help="fsync files and the checkpoint")
     run.add_argument(
-        "--fresh", action="store_true", help="start over: the previous run's files are moved to OUT/replaced-<time>/"
+        "--fresh",
+        action="store_true",
+        help="start over: the previous run's files are moved to OUT/replaced-<time>/",
     )
     run.add_argument(
         "--grace", type=float, default=5.0, help="seconds in-flight downloads get after a signal"
