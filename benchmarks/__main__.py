@@ -3,7 +3,8 @@
     python -m benchmarks [--quick] [--scenarios main,concurrency,latency,size,memory]
                          [--tools bingcrawl,webdataset,search,bare,seed,img2dataset,icrawler]
                          [--repeats 3] [--json out.json] [--keep DIR] [--peers-python PY]
-                         [--profile DIR]
+                         [--profile DIR] [--tracemalloc N] [--memory-points 10,100]
+                         [--markdown out.md] [--from-json earlier.json]
 
 The emulator runs in a separate process (warmed, so its rendering does not bound the
 measurement); each tool runs as a child process, one at a time. Printed: a table of medians
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from benchmarks.harness import SCENARIOS, TOOLS, Options, run_benchmarks
 from benchmarks.profiling import render as render_profile
-from benchmarks.report import render_table
+from benchmarks.report import render_markdown, render_table
 
 
 def _csv(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
@@ -60,7 +61,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--icrawler-threads", type=_ints, help="thread counts tried (best kept)")
     p.add_argument("--image-latency", type=float, help="seconds, main scenario (default 0.05)")
     p.add_argument("--qps", type=float, help="API queries per second (crawler and emulator)")
+    p.add_argument("--memory-points", type=_ints, help="queries x 1000 candidates, e.g. 10,100")
+    p.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        metavar="N",
+        help="trace bingcrawl's allocations, print the N top lines (slow: memory questions only)",
+    )
+    p.add_argument(
+        "--child-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set in every tool's environment (repeatable), e.g. MALLOC_ARENA_MAX=2",
+    )
     p.add_argument("--json", type=Path, help="write every run and the summary here")
+    p.add_argument("--markdown", type=Path, help="write the summary as Markdown tables here")
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="FILE",
+        help="run nothing: print the table (and --markdown) of an earlier --json",
+    )
     p.add_argument("--keep", type=Path, help="keep every run's output under this directory")
     p.add_argument("--peers-python", help="interpreter that has img2dataset / icrawler")
     p.add_argument(
@@ -84,6 +107,8 @@ def options_from(args: argparse.Namespace) -> Options:
         kw["repeats"] = args.repeats
     if args.concurrency is not None:
         kw["concurrency"] = args.concurrency
+    if args.memory_points:
+        kw["memory_points"] = args.memory_points
     if args.concurrency_points:
         kw["concurrency_points"] = args.concurrency_points
     if args.img2dataset_threads:
@@ -108,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    if args.from_json:
+        result = json.loads(args.from_json.read_text())
+        sys.stdout.write(render_table(result) + "\n")
+        if args.markdown:
+            args.markdown.write_text(render_markdown(result) + "\n")
+        return 0
     options = options_from(args)
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
@@ -117,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         keep=args.keep is not None,
         peers_python=args.peers_python,
         profile_dir=args.profile,
+        tracemalloc=args.tracemalloc,
+        child_env=dict(item.split("=", 1) for item in args.child_env if "=" in item),
     )
     result["command"] = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
     sys.stdout.write(render_table(result) + "\n")
@@ -124,8 +157,19 @@ def main(argv: list[str] | None = None) -> int:
         if "profile" in row["extra"]:
             title = f"\nprofile: {row['scenario']} {row['point']} {row['tool']} {row['settings']}"
             sys.stdout.write(render_profile(row["extra"]["profile"], title=title) + "\n")
+        if "tracemalloc" in row["extra"]:
+            traced = row["extra"]["tracemalloc"]
+            sys.stdout.write(
+                f"\ntracemalloc: {row['scenario']} {row['point']} {row['tool']}: peak "
+                f"{traced['peak_mib']} MiB, largest snapshot {traced['largest_snapshot_mib']} MiB\n"
+            )
+            for top in traced["top"]:
+                where, kib, count = top["where"], top["kib"], top["count"]
+                sys.stdout.write(f"  {kib:>10,.0f} KiB {count:>8}  {where}\n")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
+    if args.markdown:
+        args.markdown.write_text(render_markdown(result) + "\n")
     failed = [r for r in result["rows"] if str(r["status"]).startswith("failed")]
     return 1 if failed else 0
 

@@ -7,6 +7,10 @@ The flags after ``--`` are parsed by bingcrawl's own parser and resolved by its 
 included), so what is measured is what ``bingcrawl crawl`` does. The only addition is
 :func:`bingcrawl.pipeline.looplag.monitor_lag` around the run, which the CLI does not expose;
 its cost is one timer every 10 ms. The result file holds the run's stats and the lag.
+
+``--tracemalloc N`` also traces Python allocations (several times slower: for memory
+questions only): every 5 s, when more is allocated than at any earlier check, the N source
+lines holding the most memory are recorded; the result keeps the largest such snapshot.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import asyncio
 import json
 import logging
 import os
+import resource
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +35,44 @@ from bingcrawl.pipeline.looplag import monitor_lag
 log = logging.getLogger("benchmarks.crawlrun")
 
 
-async def _crawl(config: Any) -> dict[str, Any]:
+def _top_allocations(limit: int) -> list[dict[str, Any]]:
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]
+    )
+    return [
+        {"where": str(stat.traceback[0]), "kib": round(stat.size / 1024, 1), "count": stat.count}
+        for stat in snapshot.statistics("lineno")[:limit]
+    ]
+
+
+async def _watch_allocations(limit: int, found: dict[str, Any], interval: float = 5.0) -> None:
+    """Every ``interval`` s, if more is traced than ever before, record the top lines."""
+    while True:
+        await asyncio.sleep(interval)
+        current, _ = tracemalloc.get_traced_memory()
+        if current > found.get("current", 0):
+            found.update(current=current, top=_top_allocations(limit))
+
+
+async def _crawl(config: Any, trace: int) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    found: dict[str, Any] = {}
+    watcher = None
+    if trace:
+        tracemalloc.start()
+        watcher = asyncio.create_task(_watch_allocations(trace, found))
     async with monitor_lag() as lag:
         stats = await run_crawl(config)
-    return {
+    if watcher is not None:
+        watcher.cancel()
+        _, peak = tracemalloc.get_traced_memory()
+        extra["tracemalloc"] = {
+            "peak_mib": round(peak / 2**20, 1),
+            "largest_snapshot_mib": round(found.get("current", 0) / 2**20, 1),
+            "top": found.get("top", []),
+        }
+        tracemalloc.stop()
+    return extra | {
         "stats": stats,
         "loop_lag_p50_ms": round(lag.percentile(50) * 1000, 2),
         "loop_lag_p99_ms": round(lag.percentile(99) * 1000, 2),
@@ -47,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     split = argv.index("--") if "--" in argv else len(argv)
     p = argparse.ArgumentParser(prog="python -m benchmarks.crawlrun")
     p.add_argument("--result", type=Path, required=True)
+    p.add_argument("--tracemalloc", type=int, default=0, metavar="N")
     own = p.parse_args(argv[:split])
     crawl_argv = argv[split + 1 :]
     args = build_parser().parse_args(crawl_argv)
@@ -55,13 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"argv": crawl_argv, "started": t0}
     try:
         config = build_config(args, os.environ)
-        result.update(asyncio.run(_crawl(config)))
+        result.update(asyncio.run(_crawl(config, own.tracemalloc)))
         code = 0
     except BingCrawlError as exc:
         log.error("crawl failed: %s", exc)
         result["error"] = str(exc)
         code = exc.exit_code
     result["exit"] = code
+    result["self_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result["wall_s"] = round(time.time() - t0, 3)
     own.result.write_text(json.dumps(result, indent=1, default=str) + "\n")
     return code

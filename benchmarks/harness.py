@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -49,7 +50,8 @@ class Options:
     concurrency: int = 128
     concurrency_points: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512)
     latency_points: tuple[float, ...] = (0.0, 0.05, 0.2)
-    size_points: tuple[tuple[str, int], ...] = (("30k", 2000), ("200k", 1000), ("1m", 200))
+    # Sized so each set fits the emulator's 256 MB image cache (a miss re-renders: ~50-200 ms).
+    size_points: tuple[tuple[str, int], ...] = (("30k", 2000), ("200k", 600), ("1m", 150))
     memory_points: tuple[int, ...] = (10, 100)  # queries of results_per_query candidates
     memory_unique_share: float = 0.2
     memory_concurrency: int = 256
@@ -205,17 +207,27 @@ def run_benchmarks(
     keep: bool = False,
     peers_python: str | None = None,
     profile_dir: Path | None = None,
+    tracemalloc: int = 0,
+    child_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run every selected scenario; returns ``{"options", "rows", "summary", ...}``.
 
     ``workdir`` holds the URL lists and each run's output (kept with ``keep``); with
-    ``profile_dir``, bingcrawl runs under py-spy and each row carries a profile summary.
+    ``profile_dir``, bingcrawl runs under py-spy and each row carries a profile summary; with
+    ``tracemalloc`` N, bingcrawl's rows carry the N lines holding the most memory;
+    ``child_env`` is added to every tool's environment.
     """
     from benchmarks.report import summarize
 
     own_dir = workdir is None
     root = Path(tempfile.mkdtemp(prefix="bingcrawl-bench-")) if workdir is None else workdir
-    ctx = Context(workdir=root, keep=keep, profile_dir=profile_dir)
+    ctx = Context(
+        workdir=root,
+        keep=keep,
+        profile_dir=profile_dir,
+        tracemalloc=tracemalloc,
+        env=dict(child_env or {}),
+    )
     if peers_python:
         ctx.peers_python = peers_python
     rows: list[Row] = []
@@ -258,7 +270,11 @@ def run_benchmarks(
                             best_threads[(tool.kind, tool.variant)] = tuned
             finally:
                 proc.terminate()
-                proc.wait(timeout=30)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
                 if proc.stdout is not None:
                     proc.stdout.close()
             emulators.append({"spec": emu.label(), "args": emu.args()[:20], "base_url": base_url})
@@ -267,6 +283,7 @@ def run_benchmarks(
             shutil.rmtree(root, ignore_errors=True)
     return {
         "options": _options_json(options),
+        "child_env": dict(child_env or {}),
         "emulators": emulators,
         "rows": [r.to_json() for r in rows],
         "summary": summarize(rows),

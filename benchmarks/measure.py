@@ -231,10 +231,11 @@ def run_measured(
     tail = ""
     if stderr_path is not None and stderr_path.exists():
         tail = "\n".join(stderr_path.read_text(errors="replace").splitlines()[-15:])
-    # wait4's ru_maxrss is max(child, largest reaped descendant): when it exceeds every
-    # descendant sampled, it is the child's own peak, including any after the last sample.
+    # wait4's ru_maxrss is max(child, every reaped descendant): the child's own peak only
+    # when it had no descendants. Otherwise the sampled VmHWM stands (a runner that knows
+    # better reports its own getrusage peak in its result file, see benchmarks.tools).
     root_peak_kb = sampler.root_hwm_kb
-    if usage.ru_maxrss > sampler.child_hwm_kb:
+    if not sampler.descendants:
         root_peak_kb = max(root_peak_kb, usage.ru_maxrss)
     return ProcessRun(
         argv=list(argv),

@@ -14,7 +14,7 @@ from typing import Any
 
 from benchmarks.tools import Row
 
-__all__ = ["REFERENCES", "TARGETS", "render_table", "summarize"]
+__all__ = ["REFERENCES", "TARGETS", "render_markdown", "render_table", "summarize"]
 
 #: Ratio column -> the tool name it divides by.
 REFERENCES = {
@@ -234,4 +234,74 @@ def render_table(result: dict[str, Any]) -> str:
         value = t["value"]
         shown = f"{value:.3g}" if isinstance(value, float) else str(value)
         lines.append(f"  {t['target']:<40} {shown:>10} (target {t['bound']}): {mark}")
+    return "\n".join(lines)
+
+
+def _point_order(point: str) -> float:
+    """Numeric order of curve points: ``c=8``, ``50 ms``, ``30k``, ``1m``."""
+    text = point.removeprefix("c=").removesuffix(" ms")
+    scale = {"k": 1e3, "m": 1e6}.get(text[-1:], 1.0)
+    try:
+        return float(text.rstrip("km")) * scale
+    except ValueError:
+        return float("inf")
+
+
+def _md_rate(value: Any) -> str:
+    return "-" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """The main comparison, the curves, memory and the targets as Markdown tables."""
+    entries = [e for e in result["summary"]["entries"] if e["point"] != "tuning"]
+    lines = [f"`{result.get('command', 'python -m benchmarks')}`", ""]
+    main = [e for e in entries if e["scenario"] == "main"]
+    if main:
+        lines += [
+            "| tool | settings | images/s | x img2dataset | x img2dataset (no reencode) | "
+            "x bare loop | client CPU ms/img | peak RSS MB (+ children) | loop lag p99 ms | "
+            "first image s |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for e in main:
+            if e["status"] != "ok":
+                lines.append(f"| {e['tool']} | {e['settings']} | {e['status']} |||||||")
+                continue
+            lines.append(
+                f"| {e['tool']} | {e['settings']} | {_md_rate(e['images_per_s'])} | "
+                f"{_fmt(e['x_img2dataset'], 2, 'x')} | "
+                f"{_fmt(e['x_img2dataset_noreencode'], 2, 'x')} | {_fmt(e['x_bare'], 2, 'x')} | "
+                f"{_fmt((e['cpu_s_per_image'] or 0) * 1000, 2)} | "
+                f"{_fmt(e['peak_rss_mb'])} (+{_fmt(e['children_peak_rss_mb'])}) | "
+                f"{_fmt(e['loop_lag_p99_ms'], 0)} | {_fmt(e['time_to_first_image_s'], 1)} |"
+            )
+    for scenario in ("concurrency", "latency", "size"):
+        rows = [e for e in entries if e["scenario"] == scenario and e["status"] == "ok"]
+        if not rows:
+            continue
+        points = sorted(dict.fromkeys(e["point"] for e in rows), key=_point_order)
+        tools = list(dict.fromkeys(e["tool"] for e in rows))
+        lines += ["", f"| {scenario} | " + " | ".join(points) + " |"]
+        lines.append("|---|" + "---:|" * len(points))
+        for tool in tools:
+            cells = []
+            for point in points:
+                found = [e for e in rows if e["tool"] == tool and e["point"] == point]
+                cells.append(_md_rate(found[0]["images_per_s"]) if found else "-")
+            lines.append(f"| {tool} images/s | " + " | ".join(cells) + " |")
+    memory = result["summary"]["memory"]
+    if memory.get("points"):
+        lines += ["", "| candidates | stored | peak RSS MB | RSS at end MB | hash worker MB |"]
+        lines.append("|---:|---:|---:|---:|---:|")
+        for p in memory["points"]:
+            lines.append(
+                f"| {p['urls']:,} | {p['stored']:,.0f} | {_fmt(p['peak_rss_mb'])} | "
+                f"{_fmt(p['rss_end_mb'])} | {_fmt(p['children_peak_rss_mb'])} |"
+            )
+    lines += ["", "| target | measured | bound | met |", "|---|---:|---|---|"]
+    for t in result["summary"]["targets"]:
+        value = t["value"]
+        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
+        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        lines.append(f"| {t['target']} | {shown} | {t['bound']} | {met} |")
     return "\n".join(lines)

@@ -145,6 +145,8 @@ class Context:
     #: Run bingcrawl under py-spy and keep the raw profiles here (memory figures then
     #: describe py-spy's process tree, so they are not the tool's).
     profile_dir: Path | None = None
+    #: Trace bingcrawl's allocations and report the top N lines (0: off; slow).
+    tracemalloc: int = 0
 
     def child_env(self) -> dict[str, str]:
         """The environment of tool processes: offline, no proxy for loopback."""
@@ -207,10 +209,13 @@ def _argv(spec: ToolSpec, urls: UrlSet, files: dict[str, Path], out: Path, resul
         if spec.source == "urls" and "--urls" in features:
             crawl = ["crawl", "--urls", str(files["txt"])]
         else:
+            # At most the CLI's default of 8 queries paged at once, as a real crawl would.
+            active = min(max(1, urls.queries), 8)
             crawl = ["crawl", *urls.query_list, "--limit", str(urls.spec.results_per_query),
-                     "--max-active-queries", str(max(1, urls.queries))]  # fmt: skip
+                     "--max-active-queries", str(active)]  # fmt: skip
         argv = [
-            "-m", "benchmarks.crawlrun", "--result", str(result), "--",
+            "-m", "benchmarks.crawlrun", "--result", str(result),
+            "--tracemalloc", str(ctx.tracemalloc), "--",
             *crawl,
             "--out", str(out),
             "--key", "bench-key",
@@ -333,7 +338,10 @@ def _fill(row: Row, spec: ToolSpec, proc: ProcessRun, result: dict[str, Any], ou
     if emu_cpu is not None:
         row.emulator_cpu_s_per_image = emu_cpu / stored
         row.emulator_busy = emu_cpu / proc.wall_s if proc.wall_s > 0 else None
-    row.peak_rss_mb = proc.peak_rss_mb
+    # The runner's own getrusage peak is exact; sampling can miss a peak between samples.
+    row.peak_rss_mb = max(proc.peak_rss_mb, float(result.get("self_maxrss_kb") or 0) / 1024)
+    if ctx.profile_dir is not None and spec.kind == "bingcrawl":
+        row.peak_rss_mb = float(result.get("self_maxrss_kb") or 0) / 1024  # root is py-spy
     row.children_peak_rss_mb = proc.children_peak_rss_mb
     row.tree_peak_rss_mb = proc.tree_peak_rss_mb
     row.rss_end_mb = proc.rss_end_mb
@@ -354,5 +362,7 @@ def _fill(row: Row, spec: ToolSpec, proc: ProcessRun, result: dict[str, Any], ou
             }
         )
         row.extra["loop_lag_max_ms"] = result.get("loop_lag_max_ms")
+        if "tracemalloc" in result:
+            row.extra["tracemalloc"] = result["tracemalloc"]
     else:
-        row.extra.update({k: v for k, v in result.items() if k not in ("wall_s",)})
+        row.extra.update({k: v for k, v in result.items() if k not in ("wall_s", "self_maxrss_kb")})

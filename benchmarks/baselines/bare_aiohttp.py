@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     result = asyncio.run(_run(urls, args.out, args.concurrency))
     result["wall_s"] = round(time.time() - t0, 3)
+    result["self_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     args.result.write_text(json.dumps(result) + "\n")
     return 0
 

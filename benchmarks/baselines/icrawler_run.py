@@ -19,6 +19,7 @@ import argparse
 import importlib
 import json
 import logging
+import resource
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         downloader_kwargs={"max_num": n, "queue_timeout": 1},
     )
     result = {"threads": args.threads, "wall_s": round(time.time() - t0, 3)}
+    result["self_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     args.result.write_text(json.dumps(result) + "\n")
     return 0
 

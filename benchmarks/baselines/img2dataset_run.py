@@ -22,6 +22,7 @@ import io
 import json
 import math
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         "disable_all_reencoding": args.disable_all_reencoding,
         "wall_s": round(time.time() - t0, 3),
     }
+    result["self_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     args.result.write_text(json.dumps(result) + "\n")
     return 0
 

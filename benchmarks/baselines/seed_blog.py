@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 import urllib.parse
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "download_s": round(time.time() - t_search, 3),
         "wall_s": round(time.time() - t0, 3),
     }
+    result["self_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     args.result.write_text(json.dumps(result) + "\n")
     return 0
 

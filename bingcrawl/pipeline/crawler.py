@@ -55,7 +55,7 @@ from bingcrawl.records import (
     Outcome,
     Status,
 )
-from bingcrawl.store.atomic import atomic_write_bytes
+from bingcrawl.store.atomic import ImageFileWriter
 from bingcrawl.store.checkpoint import Checkpoint
 from bingcrawl.store.output import write_manifest, write_stats
 from bingcrawl.store.shards import ShardWriter
@@ -149,6 +149,7 @@ class Crawler:
         self.downloader: Downloader
         self.gate: ApiGate
         self.shards: ShardWriter | None = None
+        self.files: ImageFileWriter
         self.calls_before = 0
 
     # -- resources -----------------------------------------------------------------------
@@ -184,6 +185,9 @@ class Crawler:
                 )
             )
             self.downloader = await stack.enter_async_context(Downloader(self.config.download))
+            files = ImageFileWriter(self.out, durable=self.config.durable)
+            stack.callback(files.close)
+            self.files = files
             if self.config.output_format == "webdataset":
                 shards = ShardWriter(
                     self.out,
@@ -488,9 +492,8 @@ class Crawler:
         """Put the image in place (a file, or a shard member); returns the Outcome's location."""
         key = hashed.sha256[:16]
         if self.shards is None:
-            rel = f"images/{candidate.label}/{key}.{hashed.ext}"
-            await asyncio.to_thread(self._write, rel, body)
-            return {"path": rel}
+            written = self.files.submit(candidate.label, f"{key}.{hashed.ext}", body)
+            return {"path": await asyncio.wrap_future(written)}
         meta = {
             "label": candidate.label,
             "query": candidate.query,
@@ -509,10 +512,6 @@ class Crawler:
         future = self.shards.submit(candidate.label, key, hashed.ext, body, meta)
         placed = await asyncio.wrap_future(future)
         return {"path": placed.path, "shard_offset": placed.offset, "shard_end": placed.end}
-
-    def _write(self, rel: str, body: bytes) -> None:
-        # atomic_write_bytes creates the label directory itself, refusing symlinks on the way
-        atomic_write_bytes(self.out, rel, body, durable=self.config.durable)
 
     # -- end of run ----------------------------------------------------------------------
 

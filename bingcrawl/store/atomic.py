@@ -22,13 +22,20 @@ import os
 import secrets
 import stat
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 from bingcrawl.errors import UnsafePathError
 
-__all__ = ["UnsafePathError", "atomic_open", "atomic_write_bytes", "split_relative"]
+__all__ = [
+    "ImageFileWriter",
+    "UnsafePathError",
+    "atomic_open",
+    "atomic_write_bytes",
+    "split_relative",
+]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -138,3 +145,81 @@ def atomic_write_bytes(dir: Path, name: str, data: bytes, *, durable: bool = Fal
     with atomic_open(dir, name, durable=durable) as fh:
         fh.write(data)
     return Path(dir, *split_relative(name))
+
+
+class ImageFileWriter:
+    """Writes images to ``OUT/images/<label>/<name>`` from one long-lived thread.
+
+    The files layout's hot path: per image a temp file, ``os.write``, ``os.replace``, with
+    the same guarantees as :func:`atomic_open` (atomic, confined, no symlink followed), but
+    each label directory is opened (``O_NOFOLLOW``, component by component) once per run and
+    kept open, and there is no per-image thread hand-off beyond one queue. Measured: the
+    per-image ``atomic_write_bytes`` in a ``to_thread`` was ~40 % of the crawler's CPU.
+    """
+
+    def __init__(self, root: Path, *, durable: bool = False) -> None:
+        self.root = Path(root)
+        self.durable = durable
+        self._dirs: dict[str, int] = {}
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="bingcrawl-files")
+        self._closed = False
+
+    def _dir(self, label: str) -> int:
+        fd = self._dirs.get(label)
+        if fd is None:
+            fd = _open_dirs(self.root, split_relative(f"images/{label}"), durable=self.durable)
+            self._dirs[label] = fd
+        return fd
+
+    def write(self, label: str, name: str, data: bytes) -> str:
+        """Write one image (blocking; :meth:`submit` runs it on the writer thread); returns
+        its path relative to the root."""
+        if "/" in name:
+            raise UnsafePathError(errno.EINVAL, "a file name, not a path, is expected", name)
+        split_relative(name)
+        dfd = self._dir(label)
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISREG(st.st_mode):
+                raise UnsafePathError(
+                    errno.EEXIST, "destination exists and is not a regular file", name
+                )
+        tmp = f".{name[:_MAX_TEMP_STEM]}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(tmp, _TEMP_FLAGS, 0o644, dir_fd=dfd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self.durable:
+                os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dfd)
+            raise
+        if self.durable:
+            os.fsync(dfd)
+        return f"images/{label}/{name}"
+
+    def submit(self, label: str, name: str, data: bytes) -> Future[str]:
+        """Queue a write on the writer thread."""
+        if self._closed:
+            raise RuntimeError("the image writer is closed")
+        return self._pool.submit(self.write, label, name, data)
+
+    def close(self) -> None:
+        """Finish queued writes and close the directories (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.shutdown(wait=True)
+        for fd in self._dirs.values():
+            os.close(fd)
+        self._dirs.clear()

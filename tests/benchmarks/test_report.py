@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.report import TARGETS, render_table, summarize
+from benchmarks.report import TARGETS, render_markdown, render_table, summarize
 from benchmarks.tools import Row
 
 
@@ -82,7 +82,7 @@ def test_failed_and_skipped_runs_are_not_figures() -> None:
     assert entry(summary, "bingcrawl")["runs"] == 1
     icrawler = entry(summary, "icrawler")
     assert icrawler["runs"] == 0
-    assert icrawler["status"].startswith("skipped")
+    assert str(icrawler["status"]).startswith("skipped")
     table = render_table({"summary": summary, "options": {}})
     assert "skipped: icrawler not installed" in table
 
@@ -119,3 +119,26 @@ def test_table_has_a_line_per_entry_and_every_target() -> None:
     assert "not a measurement" in table
     for name, *_ in TARGETS:
         assert name in table
+
+
+def test_markdown_has_the_main_table_curves_memory_and_targets() -> None:
+    rows = [
+        row(
+            "bingcrawl", 800.0, peak_rss_mb=150.0, children_peak_rss_mb=80.0, cpu_s_per_image=0.002
+        ),
+        row("img2dataset", 250.0, settings="2 proc x 64 thr"),
+    ]
+    rows += [
+        row("bingcrawl", rate, scenario="concurrency", point=f"c={c}")
+        for c, rate in ((64, 400.0), (8, 100.0), (512, 700.0))
+    ]
+    rows += [row("bingcrawl (search API)", 100.0, scenario="memory", point=p, peak_rss_mb=mb,
+                 rss_end_mb=mb) for p, mb in (("10k", 100.0), ("100k", 105.0))]  # fmt: skip
+    rows[-2].urls, rows[-1].urls = 10_000, 100_000
+    text = render_markdown({"summary": summarize(rows), "command": "python -m benchmarks"})
+    assert text.startswith("`python -m benchmarks`")
+    assert "| bingcrawl | c=128 | 800 | 3.20x |" in text
+    assert "| concurrency | c=8 | c=64 | c=512 |" in text  # points in numeric order
+    assert "| bingcrawl images/s | 100 | 400 | 700 |" in text
+    assert "| 100,000 |" in text
+    assert "| RSS growth 10k -> 100k candidates | 0.05 | <= 0.1 | yes |" in text
