@@ -97,6 +97,22 @@ def _unsafe(exc: OSError, part: str) -> OSError:
     return exc
 
 
+def _open_temp(dfd: int, final: str, shown: str) -> tuple[str, int]:
+    """Refuse a destination that exists and is not a regular file (a planted symlink), then
+    create the temp file beside it; returns its name and descriptor."""
+    try:
+        st = os.stat(final, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePathError(
+                errno.EEXIST, "destination exists and is not a regular file", shown
+            )
+    tmp = f".{final[:_MAX_TEMP_STEM]}.{secrets.token_hex(6)}.tmp"
+    return tmp, os.open(tmp, _TEMP_FLAGS, 0o644, dir_fd=dfd)
+
+
 @contextmanager
 def atomic_open(root: Path, name: str, *, durable: bool = False) -> Iterator[BinaryIO]:
     """Open ``root/name`` for writing, atomically: the file appears complete on success.
@@ -108,17 +124,7 @@ def atomic_open(root: Path, name: str, *, durable: bool = False) -> Iterator[Bin
     final = parts[-1]
     dfd = _open_dirs(Path(root), parts[:-1], durable=durable)
     try:
-        try:
-            st = os.stat(final, dir_fd=dfd, follow_symlinks=False)
-        except FileNotFoundError:
-            pass
-        else:
-            if not stat.S_ISREG(st.st_mode):
-                raise UnsafePathError(
-                    errno.EEXIST, "destination exists and is not a regular file", name
-                )
-        tmp = f".{final[:_MAX_TEMP_STEM]}.{secrets.token_hex(6)}.tmp"
-        fd = os.open(tmp, _TEMP_FLAGS, 0o644, dir_fd=dfd)
+        tmp, fd = _open_temp(dfd, final, name)
         try:
             with os.fdopen(fd, "wb") as fh:
                 yield fh
@@ -178,17 +184,7 @@ class ImageFileWriter:
             raise UnsafePathError(errno.EINVAL, "a file name, not a path, is expected", name)
         split_relative(name)
         dfd = self._dir(label)
-        try:
-            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-        except FileNotFoundError:
-            pass
-        else:
-            if not stat.S_ISREG(st.st_mode):
-                raise UnsafePathError(
-                    errno.EEXIST, "destination exists and is not a regular file", name
-                )
-        tmp = f".{name[:_MAX_TEMP_STEM]}.{secrets.token_hex(6)}.tmp"
-        fd = os.open(tmp, _TEMP_FLAGS, 0o644, dir_fd=dfd)
+        tmp, fd = _open_temp(dfd, name, name)
         try:
             view = memoryview(data)
             while view:

@@ -50,18 +50,6 @@ IMAGE_NAME = re.compile(r"\A[0-9a-f]{16}\.[a-z0-9]{2,5}\Z")
 #: Paths of stored rows that live in a webdataset shard start with this.
 SHARD_PREFIX = f"{SHARD_DIR}/"
 
-_RESET_STORED = (
-    "UPDATE candidates SET status = 'pending', sha256 = NULL, phash = NULL, width = NULL, "
-    "height = NULL, format = NULL, bytes = NULL, path = NULL, duplicate_of = NULL, "
-    "distance = NULL, updated_at = ? WHERE id = ?"
-)
-
-_RESET_DUPLICATES = (
-    "UPDATE candidates SET status = 'pending', duplicate_of = NULL, distance = NULL, "
-    "updated_at = ? WHERE status = 'duplicate' AND duplicate_of = ? "
-    "AND NOT EXISTS (SELECT 1 FROM candidates s WHERE s.status = 'stored' AND s.sha256 = ?)"
-)
-
 
 @dataclass(frozen=True, slots=True)
 class RecoveryReport:
@@ -163,12 +151,8 @@ def recover_sync(conn: sqlite3.Connection, out: Path) -> RecoveryReport:
             continue
         referenced.add(path)
 
-    duplicates = 0
+    duplicates = rows.reset_stored(conn, vanished, now)
     if vanished:
-        digests = rows.sha256_by_id(conn, vanished)
-        conn.executemany(_RESET_STORED, [(now, cid) for cid in vanished])
-        for sha in {sha for sha in digests.values() if sha}:
-            duplicates += conn.execute(_RESET_DUPLICATES, (now, sha, sha)).rowcount
         log.warning(
             "%d stored images were missing or torn; they will be fetched again", len(vanished)
         )

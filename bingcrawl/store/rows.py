@@ -34,6 +34,7 @@ __all__ = [
     "insert_candidates",
     "outcome_params",
     "query_row",
+    "reset_stored",
     "sha256_by_id",
     "stored_hash_rows",
     "url_key",
@@ -306,3 +307,28 @@ def stored_hash_rows(conn: sqlite3.Connection) -> list[tuple[int, str, int]]:
     """``(id, sha256, signed phash)`` of every stored row (one covering-index scan)."""
     rows: list[tuple[int, str, int]] = conn.execute(STORED_HASHES).fetchall()
     return rows
+
+
+_RESET_STORED = (
+    "UPDATE candidates SET status = 'pending', sha256 = NULL, phash = NULL, width = NULL, "
+    "height = NULL, format = NULL, bytes = NULL, path = NULL, duplicate_of = NULL, "
+    "distance = NULL, shard_offset = NULL, shard_end = NULL, updated_at = ? WHERE id = ?"
+)
+_RESET_DUPLICATES = (
+    "UPDATE candidates SET status = 'pending', duplicate_of = NULL, distance = NULL, "
+    "updated_at = ? WHERE status = 'duplicate' AND duplicate_of = ? "
+    "AND NOT EXISTS (SELECT 1 FROM candidates s WHERE s.status = 'stored' AND s.sha256 = ?)"
+)
+
+
+def reset_stored(conn: sqlite3.Connection, ids: Sequence[int], now: float) -> int:
+    """Send stored rows whose bytes are gone back to ``pending``, with the duplicates that
+    pointed at them (unless another stored copy remains); returns how many duplicates."""
+    if not ids:
+        return 0
+    digests = sha256_by_id(conn, ids)
+    conn.executemany(_RESET_STORED, [(now, cid) for cid in ids])
+    return sum(
+        conn.execute(_RESET_DUPLICATES, (now, sha, sha)).rowcount
+        for sha in {sha for sha in digests.values() if sha}
+    )

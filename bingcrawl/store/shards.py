@@ -33,7 +33,7 @@ import orjson
 
 from bingcrawl.errors import UnsafePathError
 from bingcrawl.store.atomic import split_relative
-from bingcrawl.store.rows import STORED_LOCATIONS, sha256_by_id
+from bingcrawl.store.rows import STORED_LOCATIONS, reset_stored
 
 __all__ = [
     "SHARD_DIR",
@@ -47,17 +47,6 @@ __all__ = [
 SHARD_DIR = "shards"
 _SHARD_NAME = re.compile(r"^(?P<group>.+)-(?P<seq>\d{6})\.tar$")
 _EOF = b"\0" * (2 * tarfile.BLOCKSIZE)
-_RESET_STORED = (
-    "UPDATE candidates SET status = 'pending', sha256 = NULL, phash = NULL, width = NULL, "
-    "height = NULL, format = NULL, bytes = NULL, path = NULL, duplicate_of = NULL, "
-    "distance = NULL, shard_offset = NULL, shard_end = NULL, updated_at = ? WHERE id = ?"
-)
-_RESET_DUPLICATES = (
-    "UPDATE candidates SET status = 'pending', duplicate_of = NULL, distance = NULL, "
-    "updated_at = ? WHERE status = 'duplicate' AND duplicate_of = ? "
-    "AND NOT EXISTS (SELECT 1 FROM candidates s WHERE s.status = 'stored' AND s.sha256 = ?)"
-)
-
 
 @dataclass(frozen=True, slots=True)
 class ShardedImage:
@@ -237,12 +226,7 @@ def recover_shards(
                     fh.write(_EOF)
                 truncated += 1
     lost = [cid for cid, path, _ in stored if path not in present]
-    duplicates = 0
-    if lost:
-        digests = sha256_by_id(conn, lost)
-        conn.executemany(_RESET_STORED, [(now, cid) for cid in lost])
-        for sha in {sha for sha in digests.values() if sha}:
-            duplicates += conn.execute(_RESET_DUPLICATES, (now, sha, sha)).rowcount
+    duplicates = reset_stored(conn, lost, now)
     return {
         "shards_truncated": truncated,
         "shards_removed": removed,
