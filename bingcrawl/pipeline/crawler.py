@@ -3,8 +3,9 @@
 ``Crawler`` is the one async context manager that opens, in order, the checkpoint (with its
 start-up recovery), the dedup index rebuilt from it, the hash pool, the image downloader and
 the API client with its limiter, and closes them in reverse (``AsyncExitStack``).
-:meth:`Crawler.run` then runs the producers (one per query, a cap on how many are active),
-the bounded frontier and the download workers under ``asyncio.TaskGroup``s.
+:meth:`Crawler.run` then runs the producer (:func:`~bingcrawl.pipeline.producers.run_sources`,
+which runs every source), the bounded frontier and the download workers under
+``asyncio.TaskGroup``s.
 
 Stopping: the end of the sources closes the frontier so workers drain it; a quota closes it
 the same way after cancelling the producers; :meth:`Crawler.request_stop` (a signal) cancels
