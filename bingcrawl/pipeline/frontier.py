@@ -29,7 +29,6 @@ class Frontier(Generic[T]):
         self._cond = asyncio.Condition()
         self._closed = False
         self._drain = True
-        self.put_total = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -46,7 +45,6 @@ class Frontier(Generic[T]):
             if self._closed:
                 return False
             self._items.append(item)
-            self.put_total += 1
             self._cond.notify_all()
             return True
 

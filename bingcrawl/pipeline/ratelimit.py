@@ -71,15 +71,9 @@ class RateLimiter:
         self._next = -math.inf
         self._pause_until = -math.inf
         self._lock = asyncio.Lock()
-        self.grants = 0
 
     def _now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
-
-    @property
-    def paused_until(self) -> float:
-        """Clock time before which no grant is given (``-inf`` when not paused)."""
-        return self._pause_until
 
     async def acquire(self) -> None:
         """Wait for the next grant. Callers are served in arrival order."""
@@ -91,7 +85,6 @@ class RateLimiter:
                     break
                 await self._sleep(ready - now)
             self._next = now + self.interval
-            self.grants += 1
 
     def pause(self, seconds: float) -> None:
         """Give no grant for ``seconds`` from now (extends, never shortens, a pause)."""
