@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--icrawler-threads", type=_ints, help="thread counts tried (best kept)")
     p.add_argument("--image-latency", type=float, help="seconds, main scenario (default 0.05)")
     p.add_argument("--qps", type=float, help="API queries per second (crawler and emulator)")
+    p.add_argument(
+        "--format-mix",
+        metavar="FMT=W,...",
+        help="image formats of every scenario, as the emulator's --format-mix (default jpeg; "
+        "jpeg=0.85,png=0.07,gif=0.04,webp=0.04 is the emulator's own mix)",
+    )
     p.add_argument("--memory-points", type=_ints, help="queries x 1000 candidates, e.g. 10,100")
     p.add_argument(
         "--tracemalloc",
@@ -119,6 +125,8 @@ def options_from(args: argparse.Namespace) -> Options:
         kw["image_latency"] = args.image_latency
     if args.qps is not None:
         kw["qps"] = args.qps
+    if args.format_mix is not None:
+        kw["format_mix"] = args.format_mix
     if args.urls is not None:
         per_query = (Options.quick() if args.quick else Options()).results_per_query
         kw["main_queries"] = max(1, -(-args.urls // per_query))

@@ -27,6 +27,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+from bingcrawl import eventloop
 from bingcrawl.cli import build_config, build_parser, run_crawl
 from bingcrawl.errors import BingCrawlError
 from bingcrawl.obs.logs import configure_logging
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"argv": crawl_argv, "started": t0}
     try:
         config = build_config(args, os.environ)
-        result.update(asyncio.run(_crawl(config, own.tracemalloc)))
+        result["event_loop"] = eventloop.resolve(args.event_loop)
+        result.update(eventloop.run(_crawl(config, own.tracemalloc), args.event_loop))
         code = 0
     except BingCrawlError as exc:
         log.error("crawl failed: %s", exc)

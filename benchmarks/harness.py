@@ -27,6 +27,7 @@ from typing import Any
 
 from benchmarks.tools import Context, Row, ToolSpec, run_tool
 from benchmarks.urlset import EmulatorSpec, UrlSet
+from bingcrawl.emulator.cli import parse_format_mix
 from bingcrawl.emulator.server import start_emulator_process
 
 __all__ = ["SCENARIOS", "TOOLS", "Job", "Options", "plan", "run_benchmarks"]
@@ -35,8 +36,10 @@ log = logging.getLogger("benchmarks")
 
 SCENARIOS = ("main", "concurrency", "latency", "size", "memory")
 
-#: Tool selectors: ``webdataset`` and ``search`` are bingcrawl with that output / source.
-TOOLS = ("bingcrawl", "webdataset", "search", "bare", "seed", "img2dataset", "icrawler")
+#: Tool selectors: ``webdataset`` and ``search`` are bingcrawl with that output / source;
+#: ``asyncio`` is bingcrawl (files) on asyncio's own loop instead of uvloop (what uvloop buys).
+TOOLS = ("bingcrawl", "webdataset", "search", "asyncio", "bare", "seed", "img2dataset",
+         "icrawler")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,7 @@ class Options:
     image_latency: float = 0.05
     api_latency: float = 0.02
     qps: float = 10.0
+    format_mix: str = "jpeg"  # the emulator's --format-mix, every scenario
     memory_qps: float = 50.0
     repeats: int = 3
     seed_sample: int = 100
@@ -69,6 +73,7 @@ class Options:
     tools: tuple[str, ...] = TOOLS
 
     def __post_init__(self) -> None:
+        parse_format_mix(self.format_mix)  # a bad mix fails here, naming --format-mix
         unknown = set(self.scenarios) - set(SCENARIOS)
         if unknown:
             raise ValueError(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
@@ -125,7 +130,8 @@ class Job:
 def plan(options: Options) -> list[Job]:
     """Every job of the selected scenarios, in the order they should run."""
     o = options
-    main = EmulatorSpec(o.image_latency, o.api_latency, "30k", o.results_per_query, o.qps)
+    main = EmulatorSpec(o.image_latency, o.api_latency, "30k", o.results_per_query, o.qps,
+                        format_mix=o.format_mix)  # fmt: skip
     c, tools = o.concurrency, set(o.tools)
     jobs: list[Job] = []
     i2d = ToolSpec("img2dataset", o.img2dataset_threads[0], processes=o.img2dataset_processes)
@@ -142,6 +148,7 @@ def plan(options: Options) -> list[Job]:
             ("bingcrawl", ToolSpec("bingcrawl", c)),
             ("webdataset", ToolSpec("bingcrawl", c, "webdataset")),
             ("search", ToolSpec("bingcrawl", c, source="search")),
+            ("asyncio", ToolSpec("bingcrawl", c, event_loop="asyncio")),
             ("bare", ToolSpec("bare", c)),
             ("img2dataset", i2d),
             ("img2dataset", i2d_nr),
@@ -174,7 +181,8 @@ def plan(options: Options) -> list[Job]:
                 emu, queries = replace(main, image_size=size, results_per_query=n), 1
             jobs += [Job("size", size, emu, queries, s) for s in specs(c) + peer]
     if "memory" in o.scenarios and "bingcrawl" in tools:
-        emu = EmulatorSpec(0.0, 0.0, "30k", o.results_per_query, 0.0, o.memory_unique_share)
+        emu = EmulatorSpec(0.0, 0.0, "30k", o.results_per_query, 0.0, o.memory_unique_share,
+                           format_mix=o.format_mix)  # fmt: skip
         for queries in o.memory_points:
             n = queries * o.results_per_query
             point = f"{n // 1000}k" if n >= 1000 else str(n)

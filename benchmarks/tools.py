@@ -60,7 +60,8 @@ class ToolSpec:
     ``noreencode``); ``source`` is where bingcrawl gets the URLs (``urls``: the URL list file
     every tool reads, ``search``: the search API, whose results are the same URLs);
     ``processes`` is img2dataset's process count; ``sample`` caps the URLs (the seed loop
-    runs on a sample).
+    runs on a sample); ``event_loop`` forces bingcrawl's ``--event-loop`` (and the bare
+    loop's) instead of the default, which takes uvloop when it is installed.
     """
 
     kind: str
@@ -69,12 +70,15 @@ class ToolSpec:
     source: str = "urls"
     processes: int = 2
     sample: int | None = None
+    event_loop: str = ""  # bingcrawl and the bare loop: "" = their default (auto)
 
     @property
     def name(self) -> str:
         """The tool's name in tables (settings excluded)."""
         if self.kind == "bingcrawl" and self.source == "search":
             return "bingcrawl (search API)"
+        if self.kind in ("bingcrawl", "bare") and self.event_loop:
+            return f"{self.name_of_default()} ({self.event_loop} loop)"
         names = {
             ("bingcrawl", "webdataset"): "bingcrawl (webdataset)",
             ("img2dataset", "noreencode"): "img2dataset (no reencode)",
@@ -82,6 +86,10 @@ class ToolSpec:
             ("seed", ""): "seed blog loop",
         }
         return names.get((self.kind, self.variant), self.kind)
+
+    def name_of_default(self) -> str:
+        """The name without the event-loop qualifier."""
+        return "bare aiohttp loop" if self.kind == "bare" else "bingcrawl"
 
     @property
     def settings(self) -> str:
@@ -177,7 +185,8 @@ def bingcrawl_features(python: str) -> frozenset[str]:
         timeout=60,
         check=False,
     ).stdout
-    return frozenset(flag for flag in ("--urls", "--output-format") if flag in text)
+    flags = ("--urls", "--output-format", "--event-loop")
+    return frozenset(flag for flag in flags if flag in text)
 
 
 @functools.cache
@@ -231,11 +240,14 @@ def _argv(spec: ToolSpec, urls: UrlSet, files: dict[str, Path], out: Path, resul
         ]  # fmt: skip
         if spec.variant == "webdataset" and "--output-format" in features:
             argv += ["--output-format", "webdataset"]
+        if spec.event_loop and "--event-loop" in features:
+            argv += ["--event-loop", spec.event_loop]
         return argv, ctx.python
     if spec.kind == "bare":
         return [
             "-m", "benchmarks.baselines.bare_aiohttp", "--urls", str(files["txt"]),
             "--out", str(out), "--concurrency", str(spec.concurrency), "--result", str(result),
+            "--event-loop", spec.event_loop or "auto",
         ], ctx.python  # fmt: skip
     if spec.kind == "seed":
         return [

@@ -13,6 +13,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from bingcrawl.emulator.cli import parse_format_mix
 from bingcrawl.emulator.corpus import Corpus, CorpusConfig
 
 __all__ = ["EmulatorSpec", "UrlSet", "query_texts"]
@@ -30,6 +31,8 @@ class EmulatorSpec:
     ``unique_share`` < 1 makes the rest of every result list pictures from the corpus's
     shared pool (byte-identical across queries), so a large crawl is cheap to serve: the
     memory scenario uses it. ``warm_queries`` are rendered before the emulator answers.
+    ``format_mix`` is the emulator's ``--format-mix`` (JPEG only by default, like the targets;
+    the emulator's own default mixes in 15 % PNG, GIF and WebP, which cost 3-7x a JPEG to hash).
     """
 
     image_latency: float = 0.05
@@ -39,6 +42,7 @@ class EmulatorSpec:
     qps: float = 0.0
     unique_share: float = 1.0
     warm_queries: int = 0
+    format_mix: str = "jpeg"  # the emulator's --format-mix: JPEG only, as the targets assume
 
     def corpus_config(self) -> CorpusConfig:
         """The corpus the emulator process builds from :meth:`args`."""
@@ -49,6 +53,7 @@ class EmulatorSpec:
             exact_dup_rate=0.0,
             near_dup_rate=0.0,
             cross_query_rate=round(1.0 - self.unique_share, 6),
+            format_mix=parse_format_mix(self.format_mix),
         )
 
     def args(self) -> list[str]:
@@ -64,6 +69,7 @@ class EmulatorSpec:
             "--exact-dup-rate", "0",
             "--near-dup-rate", "0",
             "--cross-query-rate", repr(corpus.cross_query_rate),
+            "--format-mix", self.format_mix,
             "--log-level", "WARNING",
         ]  # fmt: skip
         if self.warm_queries:
@@ -75,6 +81,8 @@ class EmulatorSpec:
     def label(self) -> str:
         """A short description for tables."""
         text = f"{self.image_size}, img {self.image_latency * 1000:g} ms"
+        if self.format_mix != "jpeg":
+            text += f", {self.format_mix}"
         return text if self.unique_share >= 1 else f"{text}, {self.unique_share:.0%} unique"
 
 

@@ -21,8 +21,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bingcrawl import __version__
+from bingcrawl import __version__, eventloop
 from bingcrawl.errors import BingCrawlError, ConfigError, Interrupted, InvalidParameterError
+from bingcrawl.eventloop import EVENT_LOOPS
 from bingcrawl.obs.envconfig import apply_env_defaults
 from bingcrawl.obs.logs import bind, configure_logging
 
@@ -285,8 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, parents=[common])
 
+    def add_event_loop(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--event-loop",
+            default="auto",
+            choices=EVENT_LOOPS,
+            help="auto (default): uvloop when installed, else asyncio's own loop",
+        )
+
     crawl = add("crawl", "crawl images (re-run the same command to resume)")
     _add_crawl_options(crawl)
+    add_event_loop(crawl)
     parser.set_defaults(_crawl_parser=crawl)
     st = add("status", "progress per query, from the checkpoint")
     st.add_argument("dir", type=Path)
@@ -304,11 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     em = add("emulator", "a Bing Image Search v7 emulator with an image host")
     from bingcrawl.emulator.cli import add_arguments as add_emulator_arguments
 
-    add_emulator_arguments(em)
+    add_emulator_arguments(em)  # --event-loop included
     demo = add("demo", "emulator + crawl in one process, offline")
     demo.add_argument("--out", type=Path, default=Path("bingcrawl-demo"))
     demo.add_argument("--limit", type=int, default=60)
     demo.add_argument("--no-progress", action="store_true")
+    add_event_loop(demo)
     return parser
 
 
@@ -557,11 +568,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             bind(run_id=uuid.uuid4().hex[:12])
             config = build_config(args, env)
             configure_logging(args.log_level, args.log_format, secrets=[config.key])
-            stats = asyncio.run(run_crawl(config))
+            stats = eventloop.run(run_crawl(config), args.event_loop)
             _print_summary(stats, config.out)
             return 0
         if args.command == "demo":
-            return asyncio.run(_demo(args))
+            return eventloop.run(_demo(args), args.event_loop)
         if args.command == "status":
             return asyncio.run(_status(args))
         if args.command == "export":
@@ -569,7 +580,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         if args.command == "emulator":
             from bingcrawl.emulator.cli import run as run_emulator
 
-            return asyncio.run(run_emulator(args))
+            return eventloop.run(run_emulator(args), args.event_loop)
         raise ConfigError("command", f"unknown command {args.command!r}")
     except Interrupted as exc:
         _report(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
 
+from bingcrawl import eventloop
 from bingcrawl.emulator.cli import add_arguments, run
 from bingcrawl.errors import BingCrawlError
 
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
     try:
-        return asyncio.run(run(args))
+        return eventloop.run(run(args), args.event_loop)
     except BingCrawlError as exc:
         logger.error("%s", exc)
         return exc.exit_code

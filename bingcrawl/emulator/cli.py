@@ -24,12 +24,13 @@ import sys
 from typing import Any
 
 from bingcrawl.emulator.config import EmulatorConfig
-from bingcrawl.emulator.corpus import CorpusConfig
+from bingcrawl.emulator.corpus import FORMATS, CorpusConfig
 from bingcrawl.emulator.imagehost import ImageHostConfig
 from bingcrawl.emulator.server import LISTENING_PREFIX, EmulatorServer
 from bingcrawl.errors import ConfigError
+from bingcrawl.eventloop import EVENT_LOOPS
 
-__all__ = ["add_arguments", "config_from_args", "parse_duration", "run"]
+__all__ = ["add_arguments", "config_from_args", "parse_duration", "parse_format_mix", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,24 @@ def parse_duration(text: str, flag: str = "duration") -> float:
     return value
 
 
+def parse_format_mix(text: str) -> tuple[float, float, float, float]:
+    """``"jpeg=0.9,png=0.1"`` -> weights in :data:`FORMATS` order; ConfigError naming the flag."""
+    weights = dict.fromkeys(FORMATS, 0.0)
+    for item in (part.strip() for part in text.split(",")):
+        name, sep, value = item.partition("=")
+        name = name.strip().lower()
+        if name not in weights:
+            raise ConfigError(
+                "--format-mix", f"unknown format {name!r} in {text!r}; known: {', '.join(FORMATS)}"
+            )
+        try:
+            weights[name] = float(value) if sep else 1.0
+        except ValueError:
+            raise ConfigError("--format-mix", f"not a weight: {value!r} in {text!r}") from None
+    jpeg, png, gif, webp = (weights[f] for f in FORMATS)
+    return jpeg, png, gif, webp
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the emulator's flags on ``parser``."""
     net = parser.add_argument_group("server")
@@ -72,6 +91,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument(
         "--image-base-url",
         help="origin written into contentUrl (default: the origin each request was sent to)",
+    )
+    net.add_argument(
+        "--event-loop",
+        default="auto",
+        choices=EVENT_LOOPS,
+        help="auto (default): uvloop when installed, else asyncio's own loop",
     )
 
     api = parser.add_argument_group("API behaviour")
@@ -165,6 +190,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     corpus.add_argument("--near-dup-rate", type=float, default=0.05, metavar="F")
     corpus.add_argument("--cross-query-rate", type=float, default=0.03, metavar="F")
     corpus.add_argument(
+        "--format-mix",
+        metavar="FMT=W,...",
+        help="weights of the original pictures' formats, e.g. jpeg=1 (JPEG only) or "
+        "jpeg=0.85,png=0.07,gif=0.04,webp=0.04 (the default); unnamed formats weigh 0",
+    )
+    corpus.add_argument(
         "--warm",
         action="append",
         default=[],
@@ -223,6 +254,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
             "near_dup_rate": args.near_dup_rate,
             "cross_query_rate": args.cross_query_rate,
         }
+        if args.format_mix is not None:
+            corpus_kw["format_mix"] = parse_format_mix(args.format_mix)
         if args.fault_kinds is not None:
             kinds = tuple(k.strip() for k in args.fault_kinds.split(",") if k.strip())
             corpus_kw["fault_kinds"] = kinds

@@ -15,8 +15,8 @@ commits it. Two kinds of operation exist:
 
 Latency versus throughput: a batch that holds a call, a flush or the stop request is
 committed as soon as the queue is drained (a producer awaiting ``record_page`` should not
-wait for the batch timer); a batch of rows only waits up to ``batch_interval`` seconds or
-``batch_size`` operations, whichever comes first.
+wait for the batch timer); a batch that starts with a row waits ``batch_interval`` seconds
+for more (cut short by a call, flush or stop) and takes at most ``batch_size`` operations.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import logging
 import queue
 import sqlite3
 import threading
-import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -123,12 +122,15 @@ def _resolve(
         log.debug("checkpoint writer: result for a closed event loop discarded")
 
 
-def _shutdown_at_exit(ops: queue.SimpleQueue[_Op], thread: threading.Thread) -> None:
+def _shutdown_at_exit(
+    ops: queue.SimpleQueue[_Op], urgent: threading.Event, thread: threading.Thread
+) -> None:
     # The thread is a daemon (a forgotten close() must not hang the interpreter), so at exit
     # we ask it to commit what is queued and wait for it.
     if thread.is_alive():
         log.warning("checkpoint writer was not closed; committing its queue at exit")
         ops.put(_Stop(None, None))
+        urgent.set()
         thread.join(_JOIN_AT_EXIT)
 
 
@@ -150,6 +152,7 @@ class Writer:
         self._batch_interval = batch_interval
         self._on_commit = on_commit
         self._ops: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        self._urgent = threading.Event()
         self._losses = _Losses()
         self._closed = False
         self._started = False
@@ -158,7 +161,9 @@ class Writer:
         )
         self._setup: Callable[[sqlite3.Connection], Any] | None = None
         self._ready: tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]] | None = None
-        self._finalizer = weakref.finalize(self, _shutdown_at_exit, self._ops, self._thread)
+        self._finalizer = weakref.finalize(
+            self, _shutdown_at_exit, self._ops, self._urgent, self._thread
+        )
 
     @property
     def closed(self) -> bool:
@@ -185,7 +190,7 @@ class Writer:
             # Failed or cancelled: if setup went on to succeed, the thread is waiting for
             # work; a stop request makes it close its connection and exit.
             self._closed = True
-            self._ops.put(_Stop(None, None))
+            self._put_urgent(_Stop(None, None))
             raise
 
     def post(self, sql: str, params: Sequence[object]) -> None:
@@ -202,7 +207,7 @@ class Writer:
         self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._ops.put(_Call(fn, what, loop, future))
+        self._put_urgent(_Call(fn, what, loop, future))
         return await future
 
     async def flush(self) -> FlushReport:
@@ -210,7 +215,7 @@ class Writer:
         self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[FlushReport] = loop.create_future()
-        self._ops.put(_Flush(loop, future))
+        self._put_urgent(_Flush(loop, future))
         return await future
 
     async def stop(self) -> FlushReport:
@@ -220,12 +225,16 @@ class Writer:
         self._closed = True
         loop = asyncio.get_running_loop()
         future: asyncio.Future[FlushReport] = loop.create_future()
-        self._ops.put(_Stop(loop, future))
+        self._put_urgent(_Stop(loop, future))
         try:
             return await future
         finally:
             await asyncio.to_thread(self._thread.join)
             self._finalizer.detach()
+
+    def _put_urgent(self, op: _Op) -> None:
+        self._ops.put(op)
+        self._urgent.set()  # after the put: a woken writer must find the op queued
 
     def _check_open(self) -> None:
         if self._closed:
@@ -281,24 +290,25 @@ class Writer:
         batch: list[_Op] = [first]
         if isinstance(first, _Stop):
             return batch
-        urgent = not isinstance(first, _Row)
-        deadline = time.monotonic() + self._batch_interval
+        if isinstance(first, _Row):
+            # Rows are not urgent: let them pile up for one interval. Waiting on the queue
+            # instead would wake this thread (and hand it the GIL) once per posted row -
+            # thousands of times a second in a fast crawl. A call, flush or stop cuts the
+            # wait short through ``_urgent``.
+            self._urgent.wait(self._batch_interval)
+        # Cleared before draining: an urgent op queued after this line is either drained
+        # below or finds the event set on the next round, so it never waits an interval.
+        self._urgent.clear()
         while len(batch) < self._batch_size:
             try:
-                if urgent:
-                    op = self._ops.get_nowait()
-                else:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    op = self._ops.get(timeout=remaining)
+                op = self._ops.get_nowait()
             except queue.Empty:
                 break
             batch.append(op)
             if isinstance(op, _Stop):
                 break
-            if not isinstance(op, _Row):
-                urgent = True
+        else:
+            self._urgent.set()  # a full batch: more may be queued, do not wait next round
         return batch
 
     def _execute(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:

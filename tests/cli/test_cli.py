@@ -57,6 +57,7 @@ def run_main(argv: list[str], env: dict[str, str] | None = None) -> int:
         (["--concurrency", "0"], "--concurrency"),
         (["--near-dup-distance", "99"], "--near-dup-distance"),
         (["--max-bytes", "0"], "--max-bytes"),
+        (["--event-loop", "trio"], "--event-loop"),
     ],
 )
 async def test_bad_option_exits_2_naming_it_before_any_request(

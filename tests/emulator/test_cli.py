@@ -13,7 +13,12 @@ import pytest
 
 from bingcrawl.emulator import CorpusConfig, EmulatorConfig, ImageHostConfig
 from bingcrawl.emulator.__main__ import main
-from bingcrawl.emulator.cli import add_arguments, config_from_args, parse_duration
+from bingcrawl.emulator.cli import (
+    add_arguments,
+    config_from_args,
+    parse_duration,
+    parse_format_mix,
+)
 from bingcrawl.emulator.server import start_emulator_process
 from bingcrawl.errors import ConfigError
 
@@ -41,6 +46,7 @@ def test_flags_reach_the_config() -> None:
             "--fault-kinds", "http_404, bomb", "--page-overlap", "0",
             "--image-base-url", "http://img.test/", "--transient-failures", "1",
             "--oversize-bytes", "1000", "--slow-seconds", "2", "--image-retry-after", "3",
+            "--format-mix", "jpeg=0.5, webp=0.5",
         )
     )  # fmt: skip
     assert config.keys == frozenset({"a", "b"})
@@ -60,6 +66,7 @@ def test_flags_reach_the_config() -> None:
         image_size="200k",
         fault_rate=0.1,
         fault_kinds=("http_404", "bomb"),
+        format_mix=(0.5, 0.0, 0.0, 0.5),
     )
     assert config.images == ImageHostConfig(
         latency=0.5, slow_seconds=2.0, oversize_bytes=1000, transient_failures=1, retry_after=3.0
@@ -81,6 +88,10 @@ def test_flags_reach_the_config() -> None:
         (["--transient-failures", "-1"], "--transient-failures"),
         (["--image-base-url", "img.test"], "--image-base-url"),
         (["--key", " "], "--key"),
+        (["--format-mix", "tiff=1"], "--format-mix"),
+        (["--format-mix", "jpeg=lots"], "--format-mix"),
+        (["--format-mix", "jpeg=-1"], "--format-mix"),
+        (["--format-mix", "png=0"], "--format-mix"),
     ],
 )
 def test_bad_flags_raise_config_error_naming_the_flag(argv: list[str], flag: str) -> None:
@@ -95,6 +106,27 @@ def test_bad_flags_raise_config_error_naming_the_flag(argv: list[str], flag: str
 )
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    ("text", "mix"),
+    [
+        ("jpeg", (1.0, 0.0, 0.0, 0.0)),
+        ("JPEG=1", (1.0, 0.0, 0.0, 0.0)),
+        ("jpeg=0.85,png=0.07,gif=0.04,webp=0.04", CorpusConfig().format_mix),
+    ],
+)
+def test_parse_format_mix(text: str, mix: tuple[float, ...]) -> None:
+    assert parse_format_mix(text) == mix
+
+
+def test_jpeg_only_mix_serves_only_jpeg_originals() -> None:
+    from bingcrawl.emulator.corpus import Corpus
+
+    corpus = Corpus(config_from_args(parse("--format-mix", "jpeg", "--fault-rate", "0")).corpus)
+    originals = [spec for spec in corpus.query_results("cats") if spec.variant == "original"]
+    assert len(originals) > 800
+    assert {spec.format for spec in originals} == {"jpeg"}
 
 
 def test_main_returns_2_on_a_bad_flag_without_serving() -> None:
