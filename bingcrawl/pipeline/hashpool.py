@@ -14,6 +14,8 @@ import functools
 import logging
 import os
 import queue
+import threading
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from multiprocessing.queues import Queue
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self
 
 from bingcrawl.errors import ConfigError
 from bingcrawl.pipeline.hashing import (
@@ -188,15 +190,45 @@ class HashPool:
         assert ready is not None
         n = self.config.workers
         calls = [self._loop.run_in_executor(executor, os.getpid) for _ in range(n)]
+        abandoned = threading.Event()
 
         def collect() -> tuple[int, ...]:
-            return tuple(ready.get(timeout=_START_TIMEOUT) for _ in range(n))
+            # Short waits, so that a start given up below does not leave this thread blocked
+            # (the interpreter joins it at exit) for the rest of the start timeout.
+            pids: list[int] = []
+            deadline = time.monotonic() + _START_TIMEOUT
+            while len(pids) < n and not abandoned.is_set():
+                try:
+                    pids.append(ready.get(timeout=0.1))
+                except queue.Empty:
+                    if time.monotonic() > deadline:
+                        raise
+            return tuple(pids)
 
+        collector = asyncio.ensure_future(asyncio.to_thread(collect))
+        started = asyncio.gather(*calls)
         try:
-            self.worker_pids = await asyncio.to_thread(collect)
-        except queue.Empty as exc:
-            raise RuntimeError(f"hash workers did not start within {_START_TIMEOUT} s") from exc
-        await asyncio.gather(*calls)
+            # A worker that dies while starting (an import error, a crash) breaks the pool:
+            # the submitted calls fail at once, and so does the start, instead of waiting for
+            # the timeout.
+            waiting: set[asyncio.Future[Any]] = {collector, started}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if started.done() and started.exception() is not None:
+                raise RuntimeError("a hash worker died while starting") from started.exception()
+            try:
+                self.worker_pids = await collector
+            except queue.Empty as exc:
+                raise RuntimeError(
+                    f"hash workers did not start within {_START_TIMEOUT} s"
+                ) from exc
+            await started
+        finally:
+            abandoned.set()
+            for future in (collector, started):
+                if future.done() and not future.cancelled():
+                    future.exception()  # retrieved: reported above, or moot
+                else:
+                    future.cancel()
 
     async def __aexit__(
         self,

@@ -397,6 +397,26 @@ async def test_process_pool_survives_a_killed_worker(corpus: list[bytes]) -> Non
     assert not alive_children() & set(pool.worker_pids)
 
 
+async def test_a_worker_that_dies_while_starting_fails_the_start_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every spawned interpreter imports sitecustomize from PYTHONPATH first: this one kills
+    # the pool's workers (not multiprocessing's resource tracker).
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os\n"
+        "with open('/proc/self/cmdline', 'rb') as fh:\n"
+        "    if b'spawn_main' in fh.read():\n"
+        "        os._exit(3)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    pool = HashPool(2)
+    with pytest.raises(RuntimeError, match="died while starting"):
+        # the guard is far below the 120 s start timeout, which would raise "did not start"
+        await asyncio.wait_for(pool.__aenter__(), 60)
+    with pytest.raises(RuntimeError, match="HashPool is closed"):
+        await pool.hash(b"x")  # the failed start closed the pool
+
+
 async def test_close_lets_batches_in_flight_finish(corpus: list[bytes]) -> None:
     pool = HashPool(1, batch_size=4, max_inflight=2)
     async with pool:
