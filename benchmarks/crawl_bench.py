@@ -7,7 +7,8 @@ profiler sees it whole, e.g. ``pyinstrument -m benchmarks.crawl_bench --queries 
 
     python -m benchmarks.crawl_bench [--queries 20] [--limit 150] [--api-latency 0.02]
                                      [--image-latency 0.05] [--qps 10] [--concurrency 64]
-                                     [--near-dup-distance 8] [--json out.json]
+                                     [--near-dup-distance 8] [--format-mix jpeg]
+                                     [--json out.json]
 
 The emulator runs in its own process (so its CPU is not billed to the crawler) with the given
 API and image latency; the crawler runs here. Reported: stored images/s, API calls/s against
@@ -18,7 +19,6 @@ this process and of the largest hash worker, and event-loop lag p99.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import resource
 import shutil
@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bingcrawl import eventloop
 from bingcrawl.config import CrawlConfig, QuerySpec
 from bingcrawl.emulator.server import start_emulator_process
 from bingcrawl.pipeline.crawler import Crawler
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "--exact-dup-rate", str(args.dup_rate),
         "--near-dup-rate", str(args.dup_rate),
         "--cross-query-rate", str(args.dup_rate),
+        "--format-mix", args.format_mix,
     ]  # fmt: skip
     queries = [f"benchmark query {i}" for i in range(args.queries)]
     emulator_args += ["--warm-count", str(int(args.limit * 1.4) + 10)]
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             near_dup_distance=args.near_dup_distance,
         )
         cpu0, t0 = _cpu(), time.perf_counter()
-        stats, lag_p99, lag_max = asyncio.run(_crawl(config))
+        stats, lag_p99, lag_max = eventloop.run(_crawl(config), args.event_loop)
         wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
     finally:
         proc.terminate()
@@ -129,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api-latency", type=float, default=0.02)
     p.add_argument("--image-latency", type=float, default=0.05)
     p.add_argument("--image-size", default="30k")
+    p.add_argument("--format-mix", default="jpeg", help="the emulator's --format-mix")
+    p.add_argument("--event-loop", default="auto", choices=eventloop.EVENT_LOOPS)
     p.add_argument("--fault-rate", type=float, default=0.0)
     p.add_argument("--dup-rate", type=float, default=0.0, help="exact, near and cross-query")
     p.add_argument("--qps", type=float, default=10.0)

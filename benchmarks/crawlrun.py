@@ -20,13 +20,13 @@ import asyncio
 import json
 import logging
 import os
-import resource
 import sys
 import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
 
+from benchmarks.measure import peak_rss_kb
 from bingcrawl import eventloop
 from bingcrawl.cli import build_config, build_parser, run_crawl
 from bingcrawl.errors import BingCrawlError
@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         result["error"] = str(exc)
         code = exc.exit_code
     result["exit"] = code
-    result["self_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM, not ru_maxrss: Linux starts a child's ru_maxrss at its spawner's peak.
+    result["self_maxrss_kb"] = peak_rss_kb()
     result["wall_s"] = round(time.time() - t0, 3)
     own.result.write_text(json.dumps(result, indent=1, default=str) + "\n")
     return code

@@ -7,6 +7,13 @@ group, samples the process tree's memory from ``/proc`` in a thread, and reaps t
 workers, img2dataset's processes). The emulator is another process; :func:`process_cpu`
 reads its CPU time before and after a run so its share can be reported separately.
 
+Peak memory is ``VmHWM``, the high-water mark of the address space that exec created, never
+``ru_maxrss``: on Linux a child's ``ru_maxrss`` (from ``wait4``, or its own ``getrusage``)
+includes the spawner's memory, carried over exec: its peak (``posix_spawn`` and vfork share
+the spawner's address space until exec) or its resident size at the time (fork). A tool
+spawned by the harness after it built a 100k-URL list (~120 MB) reported at least that. A
+runner that reports its own peak uses :func:`peak_rss_kb`.
+
 Throughput is judged by what landed on disk, the same way for every tool
 (:func:`file_timeline`): the number of image files and the first and last modification
 times. The steady-state rate is ``(n - 1) / (last - first)``; the wall rate
@@ -30,6 +37,7 @@ __all__ = [
     "ProcessRun",
     "Timeline",
     "file_timeline",
+    "peak_rss_kb",
     "process_cpu",
     "run_measured",
 ]
@@ -101,7 +109,13 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
-def _status_kb(pid: int) -> dict[str, int]:
+def peak_rss_kb(pid: int | str = "self") -> int:
+    """Peak RSS (``VmHWM``, KiB) of a live process's address space since its exec; 0 if
+    unknown. Unlike ``getrusage``'s ``ru_maxrss`` it does not include the spawner's peak."""
+    return _status_kb(pid).get("VmHWM", 0)
+
+
+def _status_kb(pid: int | str) -> dict[str, int]:
     values: dict[str, int] = {}
     try:
         text = Path(f"/proc/{pid}/status").read_text()
@@ -231,12 +245,11 @@ def run_measured(
     tail = ""
     if stderr_path is not None and stderr_path.exists():
         tail = "\n".join(stderr_path.read_text(errors="replace").splitlines()[-15:])
-    # wait4's ru_maxrss is max(child, every reaped descendant): the child's own peak only
-    # when it had no descendants. Otherwise the sampled VmHWM stands (a runner that knows
-    # better reports its own getrusage peak in its result file, see benchmarks.tools).
+    # Not wait4's ru_maxrss: it covers reaped descendants and starts from this (harness)
+    # process's own peak (see the module docstring). The sampled VmHWM is a high-water mark,
+    # so it misses at most the growth of the last interval before exit; a runner that knows
+    # better reports its own peak_rss_kb() in its result file (see benchmarks.tools).
     root_peak_kb = sampler.root_hwm_kb
-    if not sampler.descendants:
-        root_peak_kb = max(root_peak_kb, usage.ru_maxrss)
     return ProcessRun(
         argv=list(argv),
         returncode=proc.returncode,

@@ -16,13 +16,13 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
 
 import aiohttp
 
+from benchmarks.measure import peak_rss_kb
 from bingcrawl import eventloop
 from bingcrawl.pipeline.looplag import monitor_lag
 
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     result = eventloop.run(_run(urls, args.out, args.concurrency), args.event_loop)
     result["event_loop"] = eventloop.resolve(args.event_loop)
     result["wall_s"] = round(time.time() - t0, 3)
-    result["self_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM, not ru_maxrss: Linux starts a child's ru_maxrss at its spawner's peak.
+    result["self_maxrss_kb"] = peak_rss_kb()
     args.result.write_text(json.dumps(result) + "\n")
     return 0
 

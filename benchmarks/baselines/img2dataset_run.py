@@ -22,10 +22,11 @@ import io
 import json
 import math
 import os
-import resource
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.measure import peak_rss_kb
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         "disable_all_reencoding": args.disable_all_reencoding,
         "wall_s": round(time.time() - t0, 3),
     }
-    result["self_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM, not ru_maxrss: Linux starts a child's ru_maxrss at its spawner's peak.
+    result["self_maxrss_kb"] = peak_rss_kb()
     args.result.write_text(json.dumps(result) + "\n")
     return 0
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from benchmarks.measure import peak_rss_kb
 
 _PAGE_SLEEP = 1.0
 _sleep = time.sleep  # tests replace it to count the sleeps
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         "download_s": round(time.time() - t_search, 3),
         "wall_s": round(time.time() - t0, 3),
     }
-    result["self_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM, not ru_maxrss: Linux starts a child's ru_maxrss at its spawner's peak.
+    result["self_maxrss_kb"] = peak_rss_kb()
     args.result.write_text(json.dumps(result) + "\n")
     return 0
 

@@ -19,8 +19,9 @@ table an int32 posting plus a copy of the hash in table order, so that verifying
 candidates reads contiguous memory instead of gathering at random - 1.5-3x faster queries at a
 million hashes). Each table is a CSR layout - ``offsets[key]`` to ``offsets[key+1]`` into the
 postings - so a probe is two array reads and a whole query is a handful of vectorised numpy
-calls. While the index holds fewer than about 100 hashes per probed bucket, probing costs more
-than it saves and queries simply scan.
+calls; the offsets are a fixed 1 MB (4 x 65,536 int32; int64 past 536 million hashes). While
+the index holds fewer than about 100 hashes per probed bucket, probing costs more than it saves
+and queries simply scan.
 
 No call pauses the caller (the crawler's event loop) for long. The index is three blocks: the
 *main* block with its tables, a small unindexed *tail* that takes additions (queries scan it
@@ -30,14 +31,20 @@ entries dropped) is built **incrementally**: a counting sort cut into steps of 3
 and one table, one step per later addition, a few ms each (a rebuild in one go blocked for
 0.1-0.4 s at a million hashes). Queries use the old tables and scan the frozen tail until the
 new block is swapped in, after 5 n / 32,768 steps (about 150 additions at a million hashes).
+Meanwhile the old and the new main block both exist (twice the index, for those steps); once
+the new one is in, the memory freed is handed back to the OS (``malloc_trim`` on glibc),
+else the heap would keep it resident and every merge would leave RSS a few MB higher.
 
 :class:`DedupIndex` puts the two dedup rules together for the crawler: exact duplicates by
-sha256, near duplicates by Hamming distance, first stored wins.
+sha256, near duplicates by Hamming distance, first stored wins. Per stored image it holds
+200-230 bytes (tracemalloc, in a crawl and after a rebuild): the Hamming index's 65 and
+135-165 for the exact rule (a 65-byte digest object, its dict entry and its list slot).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import ctypes
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, Self
 
@@ -65,9 +72,11 @@ _MERGE_CHUNK: Final = 32_768
 _SCAN_BELOW_PER_PROBE: Final = 100
 _MASK64: Final = (1 << 64) - 1
 _MAX_ENTRIES: Final = 2**31 - 1  # postings are int32
+_INT32_MAX: Final = 2**31 - 1
 
 _U64 = npt.NDArray[np.uint64]
 _I64 = npt.NDArray[np.int64]
+_Ints = npt.NDArray[np.int32] | npt.NDArray[np.int64]
 _Bools = npt.NDArray[np.bool_]
 _Hit = tuple[int, int]  # (id, distance)
 
@@ -76,6 +85,34 @@ def _probe_masks(radius: int) -> npt.NDArray[np.int64]:
     """Every 16-bit XOR mask with at most ``radius`` bits set."""
     values = np.arange(_BUCKETS, dtype=np.uint32)
     return values[np.bitwise_count(values) <= radius].astype(np.int64)
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS, Windows)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    found: Callable[[int], int] = trim
+    return found
+
+
+_MALLOC_TRIM: Final = _find_malloc_trim()
+
+
+def _release_freed_memory() -> None:
+    """Give the pages of free heap chunks back to the OS (glibc; elsewhere nothing).
+
+    A merge frees the former main block and the bucket counts at once. Below glibc's mmap
+    threshold (which rises to the largest block freed so far, up to 32 MB) those came from
+    the heap, and freed heap memory stays resident: each merge would leave RSS a few MB
+    higher than the index needs. ``malloc_trim(0)`` returns every whole free page of every
+    arena; it takes about a millisecond, once per merge (every 16,384 additions).
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _check_hash(h: int) -> int:
@@ -102,7 +139,7 @@ class _Block:
         self.hashes, self.ids, self.n = hashes, ids, n
         self.alive: _Bools = np.ones(hashes.size, dtype=bool)
         self.dead = 0
-        self.offsets: _I64 | None = None
+        self.offsets: _Ints | None = None
         self.postings: npt.NDArray[np.int32] | None = None
         self.table_hashes: _U64 | None = None
 
@@ -179,6 +216,17 @@ class _Block:
         return int(self.ids[slots[dist == d]].min()), d
 
 
+def _bucket_counts(upto: int) -> _Ints:
+    """Zeroed per-table bucket counts for entries whose table positions reach ``upto``.
+
+    The counts become offsets and cursors, which reach 4 x the entries: int32 while that
+    fits (the tables' fixed 4 x 65,536 entries then take 1 MB, not 2), int64 beyond.
+    """
+    if upto > _INT32_MAX:
+        return np.zeros((_SUBSTRINGS, _BUCKETS), dtype=np.int64)
+    return np.zeros((_SUBSTRINGS, _BUCKETS), dtype=np.int32)
+
+
 class _Merge:
     """Build a new main block from blocks' live entries, in bounded steps.
 
@@ -208,7 +256,7 @@ class _Merge:
             raise OverflowError("HammingIndex holds at most 2**31 - 1 hashes")
         self._chunk = max(_MERGE_CHUNK if chunk is None else chunk, 1)
         out = _Block(np.empty(total, dtype=np.uint64), np.empty(total, dtype=np.int64), 0)
-        self._counts = np.zeros((_SUBSTRINGS, _BUCKETS), dtype=np.int64) if tables else None
+        self._counts = _bucket_counts(_SUBSTRINGS * total) if tables else None
         if tables and total:
             out.postings = np.empty(_SUBSTRINGS * total, dtype=np.int32)
             out.table_hashes = np.empty(_SUBSTRINGS * total, dtype=np.uint64)
@@ -260,11 +308,19 @@ class _Merge:
                             out.table_hashes[at + done : at + upto] = 0
                 yield None
         out.n = n = self._written
-        if self._counts is None or out.postings is None or out.table_hashes is None:
+        counts, self._counts = self._counts, None
+        if counts is None or out.postings is None or out.table_hashes is None:
             return
-        ends = np.cumsum(self._counts, axis=1) + (np.arange(_SUBSTRINGS) * n)[:, None]
-        out.offsets = np.concatenate(([0], ends.ravel())).astype(np.int64)
-        cursor = ends - self._counts  # where each bucket's next entry goes
+        # Every table counted the same n entries, so one running sum over the tables in a row
+        # is each bucket's end, table t's buckets starting at t * n. Computed in place, and
+        # the counts become the cursors: the tables' only temporary is the counts array
+        # (1 MB), where a sum, its shifted and concatenated copies held 8-10 MB of heap, which
+        # the allocator kept (RSS) after the merge.
+        out.offsets = offsets = np.empty(_SUBSTRINGS * _BUCKETS + 1, dtype=counts.dtype)
+        offsets[0] = 0
+        np.cumsum(counts.ravel(), out=offsets[1:])
+        cursor = counts  # where each bucket's next entry goes
+        cursor[...] = offsets[:-1].reshape(_SUBSTRINGS, _BUCKETS)
         for lo in range(0, n, self._chunk):
             block = out.hashes[lo : lo + self._chunk]
             rank = np.arange(block.size, dtype=np.int64)
@@ -451,6 +507,8 @@ class HammingIndex:
             main.kill(id)
         self._main, self._frozen, self._merge = main, None, None
         self._removed_while_merging = []
+        del merge  # the former blocks and the counts: free them before trimming
+        _release_freed_memory()
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks.measure import file_timeline, process_cpu, run_measured
+from benchmarks.measure import file_timeline, peak_rss_kb, process_cpu, run_measured
 
 # A child that spawns a grandchild; the grandchild holds ~60 MB and burns CPU, then both exit
 # (the child reaps the grandchild, so wait4 bills the grandchild's CPU to the child).
@@ -67,3 +67,35 @@ def test_file_timeline_counts_images_only(tmp_path: Path) -> None:
     assert timeline.steady_rate() == 1.0  # 3 intervals in 3 s
     assert file_timeline(tmp_path / "missing").count == 0
     assert file_timeline(tmp_path / "a").steady_rate() == 1.0
+
+
+# A parent that peaks at ~150 MB, frees it, then measures a small child: the child's figure
+# must be its own, not the parent's peak that Linux carries into the child's ru_maxrss.
+_BIG_PARENT = """
+import json, sys
+from benchmarks.measure import peak_rss_kb, run_measured
+b = bytearray(150 * 1024 * 1024)
+for i in range(0, len(b), 4096): b[i] = 1
+del b
+run = run_measured([sys.executable, "-c", "import time; time.sleep(0.5)"])
+print(json.dumps({"parent_peak_kb": peak_rss_kb(), "child_peak_mb": run.peak_rss_mb}))
+"""
+
+
+def test_child_peak_excludes_the_spawners_peak(tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": root}
+    out = subprocess.run(
+        [sys.executable, "-c", _BIG_PARENT], env=env, capture_output=True, text=True, check=True
+    )
+    found = json.loads(out.stdout)
+    assert found["parent_peak_kb"] > 140 * 1024
+    assert 0 < found["child_peak_mb"] < 60  # a sleeping interpreter: ~10 MB
+
+
+def test_peak_rss_kb_of_self_and_of_nothing() -> None:
+    assert peak_rss_kb() >= peak_rss_kb(os.getpid()) > 1024
+    assert peak_rss_kb(2**22 + 12345) == 0

@@ -6,6 +6,7 @@ import pytest
 
 from benchmarks.__main__ import build_parser, options_from
 from benchmarks.harness import SCENARIOS, TOOLS, Options, plan
+from bingcrawl.errors import ConfigError
 
 
 def test_quick_plan_covers_every_scenario_and_tool() -> None:
@@ -17,14 +18,19 @@ def test_quick_plan_covers_every_scenario_and_tool() -> None:
         "bingcrawl",
         "bingcrawl (webdataset)",
         "bingcrawl (search API)",
+        "bingcrawl (asyncio loop)",
         "bare aiohttp loop",
         "img2dataset",
         "img2dataset (no reencode)",
         "icrawler",
         "seed blog loop",
     }
-    # Every tool of the main scenario reads the same URLs from the same emulator.
+    # Every tool of the main scenario reads the same URLs from the same emulator: JPEGs only,
+    # as the targets assume.
     assert len({(j.emulator, j.queries) for j in main}) == 1
+    assert {j.emulator.format_mix for j in jobs} == {"jpeg"}
+    asyncio_run = next(j for j in main if j.tool.event_loop == "asyncio")
+    assert asyncio_run.tool.kind == "bingcrawl"
     assert {j.point for j in jobs if j.scenario == "latency"} == {"0 ms", "50 ms"}
     assert {j.point for j in jobs if j.scenario == "size"} == {"30k", "200k"}
     memory = [j for j in jobs if j.scenario == "memory"]
@@ -70,12 +76,15 @@ def test_unknown_names_are_refused() -> None:
         Options(tools=("wget",))
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--scenarios", "main,speed"])
+    with pytest.raises(ConfigError) as info:
+        Options(format_mix="tiff=1")
+    assert info.value.option == "--format-mix"
 
 
 def test_command_line_to_options() -> None:
     args = build_parser().parse_args(
         ["--quick", "--scenarios", "main,size", "--tools", "bingcrawl,bare", "--urls", "100",
-         "--img2dataset-threads", "8,16", "--repeats", "2"]
+         "--img2dataset-threads", "8,16", "--repeats", "2", "--format-mix", "jpeg=0.9,png=0.1"]
     )  # fmt: skip
     options = options_from(args)
     assert options.is_quick
@@ -84,4 +93,5 @@ def test_command_line_to_options() -> None:
     assert options.main_queries * options.results_per_query >= 100
     assert options.img2dataset_threads == (8, 16)
     assert options.repeats == 2
+    assert {j.emulator.format_mix for j in plan(options)} == {"jpeg=0.9,png=0.1"}
     assert set(TOOLS) >= set(Options().tools)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import platform
 import random
 import time
 from unittest import mock
@@ -407,3 +408,61 @@ def test_dedup_validation() -> None:
     with pytest.raises(ValueError, match="64-bit"):
         dedup.check_and_add(sha(1), 1 << 64)
     assert dedup.near_distance == 2
+
+
+# --------------------------------------------------------------------------- memory
+
+
+@pytest.mark.parametrize("int32_max", [2**31 - 1, 1000])
+def test_tables_use_int32_offsets_until_they_would_overflow(int32_max: int) -> None:
+    # Patching the limit down forces the int64 path of an index far too big to build here.
+    rng = random.Random(int32_max)
+    hashes = clustered_hashes(rng, 2000)
+    with mock.patch.object(dedup_module, "_INT32_MAX", int32_max):
+        index = HammingIndex(9, delta_limit=600)
+        for i, h in enumerate(hashes):
+            index.add(h, i)
+        index.flush()
+        bulk = HammingIndex.build(np.array(hashes, dtype=np.uint64), np.arange(len(hashes)), 9)
+    wide = int32_max < 4 * len(hashes)
+    for built in (index, bulk):
+        offsets = built._main.offsets
+        assert offsets is not None
+        assert offsets.dtype == (np.int64 if wide else np.int32)
+        assert offsets[-1] == 4 * built._main.n
+    entries = dict(enumerate(hashes))
+    for q in queries(rng, hashes, 9, 200):
+        expected = brute_nearest(entries, q, 9)
+        with tables_forced():
+            assert index.nearest(q) == expected
+            assert bulk.nearest(q) == expected
+
+
+def test_each_finished_merge_releases_freed_memory_once() -> None:
+    index = HammingIndex(8, delta_limit=100)
+    with (
+        mock.patch.object(dedup_module, "_MERGE_CHUNK", 64),
+        mock.patch.object(dedup_module, "_release_freed_memory") as release,
+    ):
+        merges = 0
+        for i, h in enumerate(clustered_hashes(random.Random(3), 1000)):
+            was_merging = index.merging
+            index.add(h, i)
+            merges += was_merging and not index.merging
+            assert release.call_count == merges  # when a merge ends, not at every step
+    assert merges >= 5
+
+
+def test_index_memory_is_about_65_bytes_per_hash_plus_fixed_offsets() -> None:
+    rng = np.random.default_rng(11)
+    n = 50_000
+    index = HammingIndex.build(rng.integers(0, 2**64, n, dtype=np.uint64), np.arange(n), 8)
+    # hash 8 + id 8 + alive 1 + 4 tables x (posting 4 + hash 8) = 65; offsets 4 x 65,537 x 4
+    assert index.nbytes <= 65 * n + 4 * 65_537 * 4 + 64 * 1024  # + the empty tail's 17 KB
+
+
+def test_malloc_trim_is_found_on_glibc() -> None:
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_trim is glibc's")
+    assert dedup_module._MALLOC_TRIM is not None
+    assert dedup_module._MALLOC_TRIM(0) in (0, 1)  # 1: memory was released
