@@ -287,6 +287,7 @@ def run_benchmarks(
                     proc.stdout.close()
             emulators.append({"spec": emu.label(), "args": emu.args()[:20], "base_url": base_url})
     finally:
+        ctx.cleanup()
         if own_dir and not keep:
             shutil.rmtree(root, ignore_errors=True)
     return {

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bingcrawl.errors import ConfigError
-from bingcrawl.pipeline import dedup as dedup_module
+from bingcrawl.pipeline import hamming
 from bingcrawl.pipeline.dedup import MAX_DISTANCE, DedupIndex, HammingIndex, Match
 
 MASK = (1 << 64) - 1
@@ -56,7 +56,7 @@ def queries(rng: random.Random, stored: list[int], radius: int, n: int) -> list[
 
 def tables_forced() -> contextlib.AbstractContextManager[object]:
     """Make HammingIndex probe its tables even when it has too few hashes to bother."""
-    return mock.patch.object(dedup_module, "_SCAN_BELOW_PER_PROBE", 0)
+    return mock.patch.object(hamming, "_SCAN_BELOW_PER_PROBE", 0)
 
 
 def sha(n: int) -> str:
@@ -238,7 +238,7 @@ def test_queries_and_removals_stay_exact_while_merges_run() -> None:
     removed_while_merging = readded = 0
     # Tiny merge steps: every merge spans many additions, so queries and removals land
     # between its steps (after the copy pass, during the scatter pass, ...).
-    with mock.patch.object(dedup_module, "_MERGE_CHUNK", 16):
+    with mock.patch.object(hamming, "_MERGE_CHUNK", 16):
         index = HammingIndex(7, delta_limit=150)
         for i, h in enumerate(hashes):
             index.add(h, i)
@@ -418,7 +418,7 @@ def test_tables_use_int32_offsets_until_they_would_overflow(int32_max: int) -> N
     # Patching the limit down forces the int64 path of an index far too big to build here.
     rng = random.Random(int32_max)
     hashes = clustered_hashes(rng, 2000)
-    with mock.patch.object(dedup_module, "_INT32_MAX", int32_max):
+    with mock.patch.object(hamming, "_INT32_MAX", int32_max):
         index = HammingIndex(9, delta_limit=600)
         for i, h in enumerate(hashes):
             index.add(h, i)
@@ -441,8 +441,8 @@ def test_tables_use_int32_offsets_until_they_would_overflow(int32_max: int) -> N
 def test_each_finished_merge_releases_freed_memory_once() -> None:
     index = HammingIndex(8, delta_limit=100)
     with (
-        mock.patch.object(dedup_module, "_MERGE_CHUNK", 64),
-        mock.patch.object(dedup_module, "_release_freed_memory") as release,
+        mock.patch.object(hamming, "_MERGE_CHUNK", 64),
+        mock.patch.object(hamming, "_release_freed_memory") as release,
     ):
         merges = 0
         for i, h in enumerate(clustered_hashes(random.Random(3), 1000)):
@@ -464,5 +464,5 @@ def test_index_memory_is_about_65_bytes_per_hash_plus_fixed_offsets() -> None:
 def test_malloc_trim_is_found_on_glibc() -> None:
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("malloc_trim is glibc's")
-    assert dedup_module._MALLOC_TRIM is not None
-    assert dedup_module._MALLOC_TRIM(0) in (0, 1)  # 1: memory was released
+    assert hamming._MALLOC_TRIM is not None
+    assert hamming._MALLOC_TRIM(0) in (0, 1)  # 1: memory was released
