@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -173,10 +174,9 @@ class Crawler:
                 self.config.fingerprint(), fresh=self.config.fresh
             )
             await self.checkpoint.recover(self.out)  # logs what it repaired
-            rows = await self.checkpoint.stored_hashes()
-            # ~1.6 s per million stored images: off the event loop
-            self.dedup = await asyncio.to_thread(
-                DedupIndex.rebuild, rows, self.config.near_dup_distance
+            # ~1 s per million stored images, in a reader thread, streamed from the cursor
+            self.dedup = await self.checkpoint.read_stored_hashes(
+                functools.partial(DedupIndex.rebuild, near_distance=self.config.near_dup_distance)
             )
             self.hasher = await stack.enter_async_context(
                 HashPool(

@@ -8,9 +8,10 @@ sha256, near duplicates by Hamming distance, first stored wins. Per stored image
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Self
+from typing import Final, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -18,7 +19,10 @@ import numpy.typing as npt
 from bingcrawl.errors import ConfigError
 from bingcrawl.pipeline.hamming import MASK64, MAX_DISTANCE, HammingIndex
 
-__all__ = ["MAX_DISTANCE", "DedupIndex", "HammingIndex", "Match"]
+__all__ = ["MAX_DISTANCE", "REBUILD_CHUNK", "DedupIndex", "HammingIndex", "Match"]
+
+#: Rows :meth:`DedupIndex.rebuild` decodes at a time.
+REBUILD_CHUNK: Final = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,28 +59,31 @@ class DedupIndex:
 
     @classmethod
     def rebuild(cls, rows: Iterable[tuple[str, int]], near_distance: int) -> Self:
-        """Rebuild from the checkpoint's stored ``(sha256, phash)`` rows, oldest first.
+        """Rebuild from the checkpoint's stored ``(sha256, phash)`` rows (ties: the earlier row).
 
         A phash read back as a signed 64-bit SQLite INTEGER (negative) is taken as its two's
-        complement. A repeated sha256 keeps its first row. Vectorised where it can be (about
-        1 s per million rows); still O(n), so a caller on an event loop runs it in a thread.
+        complement. A repeated sha256 keeps its first row. ``rows`` is consumed in chunks of
+        :data:`REBUILD_CHUNK`, decoded vectorised (about 1 s per million rows), so a caller
+        can stream them from a cursor: only the index itself grows with the crawl, not a
+        list of every row as well. Still O(n): a caller on an event loop runs it in a thread.
         """
         dedup = cls(near_distance)
-        table = list(rows)
-        digests = _digests([row[0] for row in table])
-        phashes = [row[1] for row in table]
-        slots = dict(zip(digests, range(len(digests)), strict=True))
-        if len(slots) != len(digests):
-            # A repeated sha256 (the checkpoint never stores one twice): keep each first row.
-            first = sorted({d: i for i, d in reversed(list(enumerate(digests)))}.values())
-            digests = [digests[i] for i in first]
-            phashes = [phashes[i] for i in first]
-            slots = dict(zip(digests, range(len(digests)), strict=True))
-        unsigned = _unsigned_array(phashes)  # validates them, even when unused
-        dedup._slots = slots
-        dedup._digests = list(digests)
+        slots, digests = dedup._slots, dedup._digests
+        parts: list[npt.NDArray[np.uint64]] = []
+        source = iter(rows)
+        while chunk := list(itertools.islice(source, REBUILD_CHUNK)):
+            found = _digests([row[0] for row in chunk])
+            unsigned = _unsigned_array([row[1] for row in chunk])  # validates them all
+            kept: list[int] = []
+            for i, digest in enumerate(found):
+                if digest not in slots:
+                    slots[digest] = len(digests)
+                    digests.append(digest)
+                    kept.append(i)
+            parts.append(unsigned if len(kept) == len(chunk) else unsigned[kept])
         if dedup._index is not None:
-            dedup._index = HammingIndex.build(unsigned, np.arange(unsigned.size), near_distance)
+            hashes = np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
+            dedup._index = HammingIndex.build(hashes, np.arange(hashes.size), near_distance)
         return dedup
 
     @property

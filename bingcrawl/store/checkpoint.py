@@ -25,7 +25,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -529,10 +529,14 @@ class Checkpoint:
             last = found[-1][0]
 
     async def stored_hashes(self) -> list[tuple[str, int]]:
-        """``(sha256, phash)`` of every stored image (phash unsigned), for DedupIndex.rebuild."""
-        found = await self._read(rows.stored_hash_rows)
-        mask = (1 << 64) - 1
-        return [(sha, phash & mask) for _, sha, phash in found]
+        """``(sha256, phash)`` of every stored image (phash unsigned)."""
+        return await self.read_stored_hashes(list)
+
+    async def read_stored_hashes(self, consume: Callable[[Iterator[tuple[str, int]]], T]) -> T:
+        """``consume(rows)`` in a reader thread, ``rows`` streaming what :meth:`stored_hashes`
+        returns from the cursor: e.g. ``DedupIndex.rebuild`` at start-up, without a list of
+        every stored row in memory (~210 bytes each) on top of the index it builds."""
+        return await self._read(lambda conn: consume(rows.iter_stored_hashes(conn)))
 
     async def stored_hash_arrays(self) -> StoredHashes:
         """The same as :meth:`stored_hashes` as numpy arrays (for HammingIndex.build)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -32,6 +32,7 @@ __all__ = [
     "StoredHashes",
     "candidate_from_row",
     "insert_candidates",
+    "iter_stored_hashes",
     "outcome_params",
     "query_row",
     "reset_stored",
@@ -301,6 +302,16 @@ STORED_HASHES = (
     "SELECT id, sha256, phash FROM candidates INDEXED BY idx_candidates_stored_hash "
     "WHERE status = 'stored' AND sha256 IS NOT NULL AND phash IS NOT NULL"
 )
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def iter_stored_hashes(conn: sqlite3.Connection) -> Iterator[tuple[str, int]]:
+    """``(sha256, unsigned phash)`` of every stored row, streamed from the cursor (the same
+    covering-index scan as :func:`stored_hash_rows`, without a list of every row)."""
+    for _, sha256, phash in conn.execute(STORED_HASHES):
+        yield sha256, phash & _MASK64
 
 
 def stored_hash_rows(conn: sqlite3.Connection) -> list[tuple[int, str, int]]:

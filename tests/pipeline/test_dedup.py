@@ -7,6 +7,7 @@ import hashlib
 import platform
 import random
 import time
+from collections.abc import Iterator
 from unittest import mock
 
 import numpy as np
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bingcrawl.errors import ConfigError
+from bingcrawl.pipeline import dedup as dedup_module
 from bingcrawl.pipeline import hamming
 from bingcrawl.pipeline.dedup import MAX_DISTANCE, DedupIndex, HammingIndex, Match
 
@@ -370,6 +372,27 @@ def test_rebuild_from_checkpoint_rows() -> None:
     # A signed 64-bit value read back from SQLite means the same hash.
     signed = DedupIndex.rebuild([(sha(1), -1)], near_distance=2)
     assert signed.check_and_add(sha(2), MASK ^ 0b11) == Match(sha(1), 2)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 1000])
+def test_rebuild_streams_rows_in_chunks(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    monkeypatch.setattr(dedup_module, "REBUILD_CHUNK", chunk)
+    far = 0x0F0F_0F0F_0F0F_0F0F
+    rows = [(sha(1), 0), (sha(1), far), (sha(2), MASK), (sha(2), far), (sha(3), 0xFF)]
+    consumed: list[tuple[str, int]] = []
+
+    def stream() -> Iterator[tuple[str, int]]:
+        for row in rows:  # a generator, like a cursor: never a list
+            consumed.append(row)
+            yield row
+
+    dedup = DedupIndex.rebuild(stream(), near_distance=4)
+    assert consumed == rows
+    assert len(dedup) == 3
+    # the repeats' hashes (far) were not indexed: only each sha256's first row counts
+    assert dedup.check_and_add(sha(9), far) is None
+    assert dedup.check_and_add(sha(8), 0x1) == Match(sha(1), 1)
+    assert dedup.check_and_add(sha(7), 0xF7) == Match(sha(3), 1)
 
 
 def test_rebuild_rejects_bad_rows() -> None:

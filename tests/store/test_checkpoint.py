@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -412,6 +412,13 @@ async def test_stored_hashes_and_counts(cp: Checkpoint, out: Path) -> None:
     await cp.flush()
     assert sorted(await cp.stored_hashes()) == sorted((o.sha256, o.phash) for o in outcomes)
     assert await cp.stored_counts() == {cat.id: 2, dog.id: 1}
+
+    def consume(rows: Iterator[tuple[str, int]]) -> tuple[bool, list[tuple[str, int]]]:
+        return isinstance(rows, list), sorted(rows)
+
+    # streamed from the cursor, not handed over as a list
+    streamed = await cp.read_stored_hashes(consume)
+    assert streamed == (False, sorted((o.sha256, o.phash) for o in outcomes))
 
 
 # ---------------------------------------------------------------- lifecycle
