@@ -6,6 +6,8 @@ The wire tests use a policy that allows only 127.0.0.1/32 and a canary listening
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import socket
 from collections.abc import AsyncIterator
@@ -17,6 +19,7 @@ from aiohttp.test_utils import TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bingcrawl import eventloop
 from bingcrawl.errors import ConfigError
 from bingcrawl.pipeline.netpolicy import (
     BlockedAddressError,
@@ -316,8 +319,8 @@ async def dl_ok_server() -> AsyncIterator[TestServer]:
     await server.close()
 
 
-@pytest.fixture
-async def dl_twin() -> AsyncIterator[tuple[TestServer, RawServer]]:
+@contextlib.asynccontextmanager
+async def _twin() -> AsyncIterator[tuple[TestServer, RawServer]]:
     """An OK server on 127.0.0.1:P and a canary on 127.0.0.2:P (same port, as DNS gives)."""
     for _ in range(20):
         canary = RawServer(CANARY_HOST)
@@ -328,11 +331,20 @@ async def dl_twin() -> AsyncIterator[tuple[TestServer, RawServer]]:
         except OSError:
             await canary.close()
             continue
-        yield server, canary
-        await server.close()
-        await canary.close()
+        try:
+            yield server, canary
+        finally:
+            await server.close()
+            await canary.close()
         return
     pytest.fail("could not bind a port on both 127.0.0.1 and 127.0.0.2")
+
+
+@pytest.fixture
+async def dl_twin() -> AsyncIterator[tuple[TestServer, RawServer]]:
+    """:func:`_twin` as a fixture."""
+    async with _twin() as twin:
+        yield twin
 
 
 def _blocked_in_chain(exc: BaseException) -> bool:
@@ -423,26 +435,51 @@ async def test_dns_rebinding_is_refused_at_connect_time(
     assert canary.connections == 0
 
 
-async def test_socket_factory_alone_stops_rebinding(
-    dl_policy: NetworkPolicy, dl_twin: tuple[TestServer, RawServer]
-) -> None:
-    """Without the filtering resolver, the connect-time hook is still enough."""
-    server, canary = dl_twin
+async def _socket_factory_alone(
+    policy: NetworkPolicy, twin: tuple[TestServer, RawServer]
+) -> tuple[int, BaseException, int]:
+    """First fetch (allowed address) status, second fetch's error, canary connections."""
+    server, canary = twin
     resolver = ScriptedResolver({"rebind.test": [["127.0.0.1"], [CANARY_HOST, CANARY_HOST]]})
     connector = aiohttp.TCPConnector(
         resolver=resolver,
         use_dns_cache=False,
-        socket_factory=guarded_socket_factory(dl_policy),
+        socket_factory=guarded_socket_factory(policy),
     )
     url = f"http://rebind.test:{server.port}/x"
     async with aiohttp.ClientSession(connector=connector) as session:
         async with session.get(url, headers={"Connection": "close"}) as resp:
-            assert resp.status == 200
+            status = resp.status
         with pytest.raises(aiohttp.ClientConnectorError) as info:
             async with session.get(url):
                 pass
-    assert _blocked_in_chain(info.value)
-    assert canary.connections == 0
+    return status, info.value, canary.connections
+
+
+async def test_socket_factory_alone_stops_rebinding(
+    dl_policy: NetworkPolicy, dl_twin: tuple[TestServer, RawServer]
+) -> None:
+    """Without the filtering resolver, the connect-time hook is still enough."""
+    status, error, connections = await _socket_factory_alone(dl_policy, dl_twin)
+    assert status == 200
+    assert _blocked_in_chain(error)
+    assert connections == 0
+
+
+def test_socket_factory_alone_stops_rebinding_on_uvloop(dl_policy: NetworkPolicy) -> None:
+    """The same on uvloop, the CLI's default loop: its transports take the guarded socket."""
+    pytest.importorskip("uvloop")
+
+    async def scenario() -> tuple[str, tuple[int, BaseException, int]]:
+        async with _twin() as twin:
+            loop = type(asyncio.get_running_loop()).__module__
+            return loop, await _socket_factory_alone(dl_policy, twin)
+
+    loop, (status, error, connections) = eventloop.run(scenario(), "uvloop")
+    assert loop.startswith("uvloop")
+    assert status == 200
+    assert _blocked_in_chain(error)
+    assert connections == 0
 
 
 async def test_mixed_answer_connects_only_to_the_allowed_address(
