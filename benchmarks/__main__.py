@@ -102,31 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_PASS_THROUGH = (
+    "scenarios", "tools", "repeats", "concurrency", "memory_points", "concurrency_points",
+    "img2dataset_threads", "icrawler_threads", "image_latency", "qps", "format_mix",
+)  # fmt: skip
+
+
 def options_from(args: argparse.Namespace) -> Options:
     """Resolve flags into :class:`Options`."""
     kw: dict[str, object] = {}
-    if args.scenarios:
-        kw["scenarios"] = args.scenarios
-    if args.tools:
-        kw["tools"] = args.tools
-    if args.repeats is not None:
-        kw["repeats"] = args.repeats
-    if args.concurrency is not None:
-        kw["concurrency"] = args.concurrency
-    if args.memory_points:
-        kw["memory_points"] = args.memory_points
-    if args.concurrency_points:
-        kw["concurrency_points"] = args.concurrency_points
-    if args.img2dataset_threads:
-        kw["img2dataset_threads"] = args.img2dataset_threads
-    if args.icrawler_threads:
-        kw["icrawler_threads"] = args.icrawler_threads
-    if args.image_latency is not None:
-        kw["image_latency"] = args.image_latency
-    if args.qps is not None:
-        kw["qps"] = args.qps
-    if args.format_mix is not None:
-        kw["format_mix"] = args.format_mix
+    # Flags named as Options fields pass through when given (None: not given; (): empty list).
+    for name in _PASS_THROUGH:
+        value = getattr(args, name)
+        if value is not None and value != ():
+            kw[name] = value
     if args.urls is not None:
         per_query = (Options.quick() if args.quick else Options()).results_per_query
         kw["main_queries"] = max(1, -(-args.urls // per_query))

@@ -30,7 +30,7 @@ from typing import Any
 
 from bingcrawl import eventloop
 from bingcrawl.config import CrawlConfig, QuerySpec
-from bingcrawl.emulator.server import start_emulator_process
+from bingcrawl.emulator.server import start_emulator_process, stop_emulator_process
 from bingcrawl.pipeline.crawler import Crawler
 from bingcrawl.pipeline.download import DownloadConfig
 from bingcrawl.pipeline.looplag import monitor_lag
@@ -91,8 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stats, lag_p99, lag_max = eventloop.run(_crawl(config), args.event_loop)
         wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_emulator_process(proc)
         if not args.keep:
             shutil.rmtree(out, ignore_errors=True)
     run_stats = stats.get("run", stats)

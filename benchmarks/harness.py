@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -28,7 +27,7 @@ from typing import Any
 from benchmarks.tools import Context, Row, ToolSpec, run_tool
 from benchmarks.urlset import EmulatorSpec, UrlSet
 from bingcrawl.emulator.cli import parse_format_mix
-from bingcrawl.emulator.server import start_emulator_process
+from bingcrawl.emulator.server import start_emulator_process, stop_emulator_process
 
 __all__ = ["SCENARIOS", "TOOLS", "Job", "Options", "plan", "run_benchmarks"]
 
@@ -277,14 +276,7 @@ def run_benchmarks(
                         if tuned:
                             best_threads[(tool.kind, tool.variant)] = tuned
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                if proc.stdout is not None:
-                    proc.stdout.close()
+                stop_emulator_process(proc, grace=30.0)
             emulators.append({"spec": emu.label(), "args": emu.args()[:20], "base_url": base_url})
     finally:
         ctx.cleanup()

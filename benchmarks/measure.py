@@ -23,6 +23,7 @@ times. The steady-state rate is ``(n - 1) / (last - first)``; the wall rate
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -31,6 +32,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -40,6 +42,7 @@ __all__ = [
     "peak_rss_kb",
     "process_cpu",
     "run_measured",
+    "write_result",
 ]
 
 #: File extensions counted as stored images in an output directory.
@@ -113,6 +116,15 @@ def peak_rss_kb(pid: int | str = "self") -> int:
     """Peak RSS (``VmHWM``, KiB) of a live process's address space since its exec; 0 if
     unknown. Unlike ``getrusage``'s ``ru_maxrss`` it does not include the spawner's peak."""
     return _status_kb(pid).get("VmHWM", 0)
+
+
+def write_result(path: Path, result: Mapping[str, Any]) -> None:
+    """Write a baseline's result file, with its own peak RSS as ``self_maxrss_kb``.
+
+    ``VmHWM``, not ``getrusage``'s ``ru_maxrss``: Linux starts a child's ``ru_maxrss`` at its
+    spawner's peak (the harness's), which would hide a smaller tool's own figure.
+    """
+    path.write_text(json.dumps({**result, "self_maxrss_kb": peak_rss_kb()}) + "\n")
 
 
 def _status_kb(pid: int | str) -> dict[str, int]:

@@ -81,7 +81,8 @@ class ToolSpec:
         if self.kind == "bingcrawl" and self.source == "search":
             return "bingcrawl (search API)"
         if self.kind in ("bingcrawl", "bare") and self.event_loop:
-            return f"{self.name_of_default()} ({self.event_loop} loop)"
+            base = "bare aiohttp loop" if self.kind == "bare" else "bingcrawl"
+            return f"{base} ({self.event_loop} loop)"
         names = {
             ("bingcrawl", "webdataset"): "bingcrawl (webdataset)",
             ("img2dataset", "noreencode"): "img2dataset (no reencode)",
@@ -89,10 +90,6 @@ class ToolSpec:
             ("seed", ""): "seed blog loop",
         }
         return names.get((self.kind, self.variant), self.kind)
-
-    def name_of_default(self) -> str:
-        """The name without the event-loop qualifier."""
-        return "bare aiohttp loop" if self.kind == "bare" else "bingcrawl"
 
     @property
     def settings(self) -> str:

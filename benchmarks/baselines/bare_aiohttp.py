@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import aiohttp
 
-from benchmarks.measure import peak_rss_kb
+from benchmarks.measure import write_result
 from bingcrawl import eventloop
 from bingcrawl.pipeline.looplag import monitor_lag
 
@@ -96,9 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     result = eventloop.run(_run(urls, args.out, args.concurrency), args.event_loop)
     result["event_loop"] = eventloop.resolve(args.event_loop)
     result["wall_s"] = round(time.time() - t0, 3)
-    # VmHWM, not ru_maxrss: Linux starts a child's ru_maxrss at its spawner's peak.
-    result["self_maxrss_kb"] = peak_rss_kb()
-    args.result.write_text(json.dumps(result) + "\n")
+    write_result(args.result, result)
     return 0
 
 

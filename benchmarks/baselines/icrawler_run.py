@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.measure import peak_rss_kb
+from benchmarks.measure import write_result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         downloader_kwargs={"max_num": n, "queue_timeout": 1},
     )
     result = {"threads": args.threads, "wall_s": round(time.time() - t0, 3)}
-    # VmHWM, not ru_maxrss: Linux starts a child's ru_maxrss at its spawner's peak.
-    result["self_maxrss_kb"] = peak_rss_kb()
-    args.result.write_text(json.dumps(result) + "\n")
+    write_result(args.result, result)
     return 0
 
 

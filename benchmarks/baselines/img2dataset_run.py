@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.measure import peak_rss_kb
+from benchmarks.measure import write_result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "disable_all_reencoding": args.disable_all_reencoding,
         "wall_s": round(time.time() - t0, 3),
     }
-    # VmHWM, not ru_maxrss: Linux starts a child's ru_maxrss at its spawner's peak.
-    result["self_maxrss_kb"] = peak_rss_kb()
-    args.result.write_text(json.dumps(result) + "\n")
+    write_result(args.result, result)
     return 0
 
 

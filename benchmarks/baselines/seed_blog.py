@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks.measure import peak_rss_kb
+from benchmarks.measure import write_result
 
 _PAGE_SLEEP = 1.0
 _sleep = time.sleep  # tests replace it to count the sleeps
@@ -112,9 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "download_s": round(time.time() - t_search, 3),
         "wall_s": round(time.time() - t0, 3),
     }
-    # VmHWM, not ru_maxrss: Linux starts a child's ru_maxrss at its spawner's peak.
-    result["self_maxrss_kb"] = peak_rss_kb()
-    args.result.write_text(json.dumps(result) + "\n")
+    write_result(args.result, result)
     return 0
 
 

@@ -24,7 +24,13 @@ from bingcrawl.emulator.corpus import Corpus
 from bingcrawl.emulator.imagehost import ImageHost
 from bingcrawl.emulator.state import CORPUS, IMAGE_HOST, STATE, EmulatorState
 
-__all__ = ["LISTENING_PREFIX", "EmulatorServer", "emulator_process", "start_emulator_process"]
+__all__ = [
+    "LISTENING_PREFIX",
+    "EmulatorServer",
+    "emulator_process",
+    "start_emulator_process",
+    "stop_emulator_process",
+]
 
 #: The first line ``python -m bingcrawl.emulator`` writes to stdout, followed by its URL.
 LISTENING_PREFIX = "listening on "
@@ -148,7 +154,7 @@ def start_emulator_process(
     """Start ``python -m bingcrawl.emulator [config_args]`` and return ``(process, base_url)``.
 
     ``--port 0`` is added unless ``config_args`` names a port. The URL is read from the
-    child's first stdout line; the caller owns the process (terminate and wait for it).
+    child's first stdout line; the caller owns the process (:func:`stop_emulator_process`).
     Raises ``RuntimeError`` if the child exits or stays silent for ``timeout`` seconds.
     """
     args = list(config_args)
@@ -187,11 +193,17 @@ def emulator_process(config_args: Sequence[str], *, timeout: float = 60.0) -> It
     try:
         yield base_url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        stop_emulator_process(proc)
+
+
+def stop_emulator_process(proc: subprocess.Popen[str], *, grace: float = 10.0) -> None:
+    """Terminate a child from :func:`start_emulator_process`, kill it if it lingers past
+    ``grace`` seconds, and close its pipe."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()

@@ -211,6 +211,16 @@ class SourceContext:
             counters.queries_active -= 1
             counters.queries_done += 1
 
+    async def wait_for_room(self, row: QueryRow, state: QueryState) -> bool:
+        """Wait until ``row`` may take more candidates; False (the row marked done) once it
+        has its limit of stored images."""
+        while not state.needs_more():
+            if state.full():
+                await self.checkpoint.set_query_state(row.id, "done")
+                return False
+            await state.wait_change()
+        return True
+
     async def fail_row(self, row: QueryRow, exc: Exception) -> None:
         """Mark a row failed after an API error that concerns only this row."""
         log.error("%s %r: %s", row.source, row.text, exc)
@@ -239,11 +249,8 @@ class SourceContext:
         offset = row.next_offset
         seen: set[str] = set()
         while True:
-            while not state.needs_more():
-                if state.full():
-                    await cp.set_query_state(row.id, "done")
-                    return
-                await state.wait_change()
+            if not await self.wait_for_room(row, state):
+                return
             try:
                 images, api_next = await fetch(offset)
             except ROW_ERRORS as exc:

@@ -88,11 +88,8 @@ class UrlSource:
         records = invalid = 0
         query = Path(row.text).name
         while True:
-            while not state.needs_more():
-                if state.full():
-                    await cp.set_query_state(row.id, "done")
-                    return
-                await state.wait_change()
+            if not await ctx.wait_for_room(row, state):
+                return
             batch = await asyncio.to_thread(reader.read, BATCH)
             records += len(batch.entries) + batch.invalid
             invalid += batch.invalid
