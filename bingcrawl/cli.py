@@ -449,7 +449,14 @@ async def run_crawl(config: Any) -> dict[str, Any]:
         else ()
     )
     async with contextlib.AsyncExitStack() as stack:
-        crawler = await stack.enter_async_context(Crawler(config))
+        crawler = Crawler(config)
+        # Installed before the crawler opens and removed only after it closed: a signal while
+        # it opens stops it before any request, and one while a finished crawl writes its
+        # files does not turn the completed run into an interruption (130/143).
+        for signum in signals:
+            loop.add_signal_handler(signum, crawler.request_stop, signum)
+            stack.callback(loop.remove_signal_handler, signum)
+        await stack.enter_async_context(crawler)
         if config.metrics_port is not None:
             await stack.enter_async_context(
                 MetricsServer(
@@ -459,13 +466,7 @@ async def run_crawl(config: Any) -> dict[str, Any]:
                     stall_after=config.stall_after,
                 )
             )
-        for signum in signals:
-            loop.add_signal_handler(signum, crawler.request_stop, signum)
-        try:
-            report = await crawler.run()
-        finally:
-            for signum in signals:
-                loop.remove_signal_handler(signum)
+        report = await crawler.run()
     return report.stats
 
 

@@ -18,7 +18,9 @@ library never calls ``sys.exit`` itself::
     │   ├── NotFoundError                        404 (e.g. a URL over 2,048 characters)
     │   └── ServerError                          5xx ServerError
     │       └── ResponseFormatError              a 200 whose JSON is not the documented object
-    ├── ApiConnectionError (OSError)             DNS failure, refused or reset, timeout
+    ├── ApiConnectionError (OSError)   exit 6    DNS failure, refused or reset, timeout
+    ├── IncompleteCrawlError           exit 6    queries left unfinished by API errors
+    ├── StorageError (OSError)         exit 5    disk full, quota, I/O error: stopped, resumable
     ├── BlockedAddressError (OSError)            the network policy refused an address (SSRF)
     ├── UnsafePathError (OSError)                a write would leave OUT or follow a symlink
     └── Interrupted                    130/143   SIGINT / SIGTERM after a clean checkpoint
@@ -46,6 +48,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "HttpNotAllowedError",
+    "IncompleteCrawlError",
     "Interrupted",
     "InvalidParameterError",
     "InvalidRequestError",
@@ -54,6 +57,7 @@ __all__ = [
     "ResponseFormatError",
     "ResumeMismatchError",
     "ServerError",
+    "StorageError",
     "ThrottledError",
     "UnsafePathError",
     "parse_retry_after",
@@ -190,7 +194,35 @@ class ResponseFormatError(ServerError):
 
 
 class ApiConnectionError(BingCrawlError, OSError):
-    """The API could not be reached: DNS failure, refused or reset connection, timeout."""
+    """The API could not be reached: DNS failure, refused or reset connection, timeout.
+
+    ``sent`` is False when no connection was ever made (refused, DNS failure, TLS or connect
+    timeout): nothing reached the API, so the call is not counted. Raised out of a crawl when
+    the API stays unreachable: the crawl stops asking, finishes its downloads and exits 6;
+    nothing is marked failed, and a re-run resumes where it stopped.
+    """
+
+    exit_code: ClassVar[int] = 6
+
+    def __init__(self, *args: object, sent: bool = True) -> None:
+        self.sent = sent
+        super().__init__(*args)
+
+
+class IncompleteCrawlError(BingCrawlError):
+    """The crawl ended with queries left unfinished by API errors that a re-run may not meet
+    (5xx that outlasted ``--api-retries``); those queries are retried by the next run."""
+
+    exit_code: ClassVar[int] = 6
+
+
+class StorageError(BingCrawlError, OSError):
+    """The output's filesystem refused a write for a reason that is not the image's fault:
+    a full disk (ENOSPC), a quota (EDQUOT), an I/O error (EIO), too many open files
+    (EMFILE/ENFILE), a read-only filesystem (EROFS). The crawl stops cleanly: the image stays
+    pending, nothing is lost, and a re-run (once there is room) resumes. Exit 5."""
+
+    exit_code: ClassVar[int] = 5
 
 
 class BlockedAddressError(BingCrawlError, OSError):

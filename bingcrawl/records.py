@@ -64,6 +64,7 @@ class ErrorClass(enum.StrEnum):
     BAD_ENCODING = "bad_encoding"  # a compressed Content-Encoding we refuse
     TOO_SLOW = "too_slow"  # below the minimum throughput (slow drip)
     WRITE_ERROR = "write_error"  # the file could not be written under OUT
+    DECODE_TIMEOUT = "decode_timeout"  # decoding hung (a pathological file): workers killed
 
     @staticmethod
     def http(status: int) -> str:

@@ -78,6 +78,7 @@ __all__ = [
     "MAX_UPLOAD_SIDE",
     "ApiCall",
     "BingClient",
+    "Upload",
     "error_from_response",
     "prepare_upload",
 ]
@@ -108,6 +109,12 @@ MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 _CLIENT_ID = re.compile(r"^[!-~]{1,256}$")
 # Formats sent unchanged when already within the upload limits.
 _PASSTHROUGH = frozenset({"JPEG", "PNG", "GIF", "WEBP", "BMP"})
+
+#: Failures that happen before a connection exists: the request never left.
+NOT_SENT: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ConnectionTimeoutError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +215,19 @@ def error_from_response(
     return error
 
 
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """An image ready for a visual-search upload (see :func:`prepare_upload`)."""
+
+    data: bytes
+    content_type: str
+
+    @classmethod
+    def prepare(cls, data: bytes) -> Upload:
+        """Fit ``data`` for an upload (CPU-bound: run it in a thread)."""
+        return cls(*prepare_upload(data))
+
+
 def prepare_upload(
     data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES, max_side: int = MAX_UPLOAD_SIDE
 ) -> tuple[bytes, str]:
@@ -273,7 +293,8 @@ class BingClient:
     ``endpoint`` is a base URL; ``v7.0/images/<name>`` is appended. ``client_id`` seeds the
     ``X-MSEdge-ClientID`` header; otherwise the first ID a response carries is captured and
     sent on every later call (persist :attr:`client_id` across runs, as the reference asks).
-    ``on_response(endpoint, status)`` is called once per call (status 0: no HTTP response).
+    ``on_response(endpoint, status)`` is called once per call that may have reached the API
+    (status 0: no HTTP response); a connection that was never made is not a call.
     ``connector`` is used but not closed by the client (for tests and custom DNS / TLS).
     """
 
@@ -379,12 +400,14 @@ class BingClient:
         return self._parse(TrendingImages.from_json, obj, "trending", status, trace)
 
     async def visual_search(
-        self, params: VisualSearchParams | None = None, *, image: bytes | None = None
+        self, params: VisualSearchParams | None = None, *, image: bytes | Upload | None = None
     ) -> ImageKnowledge:
         """``POST /images/visualsearch`` (multipart): insights of a URL, a token or an upload.
 
-        An uploaded ``image`` is downscaled to at most 1,500 px and re-encoded to at most 1 MB
-        in a worker thread when it is larger.
+        An uploaded ``image`` (raw bytes) is downscaled to at most 1,500 px and re-encoded to
+        at most 1 MB in a worker thread when it is larger. An :class:`Upload` (from
+        :meth:`Upload.prepare`) is sent as it is, with no await before the request leaves:
+        what a rate-limited caller needs (the grant must be followed by the send).
         """
         self._require_open()
         params = params or VisualSearchParams()
@@ -394,7 +417,9 @@ class BingClient:
         if knowledge:
             form.add_field("knowledgeRequest", orjson.dumps(knowledge).decode())
         if image is not None:
-            data, content_type = await asyncio.to_thread(prepare_upload, image)
+            if not isinstance(image, Upload):
+                image = await asyncio.to_thread(Upload.prepare, image)
+            data, content_type = image.data, image.content_type
             extension = content_type.rsplit("/", 1)[-1]
             form.add_field("image", data, filename=f"image.{extension}", content_type=content_type)
         obj, status, trace = await self._call(
@@ -464,9 +489,15 @@ class BingClient:
                     chunks.append(chunk)
                 body = b"".join(chunks)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self._record(ApiCall(endpoint, 0, loop.time() - started))
+            # No connection at all (refused, DNS, TLS, connect timeout): nothing was sent,
+            # nothing is counted. Anything later may have reached the API: counted.
+            sent = not isinstance(exc, NOT_SENT)
+            if sent:
+                self._record(ApiCall(endpoint, 0, loop.time() - started))
             detail = redact(f"{type(exc).__name__}: {exc}", *secret_forms(self._key))
-            raise ApiConnectionError(f"{endpoint}: cannot reach the API ({detail})") from exc
+            raise ApiConnectionError(
+                f"{endpoint}: cannot reach the API at {self._base} ({detail})", sent=sent
+            ) from exc
         trace_id = headers.get("BingAPIs-TraceId")
         issued = headers.get("X-MSEdge-ClientID")
         if issued and not self._client_id and _CLIENT_ID.match(issued):

@@ -7,22 +7,35 @@ the API client with its limiter, and closes them in reverse (``AsyncExitStack``)
 which runs every source), the bounded frontier and the download workers under
 ``asyncio.TaskGroup``s.
 
-Stopping: the end of the sources closes the frontier so workers drain it; a quota closes it
-the same way after cancelling the producers; :meth:`Crawler.request_stop` (a signal) cancels
-the producers, stops handing out queued work and gives in-flight downloads ``grace`` seconds;
-a second request cancels the workers at once. In every case the checkpoint is flushed and the
-manifest and stats are written before :meth:`run` returns or raises.
+Stopping: the end of the sources closes the frontier so workers drain it; a quota, an
+unreachable API or queries left on API errors close it the same way once the producers are
+done (then :meth:`run` raises that error); :meth:`Crawler.request_stop` (a signal) and a
+storage fault (a full disk: :class:`~bingcrawl.errors.StorageError`) cancel the producers,
+stop handing out queued work and give in-flight downloads ``grace`` seconds; a second signal
+cancels the workers at once. In every case the checkpoint is flushed and the manifest and
+stats are written before :meth:`run` returns or raises.
+
+Invariants the workers keep (each has its regression test in ``tests/e2e/test_defects.py``):
+
+* a candidate is stored, a duplicate of a *stored* image, failed, skipped, or still pending:
+  a duplicate is committed only after the image it names is stored (if that write fails, the
+  copy is decided again), and a storage fault leaves the image pending, never failed;
+* writing a file and recording its outcome are one unit, shielded from cancellation and
+  awaited before the checkpoint is flushed: no file is left without its row;
+* a worker never waits for a query at its ``--limit``: surplus candidates are parked on the
+  query and taken up (or skipped) by the worker that ends one of its downloads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -32,11 +45,14 @@ from typing import Any
 
 from bingcrawl.config import CrawlConfig
 from bingcrawl.errors import (
+    ApiConnectionError,
     AuthenticationError,
     BingCrawlError,
     ConfigError,
+    IncompleteCrawlError,
     Interrupted,
     QuotaExceededError,
+    StorageError,
     UnsafePathError,
 )
 from bingcrawl.obs.logs import bind, current_context
@@ -75,6 +91,9 @@ class QueryState:
     ``--limit`` check and the reservation happen without an await between them.
     ``downloading`` counts this query's downloads in progress: a worker does not start one
     while stored + downloading already reach the limit (it would most likely be thrown away).
+    Such a candidate is ``parked`` instead of waited on (a worker waiting would hold up every
+    other query): the worker that ends one of this query's downloads takes it up again, or
+    skips it once the query is full.
     """
 
     id: int
@@ -84,6 +103,7 @@ class QueryState:
     stored: int = 0
     outstanding: int = 0
     downloading: int = 0
+    parked: deque[Candidate] = field(default_factory=deque)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def needs_more(self) -> bool:
@@ -122,6 +142,16 @@ class CrawlReport:
     quota_exhausted: bool = False
 
 
+#: errno values of a storage fault that is not the image's fault: the crawl stops cleanly
+#: and the image stays pending (a re-run resumes once there is room).
+STORAGE_FAULTS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EMFILE, errno.ENFILE, errno.EROFS}
+)
+
+#: Errors that end the API side of a run but let queued downloads finish first.
+_STOPS_PRODUCING = (QuotaExceededError, ApiConnectionError, IncompleteCrawlError)
+
+
 Producer = Callable[["Crawler"], Coroutine[Any, Any, None]]
 
 
@@ -140,8 +170,17 @@ class Crawler:
         self._stop_signal: int | None = None
         self._producer_task: asyncio.Task[None] | None = None
         self._worker_tasks: list[asyncio.Task[None]] = []
+        self._stop_task: asyncio.Task[None] | None = None
         self._quota_error: QuotaExceededError | None = None
+        self._producer_error: BingCrawlError | None = None
+        self._storage_error: StorageError | None = None
+        self._stages_done = False
         self._finished = False
+        # Images whose write is under way, by sha256: their near-duplicates wait for the
+        # outcome before being committed as duplicates (True: stored; False: not stored).
+        self._writing: dict[str, asyncio.Future[bool]] = {}
+        # Write-and-record units in progress; shielded from cancellation, awaited at the end.
+        self._commits: set[asyncio.Task[None]] = set()
         # The CLI binds a run id before the first log line; a library caller gets a fresh one.
         self.run_id = str(current_context().get("run_id") or uuid.uuid4().hex[:12])
         self.crash = CrashPoints.parse(config.crash_at)
@@ -199,6 +238,7 @@ class Crawler:
                 stack.callback(shards.close)
                 self.shards = shards
             self.calls_before = self.checkpoint.api_calls_total
+            self.counters.stored_before = len(self.dedup)
             self.gate = ApiGate(
                 RateLimiter(self.config.qps),
                 policy=RetryPolicy(
@@ -206,6 +246,7 @@ class Crawler:
                 ),
                 max_calls=self.config.max_api_calls,
                 calls_before=self.calls_before,
+                ledger=self.checkpoint,
             )
         except BaseException:
             await stack.aclose()
@@ -240,17 +281,36 @@ class Crawler:
     # -- control -------------------------------------------------------------------------
 
     def request_stop(self, signum: int) -> None:
-        """Stop on a signal: first time gracefully, second time at once."""
+        """Stop on a signal: first time gracefully, second time at once.
+
+        A signal once the crawl's work is done (while it writes its manifest and closes)
+        changes nothing: the run completed and reports so.
+        """
+        if self._stages_done:
+            log.warning("signal %d: the crawl is complete; finishing its files", signum)
+            return
         if self._stop_signal is None:
             self._stop_signal = signum
             log.warning("signal %d: stopping (again to stop at once)", signum)
-            if self._producer_task is not None:
-                self._producer_task.cancel()
-            asyncio.get_running_loop().create_task(self._graceful_stop())
+            self._stop_producing()
         else:
             log.warning("second signal: stopping now")
             for task in self._worker_tasks:
                 task.cancel()
+
+    def _stop_producing(self) -> None:
+        """Cancel the producers, stop handing out queued work, give downloads ``grace``."""
+        if self._stop_task is not None:
+            return
+        if self._producer_task is not None:
+            self._producer_task.cancel()
+        self._stop_task = asyncio.get_running_loop().create_task(self._graceful_stop())
+        self._stop_task.add_done_callback(_log_failure)
+
+    @property
+    def stopping(self) -> bool:
+        """True once a signal or a storage fault asked the crawl to stop early."""
+        return self._stop_signal is not None or self._storage_error is not None
 
     async def _graceful_stop(self) -> None:
         await self.frontier.close(drain=False)
@@ -258,6 +318,18 @@ class Crawler:
             _, pending = await asyncio.wait(self._worker_tasks, timeout=self.config.grace)
             for task in pending:
                 task.cancel()
+
+    def _storage_fault(self, exc: OSError) -> None:
+        """A write failed for a reason that is not the image's: stop the crawl cleanly."""
+        if self._storage_error is None:
+            self._storage_error = StorageError(
+                exc.errno or errno.EIO,
+                f"cannot write under {self.out}: {exc.strerror or exc}; the crawl stopped with "
+                "nothing lost: free some space (or fix the filesystem) and re-run the same "
+                "command to resume",
+            )
+            log.error("%s", self._storage_error)
+            self._stop_producing()
 
     # -- the run -------------------------------------------------------------------------
 
@@ -267,11 +339,15 @@ class Crawler:
             raise RuntimeError("use `async with Crawler(config) as crawler:` before run()")
         bind(run_id=self.run_id)
         reporter = asyncio.create_task(
-            ProgressReporter(self.counters, live=self.config.progress).run()
+            ProgressReporter(
+                self.counters, live=self.config.progress, waiting=self.waiting_for
+            ).run()
         )
         error: BaseException | None = None
         try:
-            await self._run_stages()
+            if self._stop_signal is None:  # (a signal while the crawler opened: stop now)
+                await self._run_stages()
+            self._stages_done = True
         except BaseExceptionGroup as group:
             # Report the error that matters (e.g. AuthenticationError), not the group that
             # the task groups wrapped it in.
@@ -286,10 +362,12 @@ class Crawler:
             self._finished = True
         if error is not None:
             raise error
+        if self._storage_error is not None:
+            raise self._storage_error
         if self._stop_signal is not None:
             raise Interrupted(self._stop_signal)
-        if self._quota_error is not None:
-            raise self._quota_error
+        if self._producer_error is not None:
+            raise self._producer_error
         return CrawlReport(stats=stats)
 
     async def _run_stages(self) -> None:
@@ -305,21 +383,27 @@ class Crawler:
             try:
                 await self._producer_task
             except asyncio.CancelledError:
-                if self._stop_signal is None:
+                if not self.stopping:
                     raise
             finally:
-                await self.frontier.close(drain=self._stop_signal is None)
+                await self.frontier.close(drain=not self.stopping)
 
     async def _produce(self, producers: list[Producer]) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
                 for producer in producers:
                     tg.create_task(producer(self))
-        except* QuotaExceededError as group:
+        except* _STOPS_PRODUCING as group:
+            # The API side is over (quota, an unreachable API, queries left to retry):
+            # queued downloads still finish, then run() raises it.
             exc = leaves(group)[0]
-            assert isinstance(exc, QuotaExceededError)
-            self._quota_error = exc
-            log.warning("API quota exhausted (%s): finishing queued downloads", exc)
+            assert isinstance(exc, BingCrawlError)
+            self._producer_error = exc
+            if isinstance(exc, QuotaExceededError):
+                self._quota_error = exc
+                log.warning("API quota exhausted (%s): finishing queued downloads", exc)
+            else:
+                log.warning("API calls stopped: finishing queued downloads")
 
     def metrics_snapshot(self) -> MetricsSnapshot:
         """Live counters for the metrics endpoint (see :mod:`bingcrawl.obs.metrics`)."""
@@ -342,6 +426,19 @@ class Crawler:
             last_progress=c.last_progress,
             state=self.run_state,
         )
+
+    def waiting_for(self) -> str:
+        """What the crawl is waiting for, in words (shown when nothing has moved a while)."""
+        paused = self.gate.limiter.paused_for()
+        if paused > 0:
+            return f"the API: throttled, every call waits {paused:.0f} s more"
+        if self.stopping:
+            return f"{self.counters.in_flight} downloads to finish before stopping"
+        if self.counters.in_flight:
+            return f"{self.counters.in_flight} downloads in progress"
+        if len(self.frontier):
+            return "download workers"
+        return "the API (the next result page)"
 
     @property
     def run_state(self) -> str:
@@ -374,12 +471,46 @@ class Crawler:
 
     async def _worker(self) -> None:
         while (candidate := await self.frontier.get()) is not None:
-            self.counters.in_flight += 1
-            try:
-                outcome = await self._process(candidate)
-            finally:
-                self.counters.in_flight -= 1
+            while candidate is not None and not self.stopping:
+                candidate = await self._handle(candidate)
+
+    async def _handle(self, candidate: Candidate) -> Candidate | None:
+        """Process one candidate; returns a parked candidate this worker should take next."""
+        state = self.queries.get(candidate.query_id)
+        if state is not None and not state.may_download():
+            # Start a download only if it could still be stored under --limit: downloads
+            # in progress count against the limit until their outcome is decided.
+            if state.full():
+                self._record(Outcome(candidate, Status.SKIPPED))
+            else:
+                state.parked.append(candidate)  # taken up when one of its downloads ends
+            return None
+        self.counters.in_flight += 1
+        if state is not None:
+            state.downloading += 1
+        try:
+            outcome = await self._fetch_and_store(candidate, state)
+        finally:
+            self.counters.in_flight -= 1
+            if state is not None:
+                state.downloading -= 1
+                state.notify()
+        if outcome is not None:
             self._record(outcome)
+        return self._unpark(state)
+
+    def _unpark(self, state: QueryState | None) -> Candidate | None:
+        """After one of ``state``'s downloads: its parked candidates are skipped (the query
+        is full) or one is handed back (a download slot under the limit is free)."""
+        if state is None or not state.parked:
+            return None
+        if state.full():
+            while state.parked:
+                self._record(Outcome(state.parked.popleft(), Status.SKIPPED))
+            return None
+        if state.may_download():
+            return state.parked.popleft()
+        return None
 
     def _record(self, outcome: Outcome) -> None:
         self.checkpoint.record_outcome(outcome)
@@ -404,24 +535,11 @@ class Crawler:
         if state is not None:
             state.settle()
 
-    async def _process(self, candidate: Candidate) -> Outcome:
-        state = self.queries.get(candidate.query_id)
-        if state is None:
-            return await self._fetch_and_store(candidate, None)
-        # Start a download only if it could still be stored under --limit: downloads in
-        # progress (until their outcome is decided) count against the limit too.
-        while not state.may_download():
-            if state.full():
-                return Outcome(candidate, Status.SKIPPED)
-            await state.wait_change()
-        state.downloading += 1
-        try:
-            return await self._fetch_and_store(candidate, state)
-        finally:
-            state.downloading -= 1
-            state.notify()
-
-    async def _fetch_and_store(self, candidate: Candidate, state: QueryState | None) -> Outcome:
+    async def _fetch_and_store(
+        self, candidate: Candidate, state: QueryState | None
+    ) -> Outcome | None:
+        """Download, hash, decide; ``None`` when the outcome was recorded by the write unit
+        (or the candidate stays pending after a storage fault)."""
         fetched = await self.downloader.fetch(candidate)
         if isinstance(fetched, DownloadFailure):
             return Outcome(
@@ -457,37 +575,86 @@ class Crawler:
             "size": hashed.size,
             "fetched_at": now,
         }
-        # The limit check, the dedup decision and the reservation happen with no await
-        # between them, so concurrent workers can neither exceed --limit nor both store
-        # copies of one picture.
-        if state is not None and state.full():
-            return Outcome(candidate, Status.SKIPPED, **common)
-        match = self.dedup.check_and_add(hashed.sha256, hashed.phash)
-        if match is not None:
-            return Outcome(
-                candidate,
-                Status.DUPLICATE,
-                duplicate_of=match.sha256,
-                distance=match.distance,
-                **common,
-            )
+        while True:
+            # The limit check, the dedup decision and the reservation happen with no await
+            # between them, so concurrent workers can neither exceed --limit nor both store
+            # copies of one picture.
+            if self._storage_error is not None:
+                return None  # the disk refused a write: the candidate stays pending
+            if state is not None and state.full():
+                return Outcome(candidate, Status.SKIPPED, **common)
+            match = self.dedup.check_and_add(hashed.sha256, hashed.phash)
+            if match is None:
+                break
+            winner = self._writing.get(match.sha256)
+            # A duplicate is committed only once the image it names is stored: if that
+            # write fails, this copy is decided again (and may be the one stored).
+            if winner is None or await asyncio.shield(winner):
+                return Outcome(
+                    candidate,
+                    Status.DUPLICATE,
+                    duplicate_of=match.sha256,
+                    distance=match.distance,
+                    **common,
+                )
         if state is not None:
             state.stored += 1
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._writing[hashed.sha256] = done
+        unit = asyncio.ensure_future(
+            self._write_and_record(candidate, hashed, fetched.body, common, state, done)
+        )
+        self._commits.add(unit)
+        unit.add_done_callback(self._commits.discard)
+        # Shielded: a worker cancelled after --grace does not abandon a file half-recorded;
+        # the unit finishes (and _finish waits for it) so every file has its row.
+        await asyncio.shield(unit)
+        return None
+
+    async def _write_and_record(
+        self,
+        candidate: Candidate,
+        hashed: Hashed,
+        body: bytes,
+        common: dict[str, Any],
+        state: QueryState | None,
+        done: asyncio.Future[bool],
+    ) -> None:
+        """Write the winner's file and record its outcome, as one unit."""
+        stored = False
         try:
-            where = await self._store(candidate, hashed, fetched.body)
-        except (OSError, ValueError) as exc:
-            self.dedup.discard(hashed.sha256)
-            if state is not None:
-                state.stored -= 1
-            return Outcome(
-                candidate,
-                Status.FAILED,
-                error_class="write_error",
-                detail=str(exc)[:200],
-                **common,
-            )
-        self.crash.hit("file_written")
-        return Outcome(candidate, Status.STORED, **where, **common)
+            try:
+                where = await self._store(candidate, hashed, body)
+            except OSError as exc:
+                if exc.errno in STORAGE_FAULTS and not isinstance(exc, UnsafePathError):
+                    self._storage_fault(exc)  # stays pending: nothing is recorded
+                    return
+                self._record(self._write_failed(candidate, exc, common))
+                return
+            except ValueError as exc:
+                self._record(self._write_failed(candidate, exc, common))
+                return
+            self.crash.hit("file_written")
+            self._record(Outcome(candidate, Status.STORED, **where, **common))
+            stored = True
+        finally:
+            if not stored:
+                self.dedup.discard(hashed.sha256)
+                if state is not None:
+                    state.stored -= 1
+                    state.notify()
+            self._writing.pop(hashed.sha256, None)
+            done.set_result(stored)  # after the record: a duplicate's row follows the winner's
+
+    @staticmethod
+    def _write_failed(candidate: Candidate, exc: Exception, common: dict[str, Any]) -> Outcome:
+        return Outcome(
+            candidate,
+            Status.FAILED,
+            error_class="write_error",
+            detail=str(exc)[:200],
+            **common,
+        )
 
     async def _store(self, candidate: Candidate, hashed: Hashed, body: bytes) -> dict[str, Any]:
         """Put the image in place (a file, or a shard member); returns the Outcome's location."""
@@ -517,17 +684,29 @@ class Crawler:
     # -- end of run ----------------------------------------------------------------------
 
     async def _finish(self) -> dict[str, Any]:
+        if self._commits:
+            # Writes under way finish and record their outcome: no file without its row.
+            await asyncio.wait(set(self._commits))
         await self.checkpoint.flush()
         snapshot = self.counters.snapshot()
         snapshot["api_calls"] = self.gate.calls - self.calls_before
         snapshot["api_throttled"] = self.gate.throttled
         snapshot["stopped_by_signal"] = self._stop_signal
         snapshot["quota_exhausted"] = self._quota_error is not None
+        snapshot["storage_error"] = (
+            None if self._storage_error is None else str(self._storage_error)
+        )
         durable = self.config.durable
         await asyncio.to_thread(write_manifest, self.checkpoint, self.out, durable=durable)
         return await asyncio.to_thread(
             write_stats, self.checkpoint, self.out, extra={"run": snapshot}, durable=durable
         )
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """Done-callback of background tasks: their errors are logged, never lost."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("%s failed", task.get_name(), exc_info=exc)
 
 
 def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -9,6 +9,7 @@ batches in flight, and surviving workers that die. Re-exported by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
 import logging
@@ -58,6 +59,8 @@ class HashPoolConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     draft: bool = True
     start_method: str = "spawn"
+    decode_timeout: float = 30.0
+    close_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if self.workers < 0:
@@ -70,6 +73,10 @@ class HashPoolConfig:
             raise ConfigError("algo", f"unknown hash algorithm {self.algo!r}; choose {HASH_ALGOS}")
         if self.max_pixels < 1:
             raise ConfigError("max_pixels", f"must be >= 1, got {self.max_pixels}")
+        for name in ("decode_timeout", "close_timeout"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 < value < float("inf")):
+                raise ConfigError(name, f"must be a positive number of seconds, got {value!r}")
         if self.start_method not in ("spawn", "forkserver"):
             raise ConfigError(
                 "start_method", f"must be 'spawn' or 'forkserver', got {self.start_method!r}"
@@ -119,11 +126,14 @@ class HashPool:
     up; at most ``max_inflight`` batches (default 2 x workers) are in the executor at once, so
     memory stays flat. If a worker process dies (OOM killer, a crashing decoder), the pool is
     replaced and the lost images are retried one at a time; an image that kills a worker every
-    time is reported as ``not_an_image``.
+    time is reported as ``not_an_image``. A batch that takes longer than ``decode_timeout``
+    seconds (plus one per image) has a worker stuck in a decoder: the workers are killed and
+    the images retried the same way; an image that hangs every time is ``decode_timeout``.
 
     Closing (:meth:`aclose` or leaving the ``async with``) fails calls still waiting for a batch
-    with RuntimeError, lets batches in flight finish, and shuts the workers down. Closing twice
-    is harmless; :meth:`hash` after closing and re-entering raise RuntimeError.
+    with RuntimeError, gives batches in flight ``close_timeout`` seconds to finish (then kills
+    the workers), and shuts the workers down. Closing twice is harmless; :meth:`hash` after
+    closing and re-entering raise RuntimeError.
     """
 
     def __init__(
@@ -136,6 +146,9 @@ class HashPool:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         draft: bool = True,
         start_method: str = "spawn",
+        decode_timeout: float = 30.0,
+        close_timeout: float = 10.0,
+        batch_fn: Callable[..., list[Hashed | HashFailure]] | None = None,
     ) -> None:
         resolved = (os.cpu_count() or 1) if workers is None else workers
         self.config = HashPoolConfig(
@@ -146,7 +159,11 @@ class HashPool:
             max_pixels=max_pixels,
             draft=draft,
             start_method=start_method,
+            decode_timeout=decode_timeout,
+            close_timeout=close_timeout,
         )
+        # The per-batch function run in the workers (None: hash_batch, looked up per call).
+        self._batch_fn = batch_fn
         self.stats = HashPoolStats()
         #: Pids of the worker processes started on entering (empty in thread mode).
         self.worker_pids: tuple[int, ...] = ()
@@ -265,7 +282,16 @@ class HashPool:
                 job.future.set_exception(RuntimeError("HashPool closed before hashing this image"))
         try:
             if self._tasks:
-                await asyncio.wait(set(self._tasks))
+                _, late = await asyncio.wait(set(self._tasks), timeout=self.config.close_timeout)
+                if late:
+                    logger.warning(
+                        "%d hash batches still running %.0f s after close; killing the workers",
+                        len(late), self.config.close_timeout,
+                    )  # fmt: skip
+                    if self._executor is not None:
+                        _kill_workers(self._executor)
+                    for task in late:
+                        task.cancel()
         except asyncio.CancelledError:
             for task in self._tasks:
                 task.cancel()
@@ -335,18 +361,39 @@ class HashPool:
 
     async def _execute(self, items: list[bytes], attempt: int) -> list[Hashed | HashFailure]:
         c = self.config
-        call = functools.partial(hash_batch, items, c.algo, c.max_pixels, c.draft)
+        fn = self._batch_fn or hash_batch
+        call = functools.partial(fn, items, c.algo, c.max_pixels, c.draft)
         if c.workers == 0:
             return await asyncio.to_thread(call)
         executor = self._executor
         if executor is None:
             raise RuntimeError("HashPool is closed")
         assert self._loop is not None
+        hung = False
         try:
-            results = await self._loop.run_in_executor(executor, call)
+            work = self._loop.run_in_executor(executor, call)
+            done, _ = await asyncio.wait({work}, timeout=c.decode_timeout + len(items))
+            if not done:
+                # A decoder is stuck (a pathological file): kill the workers; the batch then
+                # fails like a crash and its images are retried one at a time.
+                hung = True
+                logger.warning(
+                    "a hash batch of %d images took over %.0f s; killing the workers",
+                    len(items), c.decode_timeout + len(items),
+                )  # fmt: skip
+                _kill_workers(executor)
+            results = await work
         except BrokenProcessPool:
             self._replace_executor(executor)
             if len(items) == 1 and attempt >= _MAX_ATTEMPTS:
+                if hung:
+                    logger.warning("an image hung the decoder %d times; giving up", attempt)
+                    return [
+                        HashFailure(
+                            ErrorClass.DECODE_TIMEOUT,
+                            f"decoding took over {c.decode_timeout:g} s",
+                        )
+                    ]
                 logger.warning("an image crashed the hash worker %d times; giving up", attempt)
                 return [HashFailure(ErrorClass.NOT_AN_IMAGE, "the decoder crashed on this image")]
             # Any in-flight batch fails when one worker dies: find the culprit by going single.
@@ -385,3 +432,13 @@ class HashPool:
         broken.shutdown(wait=False, cancel_futures=True)
         self._executor = self._new_executor()
         self.stats.restarts += 1
+
+
+def _kill_workers(executor: ProcessPoolExecutor) -> None:
+    """SIGKILL the executor's worker processes (it then reports itself broken)."""
+    # ProcessPoolExecutor has no public way to stop a running call; its process table is the
+    # one handle on the workers (stable since Python 3.2).
+    processes = getattr(executor, "_processes", None) or {}
+    for process in list(processes.values()):
+        with contextlib.suppress(OSError, ValueError):
+            process.kill()

@@ -7,7 +7,7 @@ Order of a run (:func:`run_sources`):
 3. register this run's rows: root queries, seed images (hashed into the dedup index *before*
    anything is queued, so copies of the seeds are never stored) and URL-list files (opened
    and checked before any request);
-4. queue what an earlier run left pending;
+4. queue what an earlier run left pending (the query counts are known before);
 5. run the sources together: search with its breadth-first expansions, visual search,
    trending, URL lists; then, once they are done and their downloads settled, similar
    images of everything stored.
@@ -100,15 +100,17 @@ async def run_sources(crawler: Crawler) -> None:
             await urls.prepare()
         for row in ctx.rows.values():
             ctx.track(row)
-        await _resume_pending(crawler)
 
         root_ids = {row.id for row in roots}
         if config.trending:
             root_ids |= {r.id for r in ctx.rows.values() if r.source == Source.TRENDING.value}
         paged = search.schedule(root_ids)
         counters = crawler.counters
+        # Known before the pending candidates are queued (which can take a while on a large
+        # resume): the progress display shows the whole crawl from its first refresh.
         counters.queries_total = len(ctx.rows)
         counters.queries_done = len(ctx.rows) - paged - (len(visual.rows()) if visual else 0)
+        await _resume_pending(crawler)
         if config.trending:
             # Released by run_trending once the tiles' queries are in; until then they are a
             # level of expansions not known yet.
@@ -129,5 +131,6 @@ async def run_sources(crawler: Crawler) -> None:
     finally:
         if urls is not None:
             urls.close()
-    if ctx.quota is not None:
-        raise ctx.quota
+    stopped = ctx.stop_error()
+    if stopped is not None:
+        raise stopped

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,11 +17,17 @@ __all__ = ["Counters", "ProgressReporter"]
 log = logging.getLogger("bingcrawl.progress")
 
 
+#: Seconds without progress after which the display says what the crawl is waiting for.
+IDLE_AFTER = 3.0
+
+
 @dataclass(slots=True)
 class Counters:
-    """What this run has done so far (the checkpoint holds the totals across runs)."""
+    """What this run has done so far, and what the dataset held when it started
+    (``stored_before``: a resumed run shows the whole dataset and this run's part of it)."""
 
     started: float = field(default_factory=time.monotonic)
+    stored_before: int = 0
     queries_total: int = 0
     queries_done: int = 0
     queries_active: int = 0
@@ -48,6 +55,10 @@ class Counters:
         """Seconds since the run started."""
         return time.monotonic() - self.started
 
+    def idle(self) -> float:
+        """Seconds since anything last happened."""
+        return time.monotonic() - self.last_progress
+
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready copy, with rates."""
         elapsed = max(self.elapsed(), 1e-9)
@@ -62,6 +73,7 @@ class Counters:
             "downloaded": self.downloaded,
             "bytes": self.bytes,
             "stored": self.stored,
+            "dataset_stored": self.stored_before + self.stored,
             "duplicates": self.duplicates,
             "near_duplicates": self.near_duplicates,
             "failed": self.failed,
@@ -76,25 +88,49 @@ class Counters:
             ),
         }
 
-    def line(self) -> str:
-        """One human-readable progress line."""
+    def line(self, waiting: str | None = None) -> str:
+        """One human-readable progress line (``waiting``: what an idle crawl waits for)."""
         s = self.snapshot()
-        return (
+        line = (
             f"queries {s['queries_done']}/{s['queries_total']} ({s['queries_active']} active) | "
             f"pages {s['pages']} | API calls {s['api_calls']} ({s['api_calls_per_s']}/s) | "
-            f"downloaded {s['downloaded']} | stored {s['stored']} | dup {s['duplicates']} | "
+            f"downloaded {s['downloaded']} | stored {s['dataset_stored']} "
+            f"(+{s['stored']} this run) | dup {s['duplicates']} | "
             f"failed {s['failed']} | {s['images_per_s']} img/s | "
             f"{s['bytes_per_s'] / 1e6:.2f} MB/s"
         )
+        if waiting:
+            line += f" | idle {self.idle():.0f} s: waiting for {waiting}"
+        return line
+
+
+Waiting = Callable[[], str]
 
 
 class ProgressReporter:
-    """Shows :class:`Counters` until cancelled: rich on a TTY, else a log line per ``interval``."""
+    """Shows :class:`Counters` until cancelled: rich on a TTY, else a log line per ``interval``.
 
-    def __init__(self, counters: Counters, *, live: bool, interval: float = 5.0) -> None:
+    ``waiting`` tells what the crawl waits for; it is shown once nothing has happened for
+    :data:`IDLE_AFTER` seconds (a throttled API, slow downloads, a quota pause...).
+    """
+
+    def __init__(
+        self,
+        counters: Counters,
+        *,
+        live: bool,
+        interval: float = 5.0,
+        waiting: Waiting | None = None,
+    ) -> None:
         self.counters = counters
         self.live = live
         self.interval = interval
+        self.waiting = waiting
+
+    def _waiting(self) -> str | None:
+        if self.waiting is None or self.counters.idle() < IDLE_AFTER:
+            return None
+        return self.waiting()
 
     async def run(self) -> None:
         """Report until cancelled."""
@@ -103,7 +139,7 @@ class ProgressReporter:
         else:
             while True:
                 await asyncio.sleep(self.interval)
-                log.info("%s", self.counters.line())
+                log.info("%s", self.counters.line(self._waiting()))
 
     async def _run_live(self) -> None:
         from rich.live import Live  # imported here: only a TTY run pays for rich
@@ -126,15 +162,25 @@ class ProgressReporter:
             "pages / API calls", f"{s['pages']} / {s['api_calls']} ({s['api_calls_per_s']}/s)"
         )
         table.add_row("downloaded", f"{s['downloaded']} ({s['bytes_per_s'] / 1e6:.2f} MB/s)")
-        table.add_row("stored", f"{s['stored']} ({s['images_per_s']} img/s)")
+        table.add_row(
+            "stored",
+            f"{s['dataset_stored']} in the dataset (+{s['stored']} this run, "
+            f"{s['images_per_s']} img/s)",
+        )
         table.add_row("duplicate / failed", f"{s['duplicates']} / {s['failed']}")
+        waiting = self._waiting()
+        if waiting:
+            table.add_row("waiting for", f"{waiting} (idle {self.counters.idle():.0f} s)")
         return table
 
 
 def summary_table(stats: dict[str, Any]) -> str:
     """The end-of-run summary as plain text (also fine for logs and non-TTY output)."""
-    rows = [
-        ("stored", stats.get("stored", 0)),
+    rows: list[tuple[str, object]] = []
+    if "dataset_stored" in stats:
+        rows.append(("images in the dataset", stats["dataset_stored"]))
+    rows += [
+        ("stored (this run)", stats.get("stored", 0)),
         ("duplicates", stats.get("duplicates", 0)),
         ("failed", stats.get("failed", 0)),
         ("skipped (limit reached)", stats.get("skipped", 0)),

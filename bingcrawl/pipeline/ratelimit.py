@@ -1,21 +1,35 @@
 """One rate limiter for every API call, and the retry policy around each call.
 
-:class:`RateLimiter` is a no-burst limiter: grants are spaced ``(1 + margin) / qps`` apart,
-so no 1-second window ever holds more than ``qps`` grants, with room for a little network
-jitter between our clock and the server's. ``pause(seconds)`` parks *every* caller (a 429's
-Retry-After applies to the subscription key, not to the one producer that was refused).
+:class:`RateLimiter` is a no-burst limiter: grants are spaced evenly, so no 1-second window
+ever holds more than ``qps`` grants (``floor(qps)`` for a fractional rate above 1: a window
+holds whole calls), with a 5 % margin for network jitter between our clock and the server's.
+``pause(seconds)`` parks *every* caller (a 429's Retry-After applies to the subscription key,
+not to the one producer that was refused).
 
-:class:`ApiGate` wraps each API call: budget check (``--max-api-calls``, counted across
-resumes), a grant from the limiter, the call, accounting, and the retry policy:
+:class:`ApiGate` wraps each API call, in this order, per attempt:
 
-* 429 -> shared pause for Retry-After (or a backoff when absent), then retry;
-* a 200 with an empty body is throttling -> shared pause with jittered backoff, then retry
-  the same request (never "end of results");
-* 5xx and connection errors -> jittered exponential backoff, retry;
+1. the budget check and reservation (``--max-api-calls``, counted across resumes), with no
+   await, so callers queued together cannot overspend;
+2. the durable count of the call (the :class:`Ledger`, i.e. the checkpoint), *before* the
+   grant: however slow the checkpoint's writer is, it can never hold granted calls back and
+   release them together;
+3. the grant from the limiter, then the request, with nothing awaited in between: requests
+   leave spaced as the grants were (and a call waiting out a 429's pause is sent after it).
+
+The retry policy around it:
+
+* 429 -> shared pause for Retry-After (or a backoff when absent), then retry; an empty 200 is
+  throttling too (never "end of results"). Throttling is the API asking us to slow down, not
+  failing: it is waited out for as long as it lasts, with the backoff capped at
+  ``backoff_max``; ``--api-retries`` does not bound it (a 3-day crawl must not end because
+  of a minute of 429s; ``--max-api-calls`` and Ctrl-C still do);
+* 5xx and connection errors -> jittered exponential backoff, at most ``--api-retries`` times,
+  then the last error is raised;
 * anything else (401/403/400/410/404) -> raised to the caller at once.
 
-Retries are bounded; the last error is raised when they run out. The clock and the sleep
-function are injectable so the tests run without waiting.
+A connection that was never made (refused, DNS failure, connect timeout) sent nothing: the
+call is refunded, in the budget and in the ledger. The clock and the sleep function are
+injectable so the tests run without waiting.
 """
 
 from __future__ import annotations
@@ -26,7 +40,7 @@ import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from bingcrawl.errors import (
     ApiConnectionError,
@@ -36,7 +50,7 @@ from bingcrawl.errors import (
     ThrottledError,
 )
 
-__all__ = ["ApiGate", "RateLimiter", "RetryPolicy"]
+__all__ = ["ApiGate", "Ledger", "RateLimiter", "RetryPolicy", "grant_interval"]
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +59,24 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 
+def grant_interval(qps: float, margin: float) -> float:
+    """Seconds between grants so that no 1-second window holds more than ``qps`` of them.
+
+    Evenly spaced grants ``i`` apart put ``floor(1 / i) + 1`` of them in a closed 1-second
+    window, so a window holds at most ``n = floor(qps)`` grants once ``i > 1 / n``; the margin
+    stretches that a little more. Below 1 QPS the spacing is simply ``1 / qps`` (stretched).
+    Example: ``--qps 2.5`` gives 0.525 s (2 calls in any second), not 0.42 s (3 calls).
+    """
+    rate = qps if qps < 1 else math.floor(qps)
+    return (1.0 + margin) / rate
+
+
 class RateLimiter:
     """A FIFO, no-burst limiter: at most ``qps`` grants in any 1-second window.
 
     ``margin`` stretches the spacing (5 % by default), which keeps the server's view of the
-    rate under its limit even when requests reach it with some jitter.
+    rate under its limit even when requests reach it with some jitter. See
+    :func:`grant_interval` for a fractional ``qps``.
     """
 
     def __init__(
@@ -65,7 +92,7 @@ class RateLimiter:
         if not 0 <= margin < 1:
             raise ConfigError("margin", f"must be in [0, 1), got {margin!r}")
         self.qps = qps
-        self.interval = (1.0 + margin) / qps
+        self.interval = grant_interval(qps, margin)
         self._clock = clock
         self._sleep = sleep
         self._next = -math.inf
@@ -85,6 +112,10 @@ class RateLimiter:
                     break
                 await self._sleep(ready - now)
             self._next = now + self.interval
+
+    def paused_for(self) -> float:
+        """Seconds left of the current shared pause (0 when none)."""
+        return max(0.0, self._pause_until - self._now())
 
     def pause(self, seconds: float) -> None:
         """Give no grant for ``seconds`` from now (extends, never shortens, a pause)."""
@@ -114,12 +145,23 @@ class RetryPolicy:
         return rng.uniform(cap / 2, cap)
 
 
+class Ledger(Protocol):
+    """Where :class:`ApiGate` counts calls durably (the checkpoint)."""
+
+    async def count_sent(self, endpoint: str) -> None:
+        """Count one call as sent, durably, before it is sent."""
+
+    def refund(self, endpoint: str) -> None:
+        """Take back a counted call that never left (its connection was never made)."""
+
+
 class ApiGate:
     """Every API call of every source goes through :meth:`call`.
 
     ``calls_before`` is the number of API calls already spent by earlier runs of the same
     crawl (from the checkpoint); ``max_calls`` the ``--max-api-calls`` budget (None = no
-    budget). ``on_call`` is told of every request that was sent (for accounting).
+    budget); ``ledger`` counts every call durably before it is sent (see the module
+    docstring for the order). ``throttled_now`` is True while a throttling spell lasts.
     """
 
     def __init__(
@@ -129,6 +171,7 @@ class ApiGate:
         policy: RetryPolicy | None = None,
         max_calls: int | None = None,
         calls_before: int = 0,
+        ledger: Ledger | None = None,
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -136,48 +179,85 @@ class ApiGate:
         self.policy = policy or RetryPolicy()
         self.max_calls = max_calls
         self.calls = calls_before
+        self.ledger = ledger
         self._rng = rng or random.Random()
         self._sleep = sleep
         self.throttled = 0
         self.retried = 0
+        self.refunded = 0
+        self._throttle_streak = 0
 
-    def _check_budget(self) -> None:
+    @property
+    def throttled_now(self) -> bool:
+        """True between a throttled answer and the next successful call."""
+        return self._throttle_streak > 0
+
+    def _reserve(self) -> None:
         if self.max_calls is not None and self.calls >= self.max_calls:
             raise QuotaExceededError(
                 f"--max-api-calls budget of {self.max_calls} calls is spent", code="MaxApiCalls"
             )
+        self.calls += 1
 
     def budget_left(self) -> int | None:
         """API calls left in the ``--max-api-calls`` budget (None when unlimited)."""
         return None if self.max_calls is None else max(0, self.max_calls - self.calls)
 
     async def call(self, endpoint: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run ``fn`` (one HTTP request) under the limiter and the retry policy."""
-        attempt = 0
+        """Run ``fn`` (one HTTP request) under the limiter and the retry policy.
+
+        ``fn`` must send its request before its first await that can wait (everything it
+        needs, e.g. an upload's bytes, is prepared before :meth:`call`).
+        """
+        failures = 0
         while True:
-            self._check_budget()
-            await self.limiter.acquire()
-            # Checked again once the grant is ours: callers that queued on the limiter
-            # together all passed the first check.
-            self._check_budget()
-            self.calls += 1
+            self._reserve()  # no await between the budget check and the reservation
             try:
-                return await fn()
+                if self.ledger is not None:
+                    await self.ledger.count_sent(endpoint)
+                await self.limiter.acquire()
+            except BaseException:
+                # Counted (maybe durably) but not sent: a harmless over-count in the ledger;
+                # the in-memory budget gets the call back.
+                self.calls -= 1
+                raise
+            try:
+                result = await fn()
             except ThrottledError as exc:
                 self.throttled += 1
-                attempt += 1
-                if attempt > self.policy.max_retries:
-                    raise
+                self._throttle_streak += 1
                 delay = exc.retry_after
                 if delay is None:  # empty 200: no Retry-After, back off with jitter
-                    delay = self.policy.backoff(attempt, self._rng)
-                log.warning("%s throttled (%s); every producer waits %.2f s", endpoint, exc, delay)
+                    delay = self.policy.backoff(self._throttle_streak, self._rng)
+                log.warning(
+                    "%s throttled (%s); every producer waits %.2f s (throttled %d times in a row)",
+                    endpoint, exc, delay, self._throttle_streak,
+                )  # fmt: skip
                 self.limiter.pause(delay)
-            except (ServerError, ApiConnectionError) as exc:
-                attempt += 1
-                if attempt > self.policy.max_retries:
+            except ApiConnectionError as exc:
+                if not exc.sent:
+                    self._refund(endpoint)
+                failures += 1
+                if failures > self.policy.max_retries:
                     raise
-                delay = self.policy.backoff(attempt, self._rng)
-                log.warning("%s failed (%s); retry %d in %.2f s", endpoint, exc, attempt, delay)
-                await self._sleep(delay)
+                await self._back_off(endpoint, exc, failures)
+            except ServerError as exc:
+                failures += 1
+                if failures > self.policy.max_retries:
+                    raise
+                await self._back_off(endpoint, exc, failures)
+            else:
+                self._throttle_streak = 0
+                return result
             self.retried += 1
+
+    def _refund(self, endpoint: str) -> None:
+        self.calls -= 1
+        self.refunded += 1
+        if self.ledger is not None:
+            self.ledger.refund(endpoint)
+
+    async def _back_off(self, endpoint: str, exc: Exception, failures: int) -> None:
+        delay = self.policy.backoff(failures, self._rng)
+        log.warning("%s failed (%s); retry %d in %.2f s", endpoint, exc, failures, delay)
+        await self._sleep(delay)

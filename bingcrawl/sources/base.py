@@ -15,11 +15,13 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bingcrawl.bing.client import BingClient
+from bingcrawl.bing.client import DEFAULT_ENDPOINT, BingClient
 from bingcrawl.bing.models import Image
 from bingcrawl.errors import (
     ApiConnectionError,
+    BingCrawlError,
     ConfigError,
+    IncompleteCrawlError,
     InvalidRequestError,
     NotFoundError,
     QuotaExceededError,
@@ -60,9 +62,14 @@ LOCALE_PARAMS: Mapping[str, str] = {
 #: One page of a paged source: the images and the API's ``nextOffset`` (None if absent).
 Fetch = Callable[[int], Awaitable[tuple[Sequence[Image], int | None]]]
 
-# API answers that end one row (the run goes on): a refused request, or an API that kept
-# failing after the gate spent its retries.
-ROW_ERRORS = (InvalidRequestError, NotFoundError, ServerError, ApiConnectionError)
+# API answers that end one row (the run goes on): a refused request (the row is failed for
+# good), or an API that kept failing with 5xx after the gate spent its retries (the row stays
+# active, with its error, for the next run). An unreachable API is not a row's fault: it
+# stops the API for the run (see SourceContext.guard).
+ROW_ERRORS = (InvalidRequestError, NotFoundError, ServerError)
+
+#: Row errors a re-run may not meet: the row stays ``active`` and is retried next run.
+RETRYABLE_ROW_ERRORS = (ServerError,)
 
 
 def norm_query(text: str) -> str:
@@ -114,6 +121,10 @@ class SourceContext:
         self._client_lock = asyncio.Lock()
         #: The quota (or --max-api-calls) error that stopped the API, once one did.
         self.quota: QuotaExceededError | None = None
+        #: The connection error that stopped the API (unreachable after its retries).
+        self.unreachable: ApiConnectionError | None = None
+        #: Rows (and other API work) left unfinished by a retryable API error this run.
+        self.incomplete: list[str] = []
 
     # -- the API ---------------------------------------------------------------------------
 
@@ -134,30 +145,42 @@ class SourceContext:
             return self._client
 
     async def call(self, endpoint: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """One API request under the crawl's limiter, retry policy and call budget."""
-        if self.quota is not None:
-            raise self.quota
-        checkpoint = self.checkpoint
+        """One API request under the crawl's limiter, retry policy and call budget.
 
-        async def counted() -> T:
-            # Committed before the request leaves: a kill -9 right after the response must
-            # not hide a call from --max-api-calls on the next run.
-            await checkpoint.count_api_call_sent(endpoint)
-            return await fn()
-
-        return await self.crawler.gate.call(endpoint, counted)
+        The gate counts the call in the checkpoint (committed) before it takes the grant, so
+        a kill -9 right after the response cannot hide a call from ``--max-api-calls``.
+        """
+        stopped = self.stop_error()
+        if stopped is not None:
+            raise stopped
+        return await self.crawler.gate.call(endpoint, fn)
 
     def api_stopped(self) -> bool:
-        """True once a quota error stopped the API: sources start no new work."""
-        return self.quota is not None
+        """True once the quota or an unreachable API stopped the API: no new API work."""
+        return self.quota is not None or self.unreachable is not None
+
+    def stop_error(self) -> BingCrawlError | None:
+        """The error the run ends with once the sources are done (None: they all finished)."""
+        if self.quota is not None:
+            return self.quota
+        if self.unreachable is not None:
+            return self.unreachable
+        if self.incomplete:
+            shown = ", ".join(self.incomplete[:5]) + (" ..." if len(self.incomplete) > 5 else "")
+            return IncompleteCrawlError(
+                f"{len(self.incomplete)} queries stopped on API errors ({shown}); "
+                "they are kept for the next run: re-run the same command to retry them"
+            )
+        return None
 
     async def guard(self, work: Awaitable[None]) -> None:
-        """Run ``work``; a quota error stops it (and every later call) but not its siblings.
+        """Run ``work``; a quota error or an unreachable API stops it (and every later call)
+        but not its siblings.
 
-        Cancelling sibling tasks on the first quota error would abandon requests already
-        sent, which the API counts but the checkpoint would not; instead every source winds
-        down on its own and :func:`~bingcrawl.pipeline.producers.run_sources` raises the
-        error once all are done.
+        Cancelling sibling tasks on the first such error would abandon requests already sent,
+        which the API counts but the checkpoint would not; instead every source winds down on
+        its own and :func:`~bingcrawl.pipeline.producers.run_sources` raises the error once
+        all are done. Nothing is marked failed: a re-run resumes.
         """
         try:
             await work
@@ -165,6 +188,26 @@ class SourceContext:
             if self.quota is None:
                 self.quota = exc
                 log.warning("API calls stop: %s", exc)
+        except ApiConnectionError as exc:
+            if self.unreachable is None:
+                self.unreachable = ApiConnectionError(
+                    f"{exc}. {self._unreachable_hint()}", sent=exc.sent
+                )
+                log.error("API calls stop: %s", self.unreachable)
+
+    def _unreachable_hint(self) -> str:
+        endpoint = self.config.endpoint
+        hint = (
+            "Nothing was marked failed: re-run the same command to resume once the API is "
+            "reachable."
+        )
+        if endpoint.rstrip("/") == DEFAULT_ENDPOINT.rstrip("/"):
+            hint = (
+                f"{endpoint} is the Bing Search API, which Microsoft retired on 11 Aug 2025: "
+                "point --endpoint (or BING_SEARCH_V7_ENDPOINT) at a compatible service, or run "
+                "`bingcrawl demo` for the built-in emulator. " + hint
+            )
+        return hint
 
     def _account(self, endpoint: str, status: int) -> None:
         counters = self.crawler.counters
@@ -209,6 +252,9 @@ class SourceContext:
                 await self.guard(work)
         finally:
             counters.queries_active -= 1
+        # Not when a stop cancelled it or the API stopped under it: the row is not done, and
+        # the totals must say so.
+        if not self.api_stopped():
             counters.queries_done += 1
 
     async def wait_for_room(self, row: QueryRow, state: QueryState) -> bool:
@@ -222,7 +268,17 @@ class SourceContext:
         return True
 
     async def fail_row(self, row: QueryRow, exc: Exception) -> None:
-        """Mark a row failed after an API error that concerns only this row."""
+        """End a row's work for this run after an API error that concerns only this row.
+
+        A refused request fails the row for good; a retryable error (5xx that outlasted the
+        retries) leaves it ``active`` with its error, so the next run tries it again, and
+        makes this run end with :class:`IncompleteCrawlError`.
+        """
+        if isinstance(exc, RETRYABLE_ROW_ERRORS):
+            log.error("%s %r: %s (kept for the next run)", row.source, row.text, exc)
+            self.incomplete.append(repr(row.text))
+            await self.checkpoint.set_query_state(row.id, "active", error=str(exc)[:500])
+            return
         log.error("%s %r: %s", row.source, row.text, exc)
         await self.checkpoint.set_query_state(row.id, "failed", error=str(exc)[:500])
 

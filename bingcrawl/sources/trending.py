@@ -18,7 +18,13 @@ from functools import partial
 from bingcrawl.bing.params import TrendingParams
 from bingcrawl.config import safe_label
 from bingcrawl.records import Candidate, Source
-from bingcrawl.sources.base import ROW_ERRORS, SourceContext, candidate_from_image, norm_query
+from bingcrawl.sources.base import (
+    RETRYABLE_ROW_ERRORS,
+    ROW_ERRORS,
+    SourceContext,
+    candidate_from_image,
+    norm_query,
+)
 from bingcrawl.sources.search import MAX_QUERY_LENGTH, SearchSource
 
 __all__ = ["HOLD", "run_trending"]
@@ -53,6 +59,8 @@ async def _trending(ctx: SourceContext, search: SearchSource) -> None:
         )
     except ROW_ERRORS as exc:
         log.error("trending images: %s", exc)
+        if isinstance(exc, RETRYABLE_ROW_ERRORS):
+            ctx.incomplete.append("trending")
         return
     crawler = ctx.crawler
     crawler.crash.hit("api_response")

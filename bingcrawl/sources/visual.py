@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from bingcrawl.bing.client import prepare_upload
+from bingcrawl.bing.client import Upload
 from bingcrawl.bing.models import Image
 from bingcrawl.bing.params import CropArea, VisualSearchParams
 from bingcrawl.config import safe_label
@@ -181,7 +181,8 @@ class VisualSource:
         ctx = self.ctx
         try:
             data = await asyncio.to_thread(seed.path.read_bytes)
-            upload, _ = await asyncio.to_thread(prepare_upload, data)
+            # Prepared once, before any grant: the request must leave as soon as it is granted.
+            upload = await asyncio.to_thread(Upload.prepare, data)
         except (OSError, InvalidParameterError) as exc:
             await ctx.fail_row(row, exc)
             return

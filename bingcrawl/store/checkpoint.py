@@ -215,6 +215,9 @@ class Checkpoint:
         await asyncio.shield(self._close_task)
 
     async def _close(self) -> None:
+        # Readers first: the writer's connection is then the last one, so its stop folds the
+        # WAL into checkpoint.sqlite (TRUNCATE) and SQLite removes the -wal / -shm files.
+        await asyncio.to_thread(self._readers.close)
         try:
             if self._writer is not None:
                 report = await self._writer.stop()
@@ -225,7 +228,6 @@ class Checkpoint:
                         report.last_error,
                     )
         finally:
-            await asyncio.to_thread(self._readers.close)
             if self._lock_fd is not None:
                 meta.release_lock(self._lock_fd)
                 self._lock_fd = None
@@ -450,14 +452,6 @@ class Checkpoint:
         self._downloads_recorded = True
         writer.post(rows.UPDATE_OUTCOME, rows.outcome_params(outcome, time.time()))
 
-    def mark_inflight(self, candidate_ids: Sequence[int]) -> None:
-        """Queue ``pending -> inflight`` for candidates handed to a download worker."""
-        writer = self._w()
-        self._downloads_recorded = True
-        now = time.time()
-        for cid in candidate_ids:
-            writer.post(rows.MARK_INFLIGHT, (now, cid))
-
     def record_api_call(self, endpoint: str, status: int) -> None:
         """Count one answered API call (by endpoint and HTTP status); never blocks.
 
@@ -478,6 +472,16 @@ class Checkpoint:
         total = await self._w().call(meta.count_api_call_sent, what=f"count {endpoint} call")
         self._api_sent = total
         return total
+
+    async def count_sent(self, endpoint: str) -> None:
+        """:class:`~bingcrawl.pipeline.ratelimit.Ledger`: :meth:`count_api_call_sent`."""
+        await self.count_api_call_sent(endpoint)
+
+    def refund(self, endpoint: str) -> None:
+        """:class:`~bingcrawl.pipeline.ratelimit.Ledger`: take back one call counted as sent
+        that never left (its connection was never made); never blocks."""
+        self._w().post(meta.REFUND_API_CALL, (meta.API_SENT_KEY,))
+        self._api_sent -= 1
 
     @property
     def api_calls_total(self) -> int:

@@ -27,6 +27,7 @@ __all__ = [
     "API_SENT_KEY",
     "LOCK_NAME",
     "PREVIOUS_RUN_FILES",
+    "REFUND_API_CALL",
     "OpenState",
     "acquire_lock",
     "api_answered",
@@ -211,6 +212,11 @@ def move_previous_run_aside(out: Path) -> Path | None:
 #: ``meta`` key of the number of API calls counted *before* they were sent
 #: (:func:`count_api_call_sent`).
 API_SENT_KEY = "api_calls_sent"
+
+#: Take back one call counted as sent that never left (parameter: API_SENT_KEY).
+REFUND_API_CALL = (
+    "UPDATE meta SET value = CAST(max(CAST(value AS INTEGER) - 1, 0) AS TEXT) WHERE key = ?"
+)
 
 
 def api_answered(conn: sqlite3.Connection) -> int:

@@ -6,7 +6,8 @@ and restores these invariants:
 
 1. **No temp files.** Files named like the atomic writer's temp files (``.<name>.<random>.tmp``)
    under ``OUT/images/`` and directly in ``OUT`` are removed: they are unfinished writes.
-2. **Nothing in flight.** ``inflight`` rows go back to ``pending``: their download was lost.
+2. **Nothing in flight.** ``inflight`` rows (written by bingcrawl before 0.2; the crawler no
+   longer marks rows in flight) go back to ``pending``.
 3. **Every stored row has its file.** A ``stored`` row whose file is missing, is not a
    regular file (e.g. a symlink planted there) or has the wrong size (a write torn by power
    loss without ``--durable``) goes back to ``pending``, and a torn file is removed. Rows
@@ -18,6 +19,11 @@ and restores these invariants:
    file is *removed* rather than adopted (adopting would need the URL, which the file does not
    carry). Files that are not named like ours are never touched, only counted and logged:
    bingcrawl does not delete what it did not write.
+
+5. **Every duplicate names a stored image.** A ``duplicate`` row whose ``duplicate_of`` is
+   not the sha256 of any ``stored`` row goes back to ``pending`` (the crawler commits a
+   duplicate only after the image it names is stored; this repairs older checkpoints and
+   every case above).
 
 Only regular files and directories are followed; symlinks are never followed.
 """
@@ -168,6 +174,8 @@ def recover_sync(conn: sqlite3.Connection, out: Path) -> RecoveryReport:
     if foreign:
         log.warning("%d files under %s were not written by bingcrawl; left alone", foreign, images)
     shards = recover_shards(conn, out, stored=in_shards)
+    duplicates += shards["shard_duplicates_reset"]
+    duplicates += conn.execute(rows.RESET_ORPHAN_DUPLICATES, (now,)).rowcount
     return RecoveryReport(
         temp_files_removed=temp_removed,
         inflight_reset=inflight,

@@ -24,8 +24,8 @@ from bingcrawl.store.schema import to_signed
 __all__ = [
     "CANDIDATE_COLUMNS",
     "COUNT_API_CALL",
-    "MARK_INFLIGHT",
     "QUERY_COLUMNS",
+    "RESET_ORPHAN_DUPLICATES",
     "STORED_LOCATIONS",
     "UPDATE_OUTCOME",
     "QueryRow",
@@ -120,10 +120,6 @@ UPDATE_OUTCOME = (
     "UPDATE candidates SET status = ?, attempts = ?, error_class = ?, detail = ?, sha256 = ?, "
     "phash = ?, width = ?, height = ?, format = ?, bytes = ?, path = ?, duplicate_of = ?, "
     "distance = ?, fetched_at = ?, shard_offset = ?, shard_end = ?, updated_at = ? WHERE id = ?"
-)
-
-MARK_INFLIGHT = (
-    "UPDATE candidates SET status = 'inflight', updated_at = ? WHERE id = ? AND status = 'pending'"
 )
 
 COUNT_API_CALL = (
@@ -329,6 +325,15 @@ _RESET_DUPLICATES = (
     "UPDATE candidates SET status = 'pending', duplicate_of = NULL, distance = NULL, "
     "updated_at = ? WHERE status = 'duplicate' AND duplicate_of = ? "
     "AND NOT EXISTS (SELECT 1 FROM candidates s WHERE s.status = 'stored' AND s.sha256 = ?)"
+)
+
+
+#: Duplicates whose ``duplicate_of`` names no stored image go back to ``pending``.
+RESET_ORPHAN_DUPLICATES = (
+    "UPDATE candidates SET status = 'pending', duplicate_of = NULL, distance = NULL, "
+    "updated_at = ? WHERE status = 'duplicate' AND (duplicate_of IS NULL OR NOT EXISTS "
+    "(SELECT 1 FROM candidates s INDEXED BY idx_candidates_sha256 "
+    "WHERE s.sha256 = candidates.duplicate_of AND s.status = 'stored'))"
 )
 
 

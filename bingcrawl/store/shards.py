@@ -12,8 +12,10 @@ want shards. Crash consistency works like the files layout, with offsets instead
   crawler records the image as ``stored`` with the member's ``shard_offset`` / ``shard_end``;
 * at start-up, :func:`recover_shards` truncates every shard to the end of its last *committed*
   member (a torn or uncommitted tail is cut; those candidates are still ``pending`` and are
-  fetched again), removes shards nothing committed points at, and sends the rows of a vanished
-  shard back to ``pending``;
+  fetched again); a shard cut *below* its committed end (power loss without ``--durable``)
+  is truncated to its last whole member and the rows after it go back to ``pending``, so a
+  torn tar never stays beside the re-fetched copies; it removes shards nothing committed
+  points at, and sends the rows of a vanished shard back to ``pending``;
 * a run never appends to an older run's shards: it starts new ones, numbered after the last.
 """
 
@@ -203,7 +205,7 @@ def recover_shards(
     for _, path, end in stored:
         if end is not None and end > committed.get(path, -1):
             committed[path] = end
-    present: set[str] = set()
+    present: dict[str, int] = {}  # shard -> the end of its last intact committed member
     truncated = removed = 0
     if shard_dir.is_dir() and not shard_dir.is_symlink():
         for entry in os.scandir(shard_dir):
@@ -212,20 +214,27 @@ def recover_shards(
             rel = f"{SHARD_DIR}/{entry.name}"
             end = committed.get(rel)
             size = entry.stat(follow_symlinks=False).st_size
+            if end is not None and size < end:
+                # Torn below what was committed (power loss without --durable): keep the
+                # members that are whole, cut the rest; their rows are fetched again.
+                end = max((e for _, p, e in stored if p == rel and e is not None and e <= size),
+                          default=None)  # fmt: skip
             if end is None:
                 os.unlink(entry.path)
                 removed += 1
                 continue
-            if size < end:  # cut below what was committed: those rows are lost
-                continue
-            present.add(rel)
+            present[rel] = end
             if size != end + len(_EOF):
                 with open(entry.path, "r+b") as fh:
                     fh.truncate(end)
                     fh.seek(end)
                     fh.write(_EOF)
                 truncated += 1
-    lost = [cid for cid, path, _ in stored if path not in present]
+    lost = [
+        cid
+        for cid, path, end in stored
+        if path not in present or end is None or end > present[path]
+    ]
     duplicates = reset_stored(conn, lost, now)
     return {
         "shards_truncated": truncated,

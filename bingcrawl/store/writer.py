@@ -122,6 +122,18 @@ def _resolve(
         log.debug("checkpoint writer: result for a closed event loop discarded")
 
 
+def _checkpoint_wal(conn: sqlite3.Connection) -> None:
+    # At a clean stop, move everything from the WAL into the main file and empty the WAL:
+    # checkpoint.sqlite alone then holds the whole crawl (a user may copy just that file).
+    try:
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except sqlite3.Error as exc:
+        log.warning("checkpoint: the WAL could not be checkpointed at stop: %s", exc)
+        return
+    if busy:
+        log.info("checkpoint: a reader kept part of the WAL at stop; the next open folds it in")
+
+
 def _shutdown_at_exit(
     ops: queue.SimpleQueue[_Op], urgent: threading.Event, thread: threading.Thread
 ) -> None:
@@ -262,9 +274,10 @@ class Writer:
             _resolve(loop, ready, result)
             while True:
                 batch = self._collect()
-                self._execute(conn, batch)
                 if isinstance(batch[-1], _Stop):
+                    self._execute(conn, batch, checkpoint_wal=True)
                     return
+                self._execute(conn, batch)
         except BaseException:
             log.critical("checkpoint writer thread crashed", exc_info=True)
             raise
@@ -311,7 +324,9 @@ class Writer:
             self._urgent.set()  # a full batch: more may be queued, do not wait next round
         return batch
 
-    def _execute(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+    def _execute(
+        self, conn: sqlite3.Connection, batch: list[_Op], *, checkpoint_wal: bool = False
+    ) -> None:
         settled: list[tuple[_Call, object, BaseException | None]] = []
         rows = 0
         try:
@@ -350,6 +365,8 @@ class Writer:
             settled = [(op, None, error) for op in batch if isinstance(op, _Call)]
             if rows:
                 self._losses.add(rows, str(exc))
+        if checkpoint_wal:
+            _checkpoint_wal(conn)
         for call, result, err in settled:
             _resolve(call.loop, call.future, result, err)
         for op in batch:

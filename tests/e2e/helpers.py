@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -101,3 +102,13 @@ async def served_sha256(server: EmulatorServer, specs: Iterable[ImageSpec]) -> d
                         result[spec.key] = hashlib.sha256(await resp.read()).hexdigest()
                         break
     return result
+
+
+def db(out: Path, sql: str, *args: object) -> list[sqlite3.Row]:
+    """Rows of one query on OUT's checkpoint (a fresh connection, behind the crawler's back)."""
+    conn = sqlite3.connect(out / "checkpoint.sqlite")
+    conn.row_factory = sqlite3.Row
+    try:
+        return list(conn.execute(sql, args))
+    finally:
+        conn.close()

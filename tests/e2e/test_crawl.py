@@ -21,6 +21,7 @@ from tests.e2e.helpers import (
     SUCCESS_FAULTS,
     EmulatorFactory,
     crawl_config,
+    db,
     key_of,
     read_manifest,
     served_sha256,
@@ -37,12 +38,7 @@ QUERIES = ("aston martin", "red panda", "lighthouse at dusk")
 
 def candidates(out: Path) -> list[sqlite3.Row]:
     """Every candidate row of the checkpoint."""
-    conn = sqlite3.connect(out / "checkpoint.sqlite")
-    conn.row_factory = sqlite3.Row
-    try:
-        return list(conn.execute("SELECT * FROM candidates"))
-    finally:
-        conn.close()
+    return db(out, "SELECT * FROM candidates")
 
 
 async def test_crawl_stores_exactly_the_ground_truth(

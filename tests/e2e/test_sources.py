@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import random
-import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from bingcrawl.emulator.corpus import CorpusConfig
 from bingcrawl.errors import QuotaExceededError
 from bingcrawl.pipeline.crawler import Crawler
 from bingcrawl.sources.base import norm_query
-from tests.e2e.helpers import EmulatorFactory, crawl_config, key_of, read_manifest
+from tests.e2e.helpers import EmulatorFactory, crawl_config, db, key_of, read_manifest
 
 
 def clean_corpus(**kw: Any) -> CorpusConfig:
@@ -37,16 +36,6 @@ def clean_corpus(**kw: Any) -> CorpusConfig:
     return CorpusConfig(
         fault_rate=0.0, exact_dup_rate=0.0, near_dup_rate=0.0, cross_query_rate=0.0, **kw
     )
-
-
-def db(out: Path, sql: str, *args: object) -> list[sqlite3.Row]:
-    """Rows of a query on the checkpoint."""
-    conn = sqlite3.connect(out / "checkpoint.sqlite")
-    conn.row_factory = sqlite3.Row
-    try:
-        return list(conn.execute(sql, args))
-    finally:
-        conn.close()
 
 
 def api_total(out: Path) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import sys
 from collections import Counter
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 from bingcrawl.emulator import EmulatorServer
 from bingcrawl.sources.base import norm_query
 from bingcrawl.sources.urls import BATCH
-from tests.e2e.helpers import EmulatorFactory, key_of, read_manifest
+from tests.e2e.helpers import EmulatorFactory, db, key_of, read_manifest
 from tests.e2e.test_sources import clean_corpus, first_page_suggestions
 
 FAST = [
@@ -40,16 +39,6 @@ async def run_cli(args: list[str], log: Path, crash_at: str | None = None) -> in
         )  # fmt: skip
     async with asyncio.timeout(90):
         return await proc.wait()
-
-
-def db(out: Path, sql: str) -> list[sqlite3.Row]:
-    """Rows of a query on the checkpoint."""
-    conn = sqlite3.connect(out / "checkpoint.sqlite")
-    conn.row_factory = sqlite3.Row
-    try:
-        return list(conn.execute(sql))
-    finally:
-        conn.close()
 
 
 async def test_url_list_resumes_after_the_last_committed_batch(

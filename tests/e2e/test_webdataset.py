@@ -100,3 +100,33 @@ async def test_crash_mid_shard_truncates_the_torn_tail(tmp_path: Path) -> None:
     manifest = check_shards(out)
     assert len(manifest) == 120
     assert len({r["sha256"] for r in manifest}) == 120
+
+
+async def test_a_shard_torn_below_its_committed_end_is_cut_to_its_whole_members(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    # Power loss without --durable can cut a shard below what the checkpoint committed. The
+    # torn tar used to stay beside the next shard, and the re-fetched images appeared twice.
+    server = await emulator_factory(corpus=small_corpus(fault_rate=0.0, results_per_query=30))
+    config = crawl_config(
+        server, tmp_path, ["tar one"], limit=1000, output_format="webdataset", shard_size=1000
+    )
+    async with Crawler(config) as crawler:
+        await crawler.run()
+    first = check_shards(tmp_path)
+    (shard,) = (tmp_path / "shards").glob("*.tar")
+    db = sqlite3.connect(tmp_path / "checkpoint.sqlite")
+    ends = sorted(e for (e,) in db.execute("SELECT shard_end FROM candidates WHERE shard_end > 0"))
+    db.close()
+    assert len(ends) == len(first)
+    cut = (ends[9] + ends[10]) // 2  # in the middle of the 11th image's members
+    with shard.open("r+b") as fh:
+        fh.truncate(cut)
+
+    async with Crawler(config) as crawler:
+        await crawler.run()
+    again = check_shards(tmp_path)  # valid tars, one member pair per stored image
+    assert sorted(r["sha256"] for r in again) == sorted(r["sha256"] for r in first)
+    # the whole members before the cut were kept where they were
+    kept = [r for r in again if str(r["path"]) == f"shards/{shard.name}"]
+    assert len(kept) == 10

@@ -536,3 +536,38 @@ def test_pool_defaults() -> None:
     assert pool.config.workers == (os.cpu_count() or 1)
     assert pool.config.max_inflight == 2 * pool.config.workers
     assert pool.config.batch_size == 16
+
+
+def hanging_batch(items: list[bytes], algo: str, max_pixels: int, draft: bool) -> list[Any]:
+    """The pool's batch function, except that the bytes ``b"hang"`` hang the decoder (as a
+    pathological file can); runs in the spawned workers, so it lives at module level."""
+    if b"hang" in items:
+        threading.Event().wait()
+    return hash_batch(items, algo, max_pixels, draft)
+
+
+async def test_an_image_that_hangs_the_decoder_fails_and_the_rest_hash(
+    corpus: list[bytes],
+) -> None:
+    # Decoding had no time limit: one pathological file held a worker (and the crawl's
+    # shutdown) forever.
+    expected = [hash_image(d) for d in corpus[:3]]
+    async with HashPool(1, batch_size=4, decode_timeout=0.2, batch_fn=hanging_batch) as pool:
+        got = await asyncio.gather(*(pool.hash(d) for d in [*corpus[:3], b"hang"]))
+        assert got[:3] == expected  # the good images of the hung batch were retried alone
+        assert isinstance(got[3], HashFailure)
+        assert got[3].error_class == ErrorClass.DECODE_TIMEOUT
+        assert await pool.hash(corpus[0]) == expected[0]  # and the pool works on
+        first = set(pool.worker_pids)
+    assert not first & alive_children()
+
+
+async def test_close_does_not_wait_forever_for_a_hung_decoder(corpus: list[bytes]) -> None:
+    pool = HashPool(1, decode_timeout=3600, close_timeout=0.2, batch_fn=hanging_batch)
+    await pool.__aenter__()
+    hung = asyncio.ensure_future(pool.hash(b"hang"))
+    while pool.stats.batches == 0:  # yield (no clock) until the batch has left for a worker
+        await asyncio.sleep(0)
+    await pool.aclose()  # returns although the batch never ends: its worker is killed
+    assert hung.done()
+    assert not set(pool.worker_pids) & alive_children()

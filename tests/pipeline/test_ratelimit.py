@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import sqlite3
+import threading
+from pathlib import Path
 
 import pytest
 
 from bingcrawl.errors import (
+    ApiConnectionError,
     AuthenticationError,
     ConfigError,
     QuotaExceededError,
@@ -16,6 +20,7 @@ from bingcrawl.errors import (
     ThrottledError,
 )
 from bingcrawl.pipeline.ratelimit import ApiGate, RateLimiter, RetryPolicy
+from bingcrawl.store import Checkpoint
 
 
 class VirtualClock:
@@ -197,3 +202,153 @@ async def test_budget_holds_for_callers_queued_together() -> None:
     )
     assert sent == 5
     assert sum(isinstance(r, QuotaExceededError) for r in results) == 4
+
+
+# -- regressions of issue 13 ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("qps", "most"), [(2.5, 2), (1.5, 1), (3.9, 3), (0.5, 1)])
+async def test_fractional_qps_never_exceeds_qps_in_any_window(qps: float, most: int) -> None:
+    # --qps 2.5 with the 5 % margin used to space grants 0.42 s apart: 3 in one second.
+    clock = VirtualClock()
+    limiter = RateLimiter(qps, clock=clock, sleep=clock.sleep)
+    times: list[float] = []
+    for _ in range(12):
+        await limiter.acquire()
+        times.append(clock.now)
+    assert max_in_window(times) == most
+
+
+class StalledLedger:
+    """A ledger whose durable commit is held until the test releases it (a slow writer)."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self.clock = clock
+        self.release = asyncio.Event()
+        self.counted: list[float] = []
+        self.refunds = 0
+
+    async def count_sent(self, endpoint: str) -> None:
+        await self.release.wait()
+        self.counted.append(self.clock.now)
+
+    def refund(self, endpoint: str) -> None:
+        self.refunds += 1
+
+
+async def test_a_stalled_ledger_never_releases_calls_together() -> None:
+    # The durable count comes before the grant: calls that queued behind a slow commit are
+    # still sent one grant interval apart (they used to leave in the same instant).
+    clock = VirtualClock()
+    ledger = StalledLedger(clock)
+    gate = make_gate(clock, ledger=ledger)
+    sent: list[float] = []
+
+    async def call() -> None:
+        sent.append(clock.now)
+
+    callers = [asyncio.create_task(gate.call("search", call)) for _ in range(5)]
+    await asyncio.sleep(0)  # every caller reaches the ledger and waits there
+    await clock.sleep(3.0)  # the stall: virtual time passes with nothing sent
+    assert sent == []
+    ledger.release.set()
+    await asyncio.gather(*callers)
+    assert len(sent) == 5
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert min(gaps) >= gate.limiter.interval - 1e-9
+    assert len(ledger.counted) == 5
+
+
+async def test_a_call_waiting_for_its_grant_is_not_sent_inside_a_retry_after() -> None:
+    clock = VirtualClock()
+    gate = make_gate(clock)
+    sent: list[tuple[str, float]] = []
+
+    async def first() -> None:
+        sent.append(("first", clock.now))
+        if len(sent) == 1:
+            raise ThrottledError("429", retry_after=5.0, status=429)
+
+    async def second() -> None:
+        sent.append(("second", clock.now))
+
+    await asyncio.gather(gate.call("search", first), gate.call("search", second))
+    throttled_at = sent[0][1]
+    assert all(t >= throttled_at + 5.0 for _, t in sent[1:])
+
+
+async def test_throttling_longer_than_the_retries_is_waited_out() -> None:
+    # Ten 429s in a row with --api-retries 2 used to raise ThrottledError and end the crawl.
+    clock = VirtualClock()
+    gate = make_gate(clock, policy=RetryPolicy(max_retries=2, backoff_max=8.0))
+    attempts = 0
+
+    async def call() -> str:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= 10:
+            raise ThrottledError("empty 200", retry_after=None, status=200)
+        return "ok"
+
+    assert await gate.call("search", call) == "ok"
+    assert attempts == 11
+    assert gate.throttled == 10
+    assert not gate.throttled_now
+    # the backoff grew, and stayed capped at backoff_max
+    assert max(clock.sleeps) <= 8.0 + 1e-9
+
+
+async def test_a_connection_never_made_is_refunded() -> None:
+    clock = VirtualClock()
+    ledger = StalledLedger(clock)
+    ledger.release.set()
+    gate = make_gate(clock, ledger=ledger, policy=RetryPolicy(max_retries=2))
+
+    async def refused() -> None:
+        raise ApiConnectionError("search: cannot reach the API (refused)", sent=False)
+
+    with pytest.raises(ApiConnectionError):
+        await gate.call("search", refused)
+    assert gate.calls == 0  # three attempts, none of them an API call
+    assert ledger.refunds == 3
+
+    async def reset() -> None:
+        raise ApiConnectionError("search: connection reset", sent=True)
+
+    with pytest.raises(ApiConnectionError):
+        await gate.call("search", reset)
+    assert gate.calls == 3  # a reset connection may have reached the API: counted
+    assert ledger.refunds == 3
+
+
+async def test_the_checkpoint_writer_stalled_does_not_bunch_requests(tmp_path: Path) -> None:
+    # The real ledger: the checkpoint, its one writer thread held by a slow transaction.
+    clock = VirtualClock()
+    async with await Checkpoint.open(tmp_path) as checkpoint:
+        gate = make_gate(clock, ledger=checkpoint)
+        writer = checkpoint._w()
+        held = threading.Event()
+        entered = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def slow_transaction(conn: sqlite3.Connection) -> None:
+            loop.call_soon_threadsafe(entered.set)
+            held.wait(30)
+
+        stall = asyncio.create_task(writer.call(slow_transaction, what="a slow transaction"))
+        await entered.wait()
+        sent: list[float] = []
+
+        async def call() -> None:
+            sent.append(clock.now)
+
+        callers = [asyncio.create_task(gate.call("search", call)) for _ in range(4)]
+        await clock.sleep(2.0)
+        assert sent == []
+        held.set()
+        await stall
+        await asyncio.gather(*callers)
+        assert checkpoint.api_calls_total == 4
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert len(sent) == 4
+    assert min(gaps) >= gate.limiter.interval - 1e-9

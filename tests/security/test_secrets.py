@@ -215,7 +215,8 @@ async def test_api_error_paths_do_not_leak_the_key(
             "401-echo": (echo_401_url + "/", 3),
             "403-disabled": (disabled.base_url, 3),
             "403-quota": (quota.base_url, 4),
-            "500-echo-forever": (echo_500_url + "/", 0),  # the query fails, the run completes
+            # the query stops, the run completes the rest and says it is incomplete (exit 6)
+            "500-echo-forever": (echo_500_url + "/", 6),
             "307-elsewhere": (redirect_url + "/", 1),
         }
         pending = []

@@ -23,6 +23,20 @@ def sql(out: Path, query: str, params: tuple[object, ...] = ()) -> list[tuple[ob
         conn.close()
 
 
+#: What bingcrawl before 0.2 posted for a candidate handed to a worker; recovery still repairs
+#: such rows in old checkpoints.
+LEGACY_MARK_INFLIGHT = (
+    "UPDATE candidates SET status = 'inflight', updated_at = ? WHERE id = ? AND status = 'pending'"
+)
+
+
+def mark_inflight_legacy(cp: Checkpoint, ids: list[int]) -> None:
+    """Queue ``pending -> inflight`` as an older bingcrawl did (through the one writer)."""
+    now = time.time()
+    for cid in ids:
+        cp._w().post(LEGACY_MARK_INFLIGHT, (now, cid))
+
+
 def make_candidates(
     n: int, *, prefix: str = "a", label: str = "cat", query: str = "cat", start: int = 0
 ) -> list[Candidate]:

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 
 from bingcrawl.records import Candidate, Outcome, Status
 from bingcrawl.store import Checkpoint
+
+LEGACY_MARK_INFLIGHT = (
+    "UPDATE candidates SET status = 'inflight', updated_at = ? WHERE id = ? AND status = 'pending'"
+)
 
 PAGE = 50
 
@@ -34,7 +39,9 @@ async def main(out: Path) -> None:
             )
             for c in new[: PAGE // 2]:
                 cp.record_outcome(Outcome(c, Status.FAILED, attempts=1, error_class="timeout"))
-            cp.mark_inflight([c.id for c in new[PAGE // 2 :]])
+            now = time.time()
+            for c in new[PAGE // 2 :]:  # rows in flight, as bingcrawl before 0.2 marked them
+                cp._w().post(LEGACY_MARK_INFLIGHT, (now, c.id))
             cp.record_api_call("images/search", 200)
             sys.stdout.write(f"{offset}\n")
             sys.stdout.flush()

@@ -9,6 +9,7 @@ import pytest
 
 from bingcrawl.errors import BingCrawlError
 from bingcrawl.store import UnsafePathError, atomic_open, atomic_write_bytes
+from bingcrawl.store.atomic import ImageFileWriter
 
 
 def _all_files(root: Path) -> list[str]:
@@ -111,3 +112,20 @@ def test_permissions_follow_umask(tmp_path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o644 & ~umask
+
+
+def test_image_writer_keeps_a_bounded_number_of_directories_open(tmp_path: Path) -> None:
+    # One handle per label, kept forever, ran into the 1,024 open-files limit at ~1,018
+    # labels ("Too many open files" for every later image).
+    writer = ImageFileWriter(tmp_path, max_open_dirs=8)
+    try:
+        for i in range(40):
+            writer.write(f"label{i:02d}", "0123456789abcdef.jpg", b"x" * i)
+            assert writer.open_dirs <= 8
+        # a label evicted earlier is simply opened again
+        writer.write("label00", "fedcba9876543210.jpg", b"again")
+    finally:
+        writer.close()
+    assert writer.open_dirs == 0
+    assert (tmp_path / "images/label00/fedcba9876543210.jpg").read_bytes() == b"again"
+    assert len(list((tmp_path / "images").iterdir())) == 40

@@ -17,7 +17,7 @@ from bingcrawl.errors import CheckpointError, ResumeMismatchError
 from bingcrawl.records import Candidate, ErrorClass, Outcome, Source, Status
 from bingcrawl.store import CHECKPOINT_NAME, Checkpoint, url_key
 
-from .conftest import make_candidates, sql, stored_outcome
+from .conftest import make_candidates, mark_inflight_legacy, sql, stored_outcome
 
 ODD_STRINGS = [
     "'); DROP TABLE queries;--",
@@ -371,7 +371,7 @@ async def test_iter_pending_streams_in_batches_by_id(
     new = await cp.add_candidates(make_candidates(50), query_id=q.id)
     for c in new[::3]:
         cp.record_outcome(Outcome(c, Status.FAILED, attempts=1, error_class="timeout"))
-    cp.mark_inflight([new[1].id])
+    mark_inflight_legacy(cp, [new[1].id])
     await cp.flush()
     expected = [c for i, c in enumerate(new) if i % 3 and i != 1]
     # Watch the reads: each returns at most one batch, never the whole table.

@@ -11,7 +11,7 @@ from bingcrawl.errors import CheckpointError
 from bingcrawl.records import Outcome, Status
 from bingcrawl.store import Checkpoint, RecoveryReport
 
-from .conftest import make_candidates, sql, stored_outcome
+from .conftest import make_candidates, mark_inflight_legacy, sql, stored_outcome
 
 
 async def _crawl(out: Path, n: int = 4) -> list[Outcome]:
@@ -62,7 +62,7 @@ async def test_inflight_rows_go_back_to_pending(out: Path) -> None:
     async with await Checkpoint.open(out, batch_interval=0.01) as cp:
         q = await cp.upsert_query(source="search", label="cat", text="cat", norm="cat")
         new = await cp.add_candidates(make_candidates(3), query_id=q.id)
-        cp.mark_inflight([c.id for c in new[:2]])
+        mark_inflight_legacy(cp, [c.id for c in new[:2]])
     assert _statuses(out) == ["inflight", "inflight", "pending"]
     async with await Checkpoint.open(out) as cp:
         report = await cp.recover()
@@ -154,3 +154,23 @@ async def test_recovery_is_idempotent(out: Path) -> None:
     first = await _recover(out)
     assert first.changed
     assert await _recover(out) == RecoveryReport()
+
+
+async def test_a_duplicate_of_an_image_never_stored_goes_back_to_pending(out: Path) -> None:
+    # An older crawler committed a duplicate while its winner was still being written; the
+    # winner's write then failed (or the process died): the copy named an image that is not
+    # there, and the picture was lost.
+    outcomes = await _crawl(out, n=2)
+    async with await Checkpoint.open(out, batch_interval=0.01) as cp:
+        q = (await cp.queries())[0]
+        dups = await cp.add_candidates(make_candidates(3, prefix="dup"), query_id=q.id)
+        never = "f" * 64  # no row of the checkpoint has this sha256 stored
+        for d, of in zip(dups, (never, never, outcomes[0].sha256), strict=True):
+            cp.record_outcome(
+                Outcome(d, Status.DUPLICATE, attempts=1, sha256="e" * 64, phash=3,
+                        duplicate_of=of, distance=1)
+            )  # fmt: skip
+    report = await _recover(out)
+    assert report.duplicates_reset == 2
+    assert _statuses(out) == ["stored", "stored", "pending", "pending", "duplicate"]
+    assert (await _recover(out)) == RecoveryReport()  # and nothing more the next time

@@ -1,0 +1,466 @@
+"""Regressions of issue 13 in the crawler core: lost images, stalls, a crash-safe stop.
+
+The crawls here run against a real loopback image host (an aiohttp test server) and the real
+checkpoint, with candidates handed to the crawler by a small producer, so each test controls
+exactly which URLs belong to which query. Where a test needs an operation to be in progress
+(a write under way, a slow download), it holds it on an event and releases it when the
+condition under test is reached: nothing waits on the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import io
+import os
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiohttp import web
+from PIL import Image
+
+from bingcrawl.bing.client import DEFAULT_ENDPOINT
+from bingcrawl.errors import ApiConnectionError, Interrupted, StorageError
+from bingcrawl.pipeline.crawler import Crawler
+from bingcrawl.pipeline.progress import ProgressReporter, summary_table
+from bingcrawl.records import Candidate, Source
+from bingcrawl.sources.base import SourceContext
+from tests.e2e.helpers import EmulatorFactory, crawl_config, db, read_manifest
+
+
+def picture(name: str) -> bytes:
+    """A small PNG whose pixels (and so its hashes) depend on ``name`` alone."""
+    rng = random.Random(name)
+    img = Image.frombytes("RGB", (32, 32), bytes(rng.randrange(256) for _ in range(32 * 32 * 3)))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@dataclass
+class Host:
+    """A loopback image host: ``/img/<name>`` serves ``picture(name)``; ``/same/<n>`` serves one
+    picture under many URLs; a name in ``hold`` waits for its event first."""
+
+    base: str
+    hold: dict[str, asyncio.Event]
+    served: list[str]
+
+
+@pytest.fixture
+async def host() -> AsyncIterator[Host]:
+    hold: dict[str, asyncio.Event] = {}
+    served: list[str] = []
+
+    async def image(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name in hold:
+            await hold[name].wait()
+        served.append(name)
+        return web.Response(body=picture(name), content_type="image/png")
+
+    async def same(request: web.Request) -> web.Response:
+        served.append(request.path)
+        return web.Response(body=picture("the same picture"), content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/img/{name}", image)
+    app.router.add_get("/same/{n}", same)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield Host(f"http://127.0.0.1:{port}/", hold, served)
+    finally:
+        await runner.cleanup()
+
+
+Plan = Sequence[tuple[str, int, Sequence[str]]]
+
+
+def producer(host: Host, plan: Plan) -> Callable[[Crawler], Awaitable[None]]:
+    """A producer that registers one row per (label, limit, paths) and queues its URLs."""
+
+    async def produce(crawler: Crawler) -> None:
+        cp = crawler.checkpoint
+        stored = await cp.stored_counts()
+        for label, limit, paths in plan:
+            row = await cp.upsert_query(source="urls", label=label, text=label, norm=label)
+            cands = [
+                Candidate(url=host.base + p, label=label, query=label, source=Source.URLS)
+                for p in paths
+            ]
+            await cp.add_candidates(cands, query_id=row.id)
+            state = crawler.query_state(row.id, label, label, stored.get(row.id, 0))
+            state.limit = limit
+        pending = [c async for c in cp.iter_pending()]
+        for candidate in pending:
+            await crawler.enqueue(crawler.queries[candidate.query_id], [candidate])
+
+    return produce
+
+
+def config(host: Host, out: Path, **kw: Any) -> Any:
+    return crawl_config(SimpleNamespace(base_url=host.base), out, [], **kw)
+
+
+def rows(out: Path) -> list[sqlite3.Row]:
+    return db(out, "SELECT * FROM candidates ORDER BY id")
+
+
+async def crawl(host: Host, out: Path, plan: Plan, **kw: Any) -> Crawler:
+    crawler = Crawler(config(host, out, **kw), producers=[producer(host, plan)])
+    async with crawler:
+        await crawler.run()
+    return crawler
+
+
+# -- 8. head-of-line blocking ---------------------------------------------------------------
+
+
+async def test_a_query_at_its_limit_does_not_hold_up_the_others(host: Host, tmp_path: Path) -> None:
+    # Query "a" wants one image; its first download is slow. Its surplus candidates used to
+    # park every worker (wait_change) until that download ended: query "b" froze. Here the
+    # slow download is released only once "b" has all its images, so the old code deadlocks.
+    host.hold["slow"] = asyncio.Event()
+    b_paths = [f"img/b{i}" for i in range(6)]
+    plan = [("a", 1, ["img/slow"] + [f"img/a{i}" for i in range(6)]), ("b", 6, b_paths)]
+    crawler = Crawler(config(host, tmp_path, concurrency=2), producers=[producer(host, plan)])
+
+    async with crawler:
+        record = crawler._record
+
+        def watch(outcome: Any) -> None:
+            record(outcome)
+            b = [s for s in crawler.queries.values() if s.label == "b"]
+            if b and b[0].stored >= 6:
+                host.hold["slow"].set()
+
+        crawler._record = watch  # type: ignore[method-assign]
+        async with asyncio.timeout(60):  # a deadlock guard, not a synchronisation
+            await crawler.run()
+
+    by_label: dict[str, list[str]] = {}
+    for row in rows(tmp_path):
+        by_label.setdefault(row["label"], []).append(row["status"])
+    assert sorted(by_label["b"]) == ["stored"] * 6
+    assert sorted(by_label["a"]) == ["skipped"] * 6 + ["stored"]
+    stored_a = [r["url"] for r in rows(tmp_path) if r["label"] == "a" and r["status"] == "stored"]
+    assert stored_a == [host.base + "img/slow"]
+    # the surplus of "a" was never downloaded: parked, then skipped once "a" was full
+    assert not {f"a{i}" for i in range(6)} & set(host.served)
+
+
+# -- 2. a duplicate never names an image that is not stored -----------------------------------
+
+
+class WatchedDedup:
+    """The crawl's dedup index, telling the test when a copy has been matched."""
+
+    def __init__(self, inner: Any, matched: threading.Event) -> None:
+        self._inner = inner
+        self._matched = matched
+
+    def check_and_add(self, sha256: str, phash: int) -> Any:
+        match = self._inner.check_and_add(sha256, phash)
+        if match is not None:
+            self._matched.set()
+        return match
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+async def test_a_duplicate_waits_for_its_winner_and_takes_over_when_it_fails(
+    host: Host, tmp_path: Path
+) -> None:
+    # Two URLs serve the same bytes. The first one's write is held until the second has been
+    # matched against it, then fails: the copy must be stored, not committed as a duplicate
+    # of an image that does not exist.
+    crawler = Crawler(
+        config(host, tmp_path, concurrency=2),
+        producers=[producer(host, [("x", 10, ["same/1", "same/2"])])],
+    )
+    matched = threading.Event()
+    async with crawler:
+        crawler.dedup = WatchedDedup(crawler.dedup, matched)  # type: ignore[assignment]
+        write = crawler.files.write
+        calls = 0
+
+        def failing_first_write(label: str, name: str, data: bytes) -> str:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                assert matched.wait(30), "the copy was never matched against the winner"
+                raise OSError(errno.EACCES, "Permission denied")
+            return write(label, name, data)
+
+        crawler.files.write = failing_first_write  # type: ignore[method-assign]
+        await crawler.run()
+
+    statuses = sorted((r["status"], r["error_class"]) for r in rows(tmp_path))
+    assert statuses == [("failed", "write_error"), ("stored", None)]
+    manifest = read_manifest(tmp_path)
+    assert len(manifest) == 1
+    assert (tmp_path / manifest[0]["path"]).is_file()
+
+
+async def test_a_duplicate_is_committed_after_its_winner_is_stored(
+    host: Host, tmp_path: Path
+) -> None:
+    crawler = await crawl(host, tmp_path, [("x", 10, [f"same/{i}" for i in range(8)])])
+    assert crawler.counters.stored == 1
+    got = rows(tmp_path)
+    winner = [r for r in got if r["status"] == "stored"]
+    assert len(winner) == 1
+    copies = [r for r in got if r["status"] == "duplicate"]
+    assert len(copies) == 7
+    assert {r["duplicate_of"] for r in copies} == {winner[0]["sha256"]}
+    # every duplicate row was committed after the winner's
+    assert all(r["updated_at"] >= winner[0]["updated_at"] for r in copies)
+
+
+# -- 1. storage faults stop the crawl cleanly and lose nothing --------------------------------
+
+
+async def test_a_full_disk_stops_the_crawl_and_a_rerun_resumes(host: Host, tmp_path: Path) -> None:
+    plan = [("x", 100, [f"img/x{i}" for i in range(40)])]
+    crawler = Crawler(config(host, tmp_path, concurrency=4), producers=[producer(host, plan)])
+    async with crawler:
+        write = crawler.files.write
+        calls = 0
+
+        def disk_fills_up(label: str, name: str, data: bytes) -> str:
+            nonlocal calls
+            calls += 1
+            if calls > 5:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return write(label, name, data)
+
+        crawler.files.write = disk_fills_up  # type: ignore[method-assign]
+        with pytest.raises(StorageError) as info:
+            await crawler.run()
+    assert info.value.exit_code == 5
+    assert "No space left on device" in str(info.value)
+    assert "re-run" in str(info.value)
+    statuses = [r["status"] for r in rows(tmp_path)]
+    # nothing was failed for good: the rows the disk refused are still pending
+    assert statuses.count("stored") == 5
+    assert "failed" not in statuses
+    assert statuses.count("pending") == 35
+    # the crawl stopped: it did not go on downloading everything to fail it
+    assert len(host.served) < 40
+
+    # disk space back: the same crawl resumes and completes
+    await crawl(host, tmp_path, plan, concurrency=4)
+    assert sorted(r["status"] for r in rows(tmp_path)) == ["stored"] * 40
+    assert len(read_manifest(tmp_path)) == 40
+
+
+async def test_a_thousand_labels_do_not_exhaust_file_descriptors(
+    host: Host, tmp_path: Path
+) -> None:
+    # One open directory handle per label used to be kept forever: label ~1,018 failed with
+    # "Too many open files". The cache is bounded now.
+    labels = [f"class{i:04d}" for i in range(200)]
+    plan = [(label, 1, [f"img/{label}"]) for label in labels]
+    crawler = Crawler(config(host, tmp_path, concurrency=8), producers=[producer(host, plan)])
+    images = str(tmp_path / "images")
+
+    def open_label_dirs() -> int:
+        fds = Path("/proc/self/fd")
+        return sum(1 for fd in fds.iterdir() if _target(fd).startswith(images + "/"))
+
+    async with crawler:
+        crawler.files.max_open_dirs = 16
+        await crawler.run()
+        assert crawler.files.open_dirs <= 16
+        assert open_label_dirs() <= 16
+    assert sorted(r["status"] for r in rows(tmp_path)) == ["stored"] * 200
+
+
+def _target(fd: Path) -> str:
+    try:
+        return os.readlink(fd)
+    except OSError:  # closed meanwhile
+        return ""
+
+
+# -- 4. a write under way when the workers are cancelled still gets its row ------------------
+
+
+async def test_a_write_cancelled_after_grace_is_recorded(host: Host, tmp_path: Path) -> None:
+    crawler = Crawler(
+        config(host, tmp_path, concurrency=1, grace=0.01),
+        producers=[producer(host, [("x", 10, ["img/one"])])],
+    )
+    entered = asyncio.Event()
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    async with crawler:
+        write = crawler.files.write
+
+        def slow_write(label: str, name: str, data: bytes) -> str:
+            loop.call_soon_threadsafe(entered.set)
+            assert release.wait(30)
+            return write(label, name, data)
+
+        crawler.files.write = slow_write  # type: ignore[method-assign]
+        run = asyncio.create_task(crawler.run())
+        await entered.wait()
+        crawler.request_stop(signal.SIGTERM)
+        crawler.request_stop(signal.SIGTERM)  # again: the workers are cancelled at once
+        for task in crawler._worker_tasks:
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        release.set()
+        with pytest.raises(Interrupted):
+            await run
+    (row,) = rows(tmp_path)
+    assert row["status"] == "stored"
+    assert (tmp_path / row["path"]).is_file()
+    files = [p for p in (tmp_path / "images").rglob("*") if p.is_file()]
+    assert [p.relative_to(tmp_path).as_posix() for p in files] == [row["path"]]
+
+
+# -- 5. after a clean stop, checkpoint.sqlite alone holds the crawl ---------------------------
+
+
+async def test_the_checkpoint_file_alone_holds_the_crawl_after_a_clean_stop(
+    host: Host, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    await crawl(host, out, [("x", 100, [f"img/x{i}" for i in range(12)])])
+    wal = out / "checkpoint.sqlite-wal"
+    assert not wal.exists() or wal.stat().st_size == 0
+    copy = tmp_path / "copy.sqlite"
+    shutil.copyfile(out / "checkpoint.sqlite", copy)  # what a user copying "the truth" gets
+    conn = sqlite3.connect(copy)
+    try:
+        (stored,) = conn.execute(
+            "SELECT count(*) FROM candidates WHERE status = 'stored'"
+        ).fetchone()
+    finally:
+        conn.close()
+    assert stored == 12
+
+
+# -- 11. a signal once the crawl is done does not turn it into an interruption ---------------
+
+
+async def test_a_signal_while_the_finished_crawl_writes_its_files_is_ignored(
+    host: Host, tmp_path: Path
+) -> None:
+    crawler = Crawler(
+        config(host, tmp_path), producers=[producer(host, [("x", 10, ["img/a", "img/b"])])]
+    )
+    async with crawler:
+        flush = crawler.checkpoint.flush
+
+        async def signalled_flush() -> None:
+            crawler.request_stop(signal.SIGINT)  # Ctrl-C while the manifest is written
+            await flush()
+
+        crawler.checkpoint.flush = signalled_flush  # type: ignore[method-assign]
+        report = await crawler.run()
+    assert report.stats["run"]["stored"] == 2
+    assert report.stats["run"]["stopped_by_signal"] is None
+
+
+# -- 9. an unreachable API: not a failure of the queries, a run that did not complete ---------
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (connections are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+async def test_an_unreachable_api_stops_the_run_and_the_next_run_resumes(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    dead = SimpleNamespace(base_url=f"http://127.0.0.1:{closed_port()}/")
+    queries = ["red panda", "lighthouse"]
+    cfg = crawl_config(dead, tmp_path, queries, api_retries=1, api_backoff=0.01, limit=5)
+    async with Crawler(cfg) as crawler:
+        with pytest.raises(ApiConnectionError) as info:
+            await crawler.run()
+    assert info.value.exit_code == 6
+    assert "re-run" in str(info.value)
+    conn = sqlite3.connect(tmp_path / "checkpoint.sqlite")
+    try:
+        states = {s for (s,) in conn.execute("SELECT state FROM queries")}
+        answered = conn.execute("SELECT coalesce(sum(count), 0) FROM api_calls").fetchone()[0]
+        sent = conn.execute("SELECT value FROM meta WHERE key = 'api_calls_sent'").fetchall()
+    finally:
+        conn.close()
+    assert states == {"active"}  # nothing marked failed
+    assert answered == 0  # refused connections are not API calls
+    assert sent in ([], [("0",)])
+
+    server = await emulator_factory()
+    cfg = crawl_config(server, tmp_path, queries, limit=5)
+    async with Crawler(cfg) as crawler:
+        report = await crawler.run()
+    assert report.stats["run"]["stored"] == 10
+    assert report.stats["run"]["api_calls"] >= 2
+
+
+def test_the_retired_default_endpoint_is_named_in_the_error() -> None:
+    ctx = SourceContext.__new__(SourceContext)
+    ctx.config = SimpleNamespace(endpoint=DEFAULT_ENDPOINT)  # type: ignore[assignment]
+    hint = ctx._unreachable_hint()
+    assert "retired" in hint
+    assert "--endpoint" in hint
+    ctx.config = SimpleNamespace(endpoint="http://127.0.0.1:9/")  # type: ignore[assignment]
+    assert "retired" not in ctx._unreachable_hint()
+
+
+# -- 12. progress on resume: the whole dataset, this run's part, and what an idle crawl awaits -
+
+
+async def test_a_resumed_run_reports_the_whole_dataset(host: Host, tmp_path: Path) -> None:
+    plan = [("x", 100, [f"img/x{i}" for i in range(6)])]
+    await crawl(host, tmp_path, plan)
+    crawler = await crawl(host, tmp_path, plan)  # nothing left to do
+    report = crawler.counters.snapshot()
+    assert (report["stored"], report["dataset_stored"]) == (0, 6)
+    assert "stored 6 (+0 this run)" in crawler.counters.line()
+    table = {
+        k.strip(): v
+        for k, v in (ln.rsplit(maxsplit=1) for ln in summary_table(report).splitlines())
+    }
+    assert (table["images in the dataset"], table["stored (this run)"]) == ("6", "0")
+
+
+async def test_an_idle_crawl_says_what_it_waits_for(host: Host, tmp_path: Path) -> None:
+    host.hold["slow"] = asyncio.Event()
+    crawler = Crawler(config(host, tmp_path), producers=[producer(host, [("x", 10, ["img/slow"])])])
+    async with crawler:
+        run = asyncio.create_task(crawler.run())
+        while not crawler.counters.in_flight:  # yield (no clock) until the download started
+            await asyncio.sleep(0)
+        assert crawler.waiting_for() == "1 downloads in progress"
+        crawler.gate.limiter.pause(30)
+        assert crawler.waiting_for().startswith("the API: throttled, every call waits")
+        crawler.counters.last_progress -= 60  # as if nothing had moved for a minute
+        reporter = ProgressReporter(crawler.counters, live=False, waiting=crawler.waiting_for)
+        assert "idle 60 s: waiting for the API: throttled" in crawler.counters.line(
+            reporter._waiting()
+        )
+        host.hold["slow"].set()
+        await run
