@@ -66,12 +66,64 @@ ENDPOINT_ENV = "BING_SEARCH_V7_ENDPOINT"
 _KEY_ARG = re.compile(r"(--key[= ])\S+")
 
 
+class UsageError(ConfigError):
+    """A command line argparse refused; shown as argparse shows it (usage, then the error)."""
+
+    def __init__(self, prog: str, usage: str, message: str) -> None:
+        self.usage = usage
+        super().__init__(prog, message)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises ConfigError (exit 2, message naming the option) instead of exiting."""
+    """argparse that raises UsageError (exit 2, usage and the message) instead of exiting."""
 
     def error(self, message: str) -> Any:
         # argparse echoes unrecognised arguments: never a key given where none is expected.
-        raise ConfigError(self.prog, _KEY_ARG.sub(r"\1***", message))
+        raise UsageError(self.prog, self.format_usage(), _KEY_ARG.sub(r"\1***", message))
+
+
+def _filter_help(param: str) -> str:
+    """The help of one filter flag: the API parameter and the values it accepts."""
+    from bingcrawl.bing import params as bp
+
+    listed: dict[str, str] = {
+        "license": ", ".join(bp.LICENSES),
+        "imageType": ", ".join(bp.IMAGE_TYPES),
+        "safeSearch": ", ".join(bp.SAFE_SEARCH),
+        "mkt": f"a market such as en-US, de-DE, ja-JP ({len(bp.MARKETS)} in the reference)",
+        "cc": "a two-letter country code such as US, GB, DE",
+        "setLang": "a two-letter language code such as en, de, ja",
+        "Accept-Language": "an Accept-Language header value, e.g. 'en-GB,en;q=0.8'",
+        "size": ", ".join(bp.SIZES),
+        "aspect": ", ".join(bp.ASPECTS),
+        "color": ", ".join(bp.COLORS),
+        "freshness": ", ".join(bp.FRESHNESS) + " or a YYYY-MM-DD..YYYY-MM-DD range",
+        "imageContent": ", ".join(bp.IMAGE_CONTENTS),
+        "width": "exact width in pixels",
+        "height": "exact height in pixels",
+        "minWidth": "pixels",
+        "maxWidth": "pixels",
+        "minHeight": "pixels",
+        "maxHeight": "pixels",
+        "minFileSize": f"bytes, at most {bp.MAX_FILE_SIZE}",
+        "maxFileSize": f"bytes, at most {bp.MAX_FILE_SIZE}",
+    }
+    return f"the `{param}` parameter: {listed[param]} (case-insensitive)"
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows every option's default (unless its help already says it, or there is none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help = action.help or ""
+        default = action.default
+        if (
+            "default" not in help
+            and default not in (None, False, [], argparse.SUPPRESS)
+            and action.option_strings
+        ):
+            help += " (default: %(default)s)"
+        return help
 
 
 def _positive_int(text: str) -> int:
@@ -82,7 +134,9 @@ def _positive_int(text: str) -> int:
 
 
 def _add_crawl_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("queries", nargs="*", metavar="QUERY", help="search queries")
+    p.add_argument(
+        "queries", nargs="*", metavar="QUERY", help="search queries (label: the query's slug)"
+    )
     p.add_argument("--queries-file", type=Path, help="file of `query` or `label<TAB>query` lines")
     p.add_argument("--out", type=Path, required=True, help="output directory (re-run to resume)")
     p.add_argument(
@@ -94,16 +148,37 @@ def _add_crawl_options(p: argparse.ArgumentParser) -> None:
     api.add_argument("--key", help=f"subscription key (or ${KEY_ENV}, or --key-file)")
     api.add_argument("--key-file", type=Path, help="file holding the subscription key")
     api.add_argument("--endpoint", help=f"API base URL (or ${ENDPOINT_ENV})")
-    api.add_argument("--qps", type=float, default=3.0, help="API requests per second (default 3)")
-    api.add_argument("--count", type=int, default=150, help="results per page, <= 150")
+    api.add_argument(
+        "--qps",
+        type=float,
+        default=3.0,
+        help="API requests per second, never exceeded in any second (a fraction above 1 "
+        "rounds down)",
+    )
+    api.add_argument("--count", type=int, default=150, help="results per page, at most 150")
     api.add_argument(
         "--limit",
         type=int,
         help="images kept per query (default 100; a --urls list is fetched whole unless given)",
     )
-    api.add_argument("--max-active-queries", type=int, default=8)
-    api.add_argument("--max-api-calls", type=int, help="API call budget, counted across resumes")
-    api.add_argument("--api-retries", type=int, default=6)
+    api.add_argument(
+        "--max-active-queries",
+        type=int,
+        default=8,
+        help="queries paged at the same time (their pages share one --qps)",
+    )
+    api.add_argument(
+        "--max-api-calls",
+        type=int,
+        help="API call budget, counted across resumes (default: no budget)",
+    )
+    api.add_argument(
+        "--api-retries",
+        type=int,
+        default=6,
+        help="retries of an API call that failed (5xx, connection); throttling (429) is "
+        "waited out without limit",
+    )
     _add_source_options(p)
     filters = p.add_argument_group("Bing filters (validated before any request)")
     for flag, param in FILTER_FLAGS.items():
@@ -111,12 +186,19 @@ def _add_crawl_options(p: argparse.ArgumentParser) -> None:
             flag,
             dest=f"filter_{param}",
             metavar=param.upper().replace("-", "_"),
-            help=f"the `{param}` parameter",
+            help=_filter_help(param),
         )
     dl = p.add_argument_group("downloads")
-    dl.add_argument("--concurrency", type=int, default=64)
-    dl.add_argument("--per-host", type=int, default=8)
-    dl.add_argument("--max-bytes", type=int, default=20 * 1024 * 1024)
+    dl.add_argument("--concurrency", type=int, default=64, help="downloads at the same time")
+    dl.add_argument(
+        "--per-host", type=int, default=8, help="downloads at the same time from one host"
+    )
+    dl.add_argument(
+        "--max-bytes",
+        type=int,
+        default=20 * 1024 * 1024,
+        help="largest image accepted, in bytes (larger ones fail as too_large)",
+    )
     dl.add_argument(
         "--timeout", type=float, default=30.0, help="total seconds per download attempt"
     )
@@ -130,7 +212,11 @@ def _add_crawl_options(p: argparse.ArgumentParser) -> None:
     )
     hs = p.add_argument_group("hashing and dedup")
     hs.add_argument(
-        "--hash", dest="hash_algo", default="phash", choices=["phash", "dhash", "ahash", "whash"]
+        "--hash",
+        dest="hash_algo",
+        default="phash",
+        choices=["phash", "dhash", "ahash", "whash"],
+        help="perceptual hash of the near-duplicate check",
     )
     hs.add_argument(
         "--hash-workers", type=int, help="hash processes (default: CPU count; 0 = a thread)"
@@ -138,16 +224,11 @@ def _add_crawl_options(p: argparse.ArgumentParser) -> None:
     hs.add_argument(
         "--near-dup-distance",
         type=int,
-        help="Hamming distance for near duplicates (0 = exact only)",
+        help="Hamming distance for near duplicates (0 = exact only; default 6)",
     )
     hs.add_argument("--max-pixels", type=int, default=64_000_000, help="decompression-bomb limit")
     out = p.add_argument_group("output")
-    out.add_argument(
-        "--output-format",
-        default="files",
-        choices=["files", "webdataset"],
-        help="files: images/<label>/<sha>.<ext> (default); webdataset: tar shards in shards/",
-    )
+    _add_layout_options(out)
     out.add_argument("--shard-size", type=int, default=10_000, help="images per shard")
     out.add_argument(
         "--shard-by",
@@ -173,6 +254,16 @@ def _add_crawl_options(p: argparse.ArgumentParser) -> None:
         type=float,
         default=600.0,
         help="/healthz answers 503 after this many seconds without progress",
+    )
+
+
+def _add_layout_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """How the dataset is laid out (crawl and demo)."""
+    p.add_argument(
+        "--output-format",
+        default="files",
+        choices=["files", "webdataset"],
+        help="files: images/<label>/<sha>.<ext>; webdataset: tar shards in shards/",
     )
 
 
@@ -273,18 +364,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bingcrawl {__version__}")
     common = _Parser(add_help=False)
     common.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="least severe log lines shown",
     )
     common.add_argument(
         "--log-format",
         default="text",
         choices=["text", "json"],
-        help="json: one object per line, with run and query context",
+        help="text, or json: one object per line, with run and query context",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, parents=[common])
+        return sub.add_parser(
+            name, help=help, description=help, parents=[common], formatter_class=_HelpFormatter
+        )
 
     def add_event_loop(command: argparse.ArgumentParser) -> None:
         command.add_argument(
@@ -298,27 +394,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_crawl_options(crawl)
     add_event_loop(crawl)
     parser.set_defaults(_crawl_parser=crawl)
-    st = add("status", "progress per query, from the checkpoint")
-    st.add_argument("dir", type=Path)
-    st.add_argument("--json", action="store_true")
-    ex = add("export", "the manifest, every candidate, or the duplicate clusters")
-    ex.add_argument("dir", type=Path)
-    ex.add_argument("--format", dest="fmt", default="jsonl", choices=["jsonl", "csv", "parquet"])
+    st = add("status", "progress per query, from the checkpoint (safe next to a running crawl)")
+    st.add_argument("dir", type=Path, metavar="DIR", help="the crawl's --out directory")
+    st.add_argument("--json", action="store_true", help="JSON instead of a table")
+    ex = add("export", "the manifest, every candidate, or the duplicate clusters, as a file")
+    ex.add_argument("dir", type=Path, metavar="DIR", help="the crawl's --out directory")
+    ex.add_argument(
+        "--format",
+        dest="fmt",
+        default="jsonl",
+        choices=["jsonl", "csv", "parquet"],
+        help="file format (parquet needs pyarrow)",
+    )
     ex.add_argument("--all", action="store_true", help="every candidate with its status")
     ex.add_argument(
         "--duplicates", action="store_true", help="duplicate clusters, stored image first"
     )
     ex.add_argument(
-        "--output", "-o", type=Path, help="destination file (default: stdout / DIR/export.*)"
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="destination file, or - for stdout (jsonl and csv) (default: "
+        "DIR/export/<manifest|candidates|duplicates>.<format>; the crawl's own "
+        "DIR/manifest.jsonl is never overwritten)",
     )
     em = add("emulator", "a Bing Image Search v7 emulator with an image host")
     from bingcrawl.emulator.cli import add_arguments as add_emulator_arguments
 
     add_emulator_arguments(em)  # --event-loop included
-    demo = add("demo", "emulator + crawl in one process, offline")
-    demo.add_argument("--out", type=Path, default=Path("bingcrawl-demo"))
-    demo.add_argument("--limit", type=int, default=60)
-    demo.add_argument("--no-progress", action="store_true")
+    demo = add(
+        "demo",
+        "the whole job offline: the built-in emulator (synthetic pictures, injected faults) "
+        "crawled in one process",
+    )
+    demo.add_argument("--out", type=Path, default=Path("bingcrawl-demo"), help="output directory")
+    demo.add_argument("--limit", type=int, default=60, help="images kept per query")
+    _add_layout_options(demo)
+    demo.add_argument("--no-progress", action="store_true", help="no live display")
     add_event_loop(demo)
     return parser
 
@@ -345,6 +457,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
         CrawlConfig,
         QuerySpec,
         parse_queries_file,
+        prepare_out_dir,
         safe_label,
     )
     from bingcrawl.pipeline.download import DownloadConfig
@@ -392,7 +505,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
             f"a subscription key is needed to search (--key, --key-file or ${KEY_ENV}); "
             "without one, try `bingcrawl demo`",
         )
-    return CrawlConfig(
+    config = CrawlConfig(
         out=args.out,
         queries=tuple(specs),
         key=key,
@@ -433,6 +546,8 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
         shard_size=args.shard_size,
         shard_by=args.shard_by,
     )
+    prepare_out_dir(config.out)  # last: a bad option leaves no directory behind
+    return config
 
 
 async def run_crawl(config: Any) -> dict[str, Any]:
@@ -470,24 +585,36 @@ async def run_crawl(config: Any) -> dict[str, Any]:
     return report.stats
 
 
-def _print_summary(stats: Mapping[str, Any], out: Path) -> None:
+def _print_summary(stats: Mapping[str, Any], out: Path, output_format: str) -> None:
     from bingcrawl.pipeline.progress import summary_table
 
     print(summary_table(dict(stats.get("run", stats))))
-    print(f"images:   {out / 'images'}")
+    if output_format == "webdataset":
+        print(f"shards:   {out / 'shards'}")
+    else:
+        print(f"images:   {out / 'images'}")
     print(f"manifest: {out / 'manifest.jsonl'}")
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from bingcrawl.config import CrawlConfig, QuerySpec
+    from bingcrawl.config import CrawlConfig, QuerySpec, prepare_out_dir
     from bingcrawl.emulator import EmulatorConfig, EmulatorServer
     from bingcrawl.pipeline.download import DownloadConfig
     from bingcrawl.pipeline.netpolicy import NetworkPolicy
 
+    prepare_out_dir(args.out)
     async with EmulatorServer(EmulatorConfig(qps=10.0)) as server:
-        print(f"emulator listening on {server.base_url}", flush=True)
+        print(
+            f"bingcrawl demo: the built-in emulator serves at {server.base_url}: a Bing v7 API "
+            "and image hosts with synthetic pictures and injected faults (broken, slow, "
+            "oversized and fake images, throttling). The failures this crawl reports are "
+            "those faults, handled as a real crawl would handle them.",
+            file=sys.stderr,
+            flush=True,
+        )
         config = CrawlConfig(
             out=args.out,
+            output_format=args.output_format,
             queries=tuple(
                 QuerySpec.of(q) for q in ("aston martin", "red panda", "lighthouse at dusk")
             ),
@@ -509,7 +636,12 @@ async def _demo(args: argparse.Namespace) -> int:
             grace=2.0,
         )
         stats = await run_crawl(config)
-    _print_summary(stats, args.out)
+    _print_summary(stats, args.out, args.output_format)
+    print(
+        "(demo: the pictures are synthetic and the failures above are injected faults; "
+        "point `bingcrawl crawl --endpoint` at a real service for real images)",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -532,30 +664,35 @@ def _export(args: argparse.Namespace) -> int:
     from bingcrawl.store.output import export
 
     _require_checkpoint(args.dir)
+    to_stdout = args.output == "-"
     result = export(
         args.dir,
         fmt=args.fmt,
         all_candidates=args.all,
         duplicates=args.duplicates,
-        dest=args.output,
+        dest=sys.stdout.buffer
+        if to_stdout
+        else (None if args.output is None else Path(args.output)),
     )
-    print(f"{result.rows} rows -> {result.path}")
+    # stdout carries data only: the summary is talk, for stderr.
+    where = "stdout" if result.path is None else str(result.path)
+    print(f"{result.rows} rows -> {where}", file=sys.stderr)
     return 0
 
 
-def _report(logging_ready: bool, level: int, message: str) -> None:
-    """The last word of a run: a log record (JSON in json mode), or plain stderr before
-    logging is set up (a usage error)."""
-    if logging_ready:
-        log.log(level, "bingcrawl: %s", message)
+def _report(log_format: str | None, level: int, message: str) -> None:
+    """The last word of a run, one line on stderr: ``bingcrawl: error: --opt: ...``. In json
+    log mode it is a log record instead (one JSON object, like every other line)."""
+    if log_format == "json":
+        log.log(level, "%s", message)
     else:
-        print(f"bingcrawl: {message}", file=sys.stderr)
+        print(f"bingcrawl: {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     env = os.environ if env is None else env
-    logging_ready = False
+    log_format: str | None = None
     try:
         parser = build_parser()
         # Every crawl option can come from BINGCRAWL_<OPTION>; flags win over the environment.
@@ -563,14 +700,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         apply_env_defaults(parser.get_default("_crawl_parser"), env, exclude={"--key"})
         args = parser.parse_args(argv)
         configure_logging(args.log_level, args.log_format)
-        logging_ready = True
+        log_format = args.log_format
         if args.command == "crawl":
             # One run id on every log line of this run, the first ones included.
             bind(run_id=uuid.uuid4().hex[:12])
             config = build_config(args, env)
             configure_logging(args.log_level, args.log_format, secrets=[config.key])
             stats = eventloop.run(run_crawl(config), args.event_loop)
-            _print_summary(stats, config.out)
+            _print_summary(stats, config.out, config.output_format)
             return 0
         if args.command == "demo":
             return eventloop.run(_demo(args), args.event_loop)
@@ -584,12 +721,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return eventloop.run(run_emulator(args), args.event_loop)
         raise ConfigError("command", f"unknown command {args.command!r}")
     except Interrupted as exc:
-        _report(
-            logging_ready, logging.WARNING, f"{exc}; checkpoint is consistent, re-run to resume"
-        )
+        _report(log_format, logging.WARNING, f"{exc}; checkpoint is consistent, re-run to resume")
         return exc.code
+    except UsageError as exc:
+        # As argparse prints it: the usage, then `bingcrawl crawl: error: ...`.
+        print(f"{exc.usage}{exc.option}: error: {exc.message}", file=sys.stderr, flush=True)
+        return exc.exit_code
     except BingCrawlError as exc:
-        _report(logging_ready, logging.ERROR, f"error: {exc}")
+        _report(log_format, logging.ERROR, f"error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import tempfile
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ __all__ = [
     "CrawlConfig",
     "QuerySpec",
     "parse_queries_file",
+    "prepare_out_dir",
     "safe_label",
 ]
 
@@ -74,6 +76,27 @@ def safe_label(text: str, *, lower: bool = True) -> str:
     if slug.split(".")[0].casefold() in _WINDOWS_RESERVED:
         slug = f"{slug}_"
     return slug
+
+
+def prepare_out_dir(out: Path, *, option: str = "--out") -> Path:
+    """Create the output directory if needed and prove it writable, before any request.
+
+    Raises :class:`ConfigError` naming ``option`` when ``out`` is a file, lies under a file,
+    cannot be created, or cannot be written (a read-only filesystem, no permission).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(option, f"{out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        # A probe file: the only honest test (access() says yes to root on a full disk, and
+        # a directory can be listable but not writable).
+        with tempfile.TemporaryFile(dir=out, prefix=".bingcrawl-probe-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(option, f"cannot write to {out}: {reason}") from None
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,6 +85,7 @@ class ConfigError(BingCrawlError, ValueError):
 
     def __init__(self, option: str, message: str) -> None:
         self.option = option
+        self.message = message
         super().__init__(f"{option}: {message}")
 
 

@@ -172,7 +172,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     corpus = parser.add_argument_group("corpus")
-    corpus.add_argument("--results-per-query", type=int, default=1000, metavar="N")
+    corpus.add_argument(
+        "--results-per-query", type=int, default=1000, metavar="N", help="results each query has"
+    )
     corpus.add_argument("--image-size", default="30k", help="30k, 200k or 1m (default 30k)")
     corpus.add_argument(
         "--fault-rate",
@@ -186,9 +188,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KIND,...",
         help="comma-separated fault kinds to mix in (default: all)",
     )
-    corpus.add_argument("--exact-dup-rate", type=float, default=0.05, metavar="F")
-    corpus.add_argument("--near-dup-rate", type=float, default=0.05, metavar="F")
-    corpus.add_argument("--cross-query-rate", type=float, default=0.03, metavar="F")
+    corpus.add_argument(
+        "--exact-dup-rate", type=float, default=0.05, metavar="F",
+        help="share of results that are byte-identical copies of another",
+    )  # fmt: skip
+    corpus.add_argument(
+        "--near-dup-rate", type=float, default=0.05, metavar="F",
+        help="share of results that are edited copies (resized, re-encoded) of another",
+    )  # fmt: skip
+    corpus.add_argument(
+        "--cross-query-rate", type=float, default=0.03, metavar="F",
+        help="share of results that also appear under another query",
+    )  # fmt: skip
     corpus.add_argument(
         "--format-mix",
         metavar="FMT=W,...",

@@ -43,7 +43,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from bingcrawl.config import CrawlConfig
+from bingcrawl.config import CrawlConfig, prepare_out_dir
 from bingcrawl.errors import (
     ApiConnectionError,
     AuthenticationError,
@@ -201,7 +201,7 @@ class Crawler:
         self._state = "open"
         stack = AsyncExitStack()
         try:
-            self.out.mkdir(parents=True, exist_ok=True)
+            prepare_out_dir(self.out)
             images = self.out / "images"
             if images.is_symlink():
                 raise UnsafePathError(f"{images} is a symlink; refusing to write through it")

@@ -164,7 +164,7 @@ DbSource = HasDbPath | Path | str
 class ExportResult:
     """Where an export was written and how many rows it holds."""
 
-    path: Path
+    path: Path | None  # None: written to a stream (stdout)
     rows: int
 
 
@@ -344,12 +344,16 @@ _KINDS: dict[str, tuple[tuple[_Field, ...], _RowSource]] = {
 }
 
 
+#: Where ``bingcrawl export`` writes by default, under OUT (never OUT/manifest.jsonl itself).
+EXPORT_DIR = "export"
+
+
 def export(
     out: Path,
     *,
     fmt: ExportFormat = "jsonl",
     all_candidates: bool = False,
-    dest: Path | None = None,
+    dest: Path | BinaryIO | None = None,
     duplicates: bool = False,
     durable: bool = False,
     source: DbSource | None = None,
@@ -357,9 +361,11 @@ def export(
     """Export the stored images (the manifest rows), every candidate with its status
     (``all_candidates``) or the duplicate clusters (``duplicates``) as jsonl, csv or parquet.
 
-    ``dest`` defaults to ``OUT/<manifest|candidates|duplicates>.<fmt>`` (its directory is
-    created if needed); ``source`` to
-    ``OUT``'s checkpoint. Parquet needs the optional ``pyarrow`` (ConfigError otherwise).
+    ``dest`` is a file path (written atomically; its directory is created if needed), an
+    open binary stream (e.g. ``sys.stdout.buffer``; jsonl and csv only), or None for
+    ``OUT/export/<manifest|candidates|duplicates>.<fmt>``. The crawl's own
+    ``OUT/manifest.jsonl`` is refused as a destination. ``source`` defaults to ``OUT``'s
+    checkpoint. Parquet needs the optional ``pyarrow`` (ConfigError otherwise).
     """
     if fmt not in ("jsonl", "csv", "parquet"):
         raise ConfigError("--format", f"unknown export format {fmt!r}; one of jsonl, csv, parquet")
@@ -368,20 +374,31 @@ def export(
     kind = "duplicates" if duplicates else "candidates" if all_candidates else "manifest"
     fields, rows_of = _KINDS[kind]
     out = Path(out)
-    target = Path(dest) if dest is not None else out / f"{kind}.{fmt}"
+    db = source if source is not None else out
+    if dest is not None and not isinstance(dest, str | os.PathLike):
+        if fmt == "parquet":
+            raise ConfigError("--output", "parquet is written to a file, not a stream: name one")
+        with _snapshot(db) as conn:
+            n = _write_rows(fmt, dest, rows_of(conn), fields)
+        dest.flush()
+        return ExportResult(path=None, rows=n)
+    target = Path(dest) if dest is not None else out / EXPORT_DIR / f"{kind}.{fmt}"
+    if target.resolve() == (out / MANIFEST_NAME).resolve():
+        raise ConfigError("--output", f"{target} is the crawl's own manifest; choose another file")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        _snapshot(source if source is not None else out) as conn,
-        atomic_open(target.parent, target.name, durable=durable) as fh,
-    ):
-        rows = rows_of(conn)
-        if fmt == "jsonl":
-            n = _write_jsonl(fh, rows)
-        elif fmt == "csv":
-            n = _write_csv(fh, rows, [name for name, _, _ in fields])
-        else:
-            n = _write_parquet(fh, rows, fields)
+    with _snapshot(db) as conn, atomic_open(target.parent, target.name, durable=durable) as fh:
+        n = _write_rows(fmt, fh, rows_of(conn), fields)
     return ExportResult(path=target, rows=n)
+
+
+def _write_rows(
+    fmt: ExportFormat, fh: BinaryIO, rows: Iterator[dict[str, Any]], fields: Sequence[_Field]
+) -> int:
+    if fmt == "jsonl":
+        return _write_jsonl(fh, rows)
+    if fmt == "csv":
+        return _write_csv(fh, rows, [name for name, _, _ in fields])
+    return _write_parquet(fh, rows, fields)
 
 
 def status_report(out: Path | str, *, as_json: bool = False) -> str:

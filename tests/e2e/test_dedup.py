@@ -187,7 +187,9 @@ async def test_every_copy_collapses_to_one_stored_image(
     assert cli_main(["export", str(tmp_path), "--duplicates"], env={}) == 0
     exported = [
         json.loads(line)
-        for line in (tmp_path / "duplicates.jsonl").read_text(encoding="utf-8").splitlines()
+        for line in (tmp_path / "export" / "duplicates.jsonl")
+        .read_text(encoding="utf-8")
+        .splitlines()
     ]
     clusters: dict[str, list[dict[str, Any]]] = {}
     for row in exported:

@@ -86,11 +86,42 @@ def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentPa
 
 def test_services_image_and_order(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"emulator", "crawler"}
+    assert set(services) == {"emulator", "crawler", "status"}
     assert services["emulator"]["image"] == services["crawler"]["image"]
     assert services["emulator"]["build"] == services["crawler"]["build"] == "."
     assert services["crawler"]["depends_on"] == {"emulator": {"condition": "service_healthy"}}
     assert "depends_on" not in services["emulator"]
+
+
+def test_status_is_a_tool_that_starts_nothing_else(compose: dict[str, Any]) -> None:
+    # `docker compose run --rm crawler status /data` used to start the emulator first (the
+    # crawler depends on it); the status service reads the volume alone.
+    status = compose["services"]["status"]
+    assert status["profiles"] == ["tools"]  # not started by `up`
+    assert "depends_on" not in status
+    assert status["image"] == compose["services"]["crawler"]["image"]
+    assert "dataset:/data" in status["volumes"]
+    args = build_parser().parse_args(status["command"])
+    assert (args.command, str(args.dir)) == ("status", "/data")
+
+
+def test_readme_and_compose_say_what_up_does() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    header = (ROOT / "docker-compose.yml").read_text(encoding="utf-8").split("\nname:", 1)[0]
+    for text in (readme, header):
+        assert "up --build --exit-code-from crawler" in text  # returns when the crawler exits
+        assert "run --rm status" in text
+        assert "run --rm crawler status" not in text
+    # the build pulls a base image and packages: only the built image runs offline
+    assert "emulator + crawler, fully offline" not in readme
+    assert "Building\nneeds the network once" in readme
+
+
+def test_the_license_file_matches_pyproject() -> None:
+    license_text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert license_text.startswith("MIT License")
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'license = "MIT"' in pyproject
 
 
 def test_emulator_command_is_valid_for_the_real_cli(compose: dict[str, Any]) -> None:

@@ -130,7 +130,7 @@ async def test_key_goes_to_the_api_only_and_is_never_written(
     assert '"queries"' in printed.out
     assert "flag query" in printed.out
     exports = {"candidates.jsonl", "candidates.csv", "candidates.parquet", "duplicates.jsonl"}
-    assert {p.name for p in outs[0].iterdir()} >= exports
+    assert {p.name for p in (outs[0] / "export").iterdir()} >= exports
     more = [CliRun(("status/export",), 0, printed.out, printed.err, 0)]
 
     assert not flaky.script, "the scripted failures were not all met"

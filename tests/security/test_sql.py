@@ -129,7 +129,7 @@ async def test_sql_looking_queries_round_trip_intact(
     status = json.loads(capsys.readouterr().out)
     assert sorted(q["text"] for q in status["queries"]) == sorted(queries)
     assert await asyncio.to_thread(run_main, ["export", str(out), "--all"]) == 0
-    exported = (out / "candidates.jsonl").read_text(encoding="utf-8").splitlines()
+    exported = (out / "export" / "candidates.jsonl").read_text(encoding="utf-8").splitlines()
     assert {json.loads(line)["query"] for line in exported} == set(queries)
 
     # Placeholders only: the texts went in and out, yet no statement ever contained one.

@@ -169,13 +169,16 @@ async def test_export_formats(out: Path, crawled: dict[str, Any], fmt: str) -> N
         return loaded
 
     manifest = export(out, fmt=fmt)  # type: ignore[arg-type]
-    assert (manifest.path, manifest.rows) == (out / f"manifest.{fmt}", 2)
+    # under OUT/export/: never the crawl's own OUT/manifest.jsonl
+    assert (manifest.path, manifest.rows) == (out / "export" / f"manifest.{fmt}", 2)
+    assert manifest.path is not None
     rows = load(manifest.path)
     assert [r["sha256"] for r in rows] == [crawled["first"].sha256, crawled["second"].sha256]
     assert [r["phash"] for r in rows] == ["fedcba9876543210", "000000000000000f"]
 
     everything = export(out, fmt=fmt, all_candidates=True, dest=out / "x" / f"all.{fmt}")  # type: ignore[arg-type]
     assert everything.rows == 6
+    assert everything.path is not None
     rows = load(everything.path)
     assert [r["status"] for r in rows] == [
         "stored",
@@ -188,6 +191,7 @@ async def test_export_formats(out: Path, crawled: dict[str, Any], fmt: str) -> N
     assert rows[3]["error_class"] == "timeout"
 
     clusters = export(out, fmt=fmt, duplicates=True)  # type: ignore[arg-type]
+    assert clusters.path is not None
     rows = load(clusters.path)
     first = crawled["first"]
     assert [(r["role"], str(r["distance"]), r["cluster"]) for r in rows] == [
@@ -204,8 +208,9 @@ async def test_export_of_an_empty_crawl(out: Path) -> None:
     for fmt in ("jsonl", "csv", "parquet"):
         result = export(out, fmt=fmt)
         assert result.rows == 0
+        assert result.path is not None
         assert result.path.exists()
-    assert pq.read_table(out / "manifest.parquet").column_names[:2] == ["path", "label"]
+    assert pq.read_table(out / "export" / "manifest.parquet").column_names[:2] == ["path", "label"]
 
 
 async def test_export_option_errors(
