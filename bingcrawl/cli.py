@@ -265,6 +265,14 @@ def _add_layout_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) ->
         choices=["files", "webdataset"],
         help="files: images/<label>/<sha>.<ext>; webdataset: tar shards in shards/",
     )
+    p.add_argument(
+        "--convert-to",
+        default="keep",
+        choices=["keep", "jpg", "png"],
+        help="store every image in one format (re-encoded in the hash workers; images already "
+        "in it are kept byte for byte): jpg for torchvision ImageFolder and webdataset "
+        "to_tuple('jpg', ...), png to keep transparency; keep: as downloaded",
+    )
 
 
 def _add_source_options(p: argparse.ArgumentParser) -> None:
@@ -543,6 +551,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
         stall_after=args.stall_after,
         crash_at=env.get("BINGCRAWL_CRASH_AT") or None,
         output_format=args.output_format,
+        convert_to=args.convert_to,
         shard_size=args.shard_size,
         shard_by=args.shard_by,
     )
@@ -615,6 +624,7 @@ async def _demo(args: argparse.Namespace) -> int:
         config = CrawlConfig(
             out=args.out,
             output_format=args.output_format,
+            convert_to=args.convert_to,
             queries=tuple(
                 QuerySpec.of(q) for q in ("aston martin", "red panda", "lighthouse at dusk")
             ),

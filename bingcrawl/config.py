@@ -193,6 +193,7 @@ class CrawlConfig:
     #: URL-list column names: url, caption, label (img2dataset's defaults).
     url_columns: tuple[str, str, str] = ("url", "caption", "label")
     output_format: str = "files"  # files (ImageFolder) | webdataset (tar shards)
+    convert_to: str = "keep"  # keep | jpg | png: one format for the whole dataset
     shard_size: int = 10_000  # images per webdataset shard
     shard_by: str = "label"  # a shard series per label, or "all" in one series
 
@@ -219,6 +220,8 @@ class CrawlConfig:
             raise ConfigError("--grace", "must be >= 0 seconds")
         if self.frontier_size < 0:
             raise ConfigError("--frontier-size", "must be >= 0")
+        if self.convert_to not in ("keep", "jpg", "png"):
+            raise ConfigError("--convert-to", "must be 'keep', 'jpg' or 'png'")
         if self.output_format not in ("files", "webdataset"):
             raise ConfigError("--output-format", "must be 'files' or 'webdataset'")
         if self.shard_size < 1:
@@ -289,6 +292,9 @@ class CrawlConfig:
             "max_pixels": self.max_pixels,
             "max_bytes": self.download.max_bytes,
             "output_format": self.output_format,
+            # Only when converting: a crawl made before the option existed stays resumable,
+            # and switching a dataset's format half-way is refused like any other option.
+            **({"convert_to": self.convert_to} if self.convert_to != "keep" else {}),
         }
 
     @staticmethod

@@ -128,7 +128,7 @@ class Hashed:
 
     ``format`` is the decoded format in lower case (``jpeg``, ``png``, ``gif``, ``webp``) and
     ``ext`` the file extension that goes with it. ``phash`` is the 64-bit perceptual hash as
-    an unsigned int.
+    an unsigned int (always of the downloaded picture, converted or not).
     """
 
     sha256: str
@@ -138,6 +138,10 @@ class Hashed:
     format: str
     ext: str
     size: int
+    #: The bytes to store when ``--convert-to`` re-encoded the image (then ``sha256``,
+    #: ``format``, ``ext``, ``size``, ``width`` and ``height`` describe them); None when the
+    #: downloaded bytes are stored as they are.
+    body: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

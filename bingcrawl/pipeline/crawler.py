@@ -222,6 +222,7 @@ class Crawler:
                     self.config.hash_workers,
                     algo=self.config.hash_algo,
                     max_pixels=self.config.max_pixels,
+                    convert_to=self.config.convert_to,
                 )
             )
             self.downloader = await stack.enter_async_context(Downloader(self.config.download))
@@ -601,8 +602,9 @@ class Crawler:
             state.stored += 1
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._writing[hashed.sha256] = done
+        body = fetched.body if hashed.body is None else hashed.body  # (--convert-to)
         unit = asyncio.ensure_future(
-            self._write_and_record(candidate, hashed, fetched.body, common, state, done)
+            self._write_and_record(candidate, hashed, body, common, state, done)
         )
         self._commits.add(unit)
         unit.add_done_callback(self._commits.discard)
@@ -697,10 +699,20 @@ class Crawler:
             None if self._storage_error is None else str(self._storage_error)
         )
         durable = self.config.durable
-        await asyncio.to_thread(write_manifest, self.checkpoint, self.out, durable=durable)
-        return await asyncio.to_thread(
-            write_stats, self.checkpoint, self.out, extra={"run": snapshot}, durable=durable
-        )
+        try:
+            await asyncio.to_thread(write_manifest, self.checkpoint, self.out, durable=durable)
+            return await asyncio.to_thread(
+                write_stats, self.checkpoint, self.out, extra={"run": snapshot}, durable=durable
+            )
+        except OSError as exc:
+            # A full disk refuses the manifest too: the checkpoint holds everything, and the
+            # next run rewrites both files. Report the storage fault, not a traceback.
+            if exc.errno not in STORAGE_FAULTS or isinstance(exc, UnsafePathError):
+                raise
+            if self._storage_error is None:
+                self._storage_fault(exc)
+            log.error("manifest.jsonl and stats.json were not rewritten: %s", exc)
+            return {"run": snapshot}
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

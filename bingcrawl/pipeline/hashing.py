@@ -26,6 +26,16 @@ Decisions worth knowing:
   its EXIF tag hash alike; ``width`` and ``height`` stay those of the stored pixels.
 * ``whash`` runs at a fixed 64 x 64 scale: imagehash's default scale depends on the decoded
   size, which would make the hash depend on resolution and on draft mode.
+* ``convert_to`` (``--convert-to jpg|png``) re-encodes, in the same worker, every image not
+  already in the target format, so a dataset has one format for readers that expect one
+  (torchvision's ``ImageFolder`` skips ``.gif``; webdataset's ``to_tuple("jpg", ...)``). An
+  image already in the target format is stored byte for byte. A converted image is decoded
+  in full (no draft), its EXIF orientation applied to the pixels (the tag does not survive),
+  its first frame taken (animated GIF), transparency composited over white for JPEG (PNG
+  keeps it), CMYK and 16-bit made 8-bit RGB / greyscale for JPEG; the ICC profile is kept.
+  JPEG is written at quality :data:`JPEG_QUALITY` with 4:4:4 chroma. The stored file's
+  sha256 (its name and the exact-dedup key) is that of the converted bytes; the perceptual
+  hash is the downloaded picture's, so near-duplicate detection is unchanged.
 """
 
 from __future__ import annotations
@@ -63,12 +73,15 @@ except ImportError:  # Pillow built without libwebp: WebP bytes become unsupport
     WebPImagePlugin = None  # type: ignore[assignment]
 
 __all__ = [
+    "CONVERT_TO",
     "DEFAULT_MAX_PIXELS",
     "DRAFT_MIN_SIDE",
     "HASH_ALGOS",
+    "JPEG_QUALITY",
     "HashPool",
     "HashPoolConfig",
     "HashPoolStats",
+    "convert_image",
     "hash_batch",
     "hash_image",
     "worker_initializer",
@@ -78,6 +91,14 @@ logger = logging.getLogger(__name__)
 
 #: Perceptual hash algorithms :func:`hash_image` accepts (all 64-bit).
 HASH_ALGOS: Final[tuple[str, ...]] = ("phash", "dhash", "ahash", "whash")
+
+#: ``--convert-to`` values: keep the downloaded format, or re-encode to one format.
+CONVERT_TO: Final[tuple[str, ...]] = ("keep", "jpg", "png")
+
+#: JPEG quality of a converted image (visually lossless for training; ~3x smaller than PNG).
+JPEG_QUALITY: Final = 95
+
+_TARGET_FORMAT: Final = MappingProxyType({"jpg": "jpeg", "png": "png"})
 
 #: Default pixel budget: 64 megapixels (8000 x 8000), about 256 MB once decoded as RGBA.
 DEFAULT_MAX_PIXELS: Final = 64_000_000
@@ -145,6 +166,7 @@ def hash_image(
     algo: str = "phash",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     draft: bool = True,
+    convert_to: str = "keep",
 ) -> Hashed | HashFailure:
     """Validate, decode and hash the bytes of one image.
 
@@ -153,8 +175,12 @@ def hash_image(
     random or corrupt bytes), ``unsupported_format`` (BMP, TIFF, ...), ``decompression_bomb``
     (more than ``max_pixels`` pixels, checked before decoding) or ``truncated``. A bad file never
     raises; an unknown ``algo`` or a non-positive ``max_pixels`` raises
-    :class:`~bingcrawl.errors.ConfigError`.
+    :class:`~bingcrawl.errors.ConfigError`. With ``convert_to`` ``jpg`` or ``png``, an image
+    in another format comes back re-encoded (see :func:`convert_image` and the module
+    docstring); one that cannot be re-encoded fails as ``not_an_image``.
     """
+    if convert_to not in CONVERT_TO:
+        raise ConfigError("--convert-to", f"unknown {convert_to!r}; choose one of {CONVERT_TO}")
     hasher = _HASHERS.get(algo)
     if hasher is None:
         raise ConfigError("algo", f"unknown hash algorithm {algo!r}; choose one of {HASH_ALGOS}")
@@ -173,14 +199,84 @@ def hash_image(
         width, height, phash = _decode_and_hash(data, fmt, max_pixels, draft, hasher)
     except _Rejected as exc:
         return HashFailure(exc.error_class, exc.detail)
-    return Hashed(digest, phash, width, height, format=fmt, ext=EXTENSIONS[fmt], size=len(data))
+    target = _TARGET_FORMAT.get(convert_to)
+    if target is None or target == fmt:
+        return Hashed(digest, phash, width, height, format=fmt, ext=EXTENSIONS[fmt], size=len(data))
+    try:
+        body, width, height = convert_image(data, target)
+    except Exception as exc:  # a picture that decoded for hashing but cannot be re-encoded
+        return HashFailure(
+            ErrorClass.NOT_AN_IMAGE, f"cannot convert to {convert_to}: {_short(exc)}"
+        )
+    return Hashed(
+        hashlib.sha256(body).hexdigest(), phash, width, height, format=target,
+        ext=EXTENSIONS[target], size=len(body), body=body,
+    )  # fmt: skip
 
 
 def hash_batch(
-    items: Sequence[bytes], algo: str, max_pixels: int, draft: bool
+    items: Sequence[bytes], algo: str, max_pixels: int, draft: bool, convert_to: str = "keep"
 ) -> list[Hashed | HashFailure]:
     """Hash several images (what one :class:`HashPool` task runs); results keep the input order."""
-    return [hash_image(item, algo=algo, max_pixels=max_pixels, draft=draft) for item in items]
+    return [
+        hash_image(item, algo=algo, max_pixels=max_pixels, draft=draft, convert_to=convert_to)
+        for item in items
+    ]
+
+
+def convert_image(data: bytes, target: str) -> tuple[bytes, int, int]:
+    """Re-encode a decodable image as ``target`` (``jpeg`` or ``png``): (bytes, width, height).
+
+    Called only after :func:`hash_image` accepted the bytes (format allowed, size within
+    ``max_pixels``), so the full decode here is bounded. See the module docstring for what
+    happens to frames, orientation, transparency, CMYK and 16-bit pictures.
+    """
+    with Image.open(io.BytesIO(data)) as img:
+        img.seek(0)  # the first frame of an animation
+        icc = img.info.get("icc_profile")
+        picture = _oriented(img)
+        picture = _for_jpeg(picture) if target == "jpeg" else _for_png(picture)
+        buf = io.BytesIO()
+        options: dict[str, object] = {"icc_profile": icc} if icc else {}
+        if target == "jpeg":
+            picture.save(buf, "JPEG", quality=JPEG_QUALITY, subsampling=0, **options)
+        else:
+            picture.save(buf, "PNG", **options)
+        return buf.getvalue(), picture.width, picture.height
+
+
+def _oriented(img: Image.Image) -> Image.Image:
+    """The decoded first frame, turned upright by its EXIF orientation (best effort)."""
+    img.load()
+    try:
+        orientation = img.getexif().get(_EXIF_ORIENTATION_TAG)
+    except Exception:  # an unreadable EXIF block: the pixels as stored
+        orientation = None
+    method = _ORIENTATION.get(orientation) if isinstance(orientation, int) else None
+    frame = img.copy()  # detached from the file (and from the other frames)
+    return frame.transpose(method) if method is not None else frame
+
+
+def _for_jpeg(img: Image.Image) -> Image.Image:
+    """8-bit RGB or greyscale, transparency composited over white (JPEG has no alpha)."""
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        return _to_gray(img)
+    if img.has_transparency_data:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if img.mode in ("L", "RGB"):
+        return img
+    return img.convert("RGB")  # P, 1, CMYK, YCbCr, LA without alpha data, ...
+
+
+def _for_png(img: Image.Image) -> Image.Image:
+    """A mode PNG stores; transparency and 16-bit greyscale are kept."""
+    if img.mode in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I"):
+        return img
+    if img.has_transparency_data:
+        return img.convert("RGBA")
+    return img.convert("RGB")  # CMYK, YCbCr, F, ...
 
 
 def worker_initializer(ready: Queue[int] | None = None) -> None:

@@ -30,6 +30,7 @@ from typing import Any, Final, Self
 
 from bingcrawl.errors import ConfigError
 from bingcrawl.pipeline.hashing import (
+    CONVERT_TO,
     DEFAULT_MAX_PIXELS,
     HASH_ALGOS,
     hash_batch,
@@ -61,6 +62,7 @@ class HashPoolConfig:
     start_method: str = "spawn"
     decode_timeout: float = 30.0
     close_timeout: float = 10.0
+    convert_to: str = "keep"
 
     def __post_init__(self) -> None:
         if self.workers < 0:
@@ -69,6 +71,10 @@ class HashPoolConfig:
             raise ConfigError("batch_size", f"must be >= 1, got {self.batch_size}")
         if self.max_inflight < 1:
             raise ConfigError("max_inflight", f"must be >= 1, got {self.max_inflight}")
+        if self.convert_to not in CONVERT_TO:
+            raise ConfigError(
+                "--convert-to", f"unknown {self.convert_to!r}; choose one of {CONVERT_TO}"
+            )
         if self.algo not in HASH_ALGOS:
             raise ConfigError("algo", f"unknown hash algorithm {self.algo!r}; choose {HASH_ALGOS}")
         if self.max_pixels < 1:
@@ -148,6 +154,7 @@ class HashPool:
         start_method: str = "spawn",
         decode_timeout: float = 30.0,
         close_timeout: float = 10.0,
+        convert_to: str = "keep",
         batch_fn: Callable[..., list[Hashed | HashFailure]] | None = None,
     ) -> None:
         resolved = (os.cpu_count() or 1) if workers is None else workers
@@ -161,6 +168,7 @@ class HashPool:
             start_method=start_method,
             decode_timeout=decode_timeout,
             close_timeout=close_timeout,
+            convert_to=convert_to,
         )
         # The per-batch function run in the workers (None: hash_batch, looked up per call).
         self._batch_fn = batch_fn
@@ -362,7 +370,7 @@ class HashPool:
     async def _execute(self, items: list[bytes], attempt: int) -> list[Hashed | HashFailure]:
         c = self.config
         fn = self._batch_fn or hash_batch
-        call = functools.partial(fn, items, c.algo, c.max_pixels, c.draft)
+        call = functools.partial(fn, items, c.algo, c.max_pixels, c.draft, c.convert_to)
         if c.workers == 0:
             return await asyncio.to_thread(call)
         executor = self._executor

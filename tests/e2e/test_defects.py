@@ -250,8 +250,15 @@ async def test_a_full_disk_stops_the_crawl_and_a_rerun_resumes(host: Host, tmp_p
             return write(label, name, data)
 
         crawler.files.write = disk_fills_up  # type: ignore[method-assign]
-        with pytest.raises(StorageError) as info:
-            await crawler.run()
+
+        def manifest_too(*args: Any, **kw: Any) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        with pytest.MonkeyPatch.context() as patch:
+            # the full disk refuses the manifest as well: still the storage fault, exit 5
+            patch.setattr("bingcrawl.pipeline.crawler.write_manifest", manifest_too)
+            with pytest.raises(StorageError) as info:
+                await crawler.run()
     assert info.value.exit_code == 5
     assert "No space left on device" in str(info.value)
     assert "re-run" in str(info.value)

@@ -538,12 +538,14 @@ def test_pool_defaults() -> None:
     assert pool.config.batch_size == 16
 
 
-def hanging_batch(items: list[bytes], algo: str, max_pixels: int, draft: bool) -> list[Any]:
+def hanging_batch(
+    items: list[bytes], algo: str, max_pixels: int, draft: bool, convert_to: str
+) -> list[Any]:
     """The pool's batch function, except that the bytes ``b"hang"`` hang the decoder (as a
     pathological file can); runs in the spawned workers, so it lives at module level."""
     if b"hang" in items:
         threading.Event().wait()
-    return hash_batch(items, algo, max_pixels, draft)
+    return hash_batch(items, algo, max_pixels, draft, convert_to)
 
 
 async def test_an_image_that_hangs_the_decoder_fails_and_the_rest_hash(
@@ -571,3 +573,109 @@ async def test_close_does_not_wait_forever_for_a_hung_decoder(corpus: list[bytes
     await pool.aclose()  # returns although the batch never ends: its worker is killed
     assert hung.done()
     assert not set(pool.worker_pids) & alive_children()
+
+
+# -- --convert-to (issue 13, item 14) --------------------------------------------------------
+
+
+def _encode(img: Image.Image, fmt: str, **kw: Any) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _gradient(mode: str = "RGB", size: tuple[int, int] = (96, 64)) -> Image.Image:
+    img = Image.new("RGB", size)
+    draw = ImageDraw.Draw(img)
+    for x in range(size[0]):
+        draw.line([(x, 0), (x, size[1])], fill=(x * 2 % 256, 90, 255 - x * 2 % 256))
+    draw.ellipse((10, 10, 40, 40), fill=(250, 250, 0))
+    return img if mode == "RGB" else img.convert(mode)
+
+
+def _decoded(result: Hashed | HashFailure) -> Image.Image:
+    assert isinstance(result, Hashed), result
+    assert result.body is not None
+    assert hashlib.sha256(result.body).hexdigest() == result.sha256
+    assert result.size == len(result.body)
+    img = Image.open(io.BytesIO(result.body))
+    img.load()
+    assert (img.width, img.height) == (result.width, result.height)
+    return img
+
+
+def test_an_animated_gif_becomes_its_first_frame_as_jpeg() -> None:
+    frames = [_gradient().convert("P"), Image.new("P", (96, 64), 3)]
+    data = _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+    kept = hash_image(data)
+    result = hash_image(data, convert_to="jpg")
+    img = _decoded(result)
+    assert img.format == "JPEG"
+    assert isinstance(result, Hashed)
+    assert isinstance(kept, Hashed)
+    assert (result.format, result.ext) == ("jpeg", "jpg")
+    assert result.phash == kept.phash  # near-duplicates are judged on the downloaded picture
+    assert img.getpixel((25, 25))[0] > 200  # the first frame (the yellow disc), not the second
+
+
+def test_transparency_goes_over_white_for_jpeg_and_stays_for_png() -> None:
+    rgba = Image.new("RGBA", (40, 30), (255, 0, 0, 0))  # fully transparent red
+    rgba.paste((0, 0, 255, 255), (0, 0, 20, 30))
+    data = _encode(rgba, "PNG")
+    jpg = _decoded(hash_image(data, convert_to="jpg"))
+    assert jpg.mode == "RGB"
+    assert all(v > 240 for v in jpg.getpixel((35, 15)))  # white, not the hidden red
+    assert jpg.getpixel((5, 15))[2] > 200
+    webp = _encode(rgba, "WEBP", lossless=True)
+    png = _decoded(hash_image(webp, convert_to="png"))
+    assert png.format == "PNG"
+    assert png.mode == "RGBA"
+    assert png.getpixel((35, 15))[3] == 0
+
+
+def test_a_palette_image_with_a_transparent_index() -> None:
+    img = _gradient().convert("P")
+    data = _encode(img, "GIF", transparency=0)
+    assert _decoded(hash_image(data, convert_to="jpg")).mode == "RGB"
+
+
+def test_cmyk_and_16_bit_become_8_bit() -> None:
+    cmyk = _encode(_gradient().convert("CMYK"), "JPEG", quality=90)
+    assert _decoded(hash_image(cmyk, convert_to="png")).mode == "RGB"
+    deep = Image.new("I;16", (64, 48))
+    deep.frombytes((np.arange(64 * 48, dtype="<u2") * 20).tobytes())
+    data = _encode(deep, "PNG")
+    assert _decoded(hash_image(data, convert_to="jpg")).mode == "L"
+
+
+def test_exif_orientation_is_applied_to_the_pixels() -> None:
+    img = _gradient(size=(80, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    data = _encode(img, "PNG", exif=exif)
+    converted = _decoded(hash_image(data, convert_to="jpg"))
+    assert converted.size == (40, 80)  # upright: the tag does not survive the conversion
+
+
+def test_an_image_already_in_the_target_format_is_kept_byte_for_byte() -> None:
+    data = _encode(_gradient(), "JPEG", quality=80)
+    result = hash_image(data, convert_to="jpg")
+    assert result == hash_image(data)
+    assert isinstance(result, Hashed)
+    assert result.body is None
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_broken_image_is_still_a_failure_when_converting() -> None:
+    data = _encode(_gradient(), "PNG")
+    assert isinstance(hash_image(data[: len(data) // 2], convert_to="jpg"), HashFailure)
+    assert isinstance(hash_image(b"<html>no</html>", convert_to="png"), HashFailure)
+    with pytest.raises(ConfigError, match="--convert-to"):
+        hash_image(data, convert_to="tiff")
+
+
+async def test_the_pool_converts_in_its_workers() -> None:
+    data = _encode(_gradient().convert("P"), "GIF")
+    async with HashPool(1, convert_to="jpg") as pool:
+        result = await pool.hash(data)
+    assert _decoded(result).format == "JPEG"
