@@ -25,12 +25,44 @@ from bingcrawl.sources.urlfile import url_format
 __all__ = [
     "DEFAULT_ENDPOINT",
     "DEFAULT_NEAR_DUP_DISTANCE",
+    "FILTER_FLAGS",
+    "PARAM_TO_FLAG",
     "CrawlConfig",
     "QuerySpec",
     "parse_queries_file",
     "prepare_out_dir",
     "safe_label",
+    "validate_filters",
 ]
+
+#: Option (CLI flag) -> Bing query parameter, for every filter of the reference.
+FILTER_FLAGS: dict[str, str] = {
+    "--license": "license",
+    "--image-type": "imageType",
+    "--safe-search": "safeSearch",
+    "--mkt": "mkt",
+    "--cc": "cc",
+    "--set-lang": "setLang",
+    "--accept-language": "Accept-Language",
+    "--size": "size",
+    "--aspect": "aspect",
+    "--color": "color",
+    "--freshness": "freshness",
+    "--image-content": "imageContent",
+    "--width": "width",
+    "--height": "height",
+    "--min-width": "minWidth",
+    "--max-width": "maxWidth",
+    "--min-height": "minHeight",
+    "--max-height": "maxHeight",
+    "--min-file-size": "minFileSize",
+    "--max-file-size": "maxFileSize",
+}
+#: Bing query parameter (case-folded) -> the option that sets it, for error messages.
+PARAM_TO_FLAG = {v.casefold(): k for k, v in FILTER_FLAGS.items()} | {
+    "count": "--count",
+    "q": "QUERY",
+}
 
 DEFAULT_ENDPOINT = "https://api.bing.microsoft.com/"
 
@@ -76,6 +108,28 @@ def safe_label(text: str, *, lower: bool = True) -> str:
     if slug.split(".")[0].casefold() in _WINDOWS_RESERVED:
         slug = f"{slug}_"
     return slug
+
+
+def validate_filters(
+    filters: Iterable[tuple[str, str]] | Mapping[str, object], *, count: int = 150
+) -> tuple[tuple[str, str], ...]:
+    """Validate Bing filters (reference spelling, any case of value) and return them in
+    canonical form, sorted. Raises :class:`ConfigError` naming the option (``--license``...)
+    with the accepted values, so a bad filter fails when the config is built, never inside a
+    crawl."""
+    from bingcrawl.bing.params import SearchParams
+
+    pairs = filters.items() if isinstance(filters, Mapping) else filters
+    given = {str(k): v for k, v in pairs if v is not None}
+    try:
+        validated = SearchParams.from_mapping({"q": "validation", "count": count, **given})
+    except InvalidParameterError as exc:
+        flag = PARAM_TO_FLAG.get(exc.parameter.casefold(), exc.parameter)
+        raise ConfigError(flag, f"invalid value {exc.value!r}; accepted: {exc.accepted}") from None
+    canonical = {k: v for k, v in validated.to_query().items() if k not in ("q", "count", "offset")}
+    if validated.accept_language is not None:
+        canonical["Accept-Language"] = validated.accept_language
+    return tuple(sorted((k, str(v)) for k, v in canonical.items()))
 
 
 def prepare_out_dir(out: Path, *, option: str = "--out") -> Path:
@@ -235,6 +289,7 @@ class CrawlConfig:
         if not self.endpoint.startswith(("http://", "https://")):
             raise ConfigError("--endpoint", f"must be an http(s) URL, got {self.endpoint!r}")
         self._check_sources()
+        object.__setattr__(self, "filters", validate_filters(self.filters, count=self.count))
         labels: dict[str, str] = {}
         for q in self.queries:
             if labels.setdefault(q.text.casefold(), q.label) != q.label:

@@ -78,7 +78,7 @@ from bingcrawl.store.checkpoint import Checkpoint
 from bingcrawl.store.output import write_manifest, write_stats
 from bingcrawl.store.shards import ShardWriter
 
-__all__ = ["CrawlReport", "Crawler", "QueryState"]
+__all__ = ["STOPS", "CrawlReport", "Crawler", "QueryState"]
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +136,83 @@ class QueryState:
 
 @dataclass(frozen=True, slots=True)
 class CrawlReport:
-    """What :meth:`Crawler.run` returns (and writes to ``stats.json``)."""
+    """How a run ended, and its figures (the content of ``stats.json``).
+
+    ``reason`` is ``completed``, or why the run stopped early: ``quota`` (the API's monthly
+    quota or ``--max-api-calls``), ``interrupted`` (a signal), ``storage`` (the disk refused a
+    write), ``unreachable`` (the API could not be reached) or ``incomplete`` (queries stopped
+    on API errors). Every early stop is resumable: run the same crawl again. ``error`` is the
+    error of an early stop (what :meth:`Crawler.run` raises; :func:`bingcrawl.crawl` returns
+    the report instead), ``exit_code`` the command line's exit status for it.
+    """
 
     stats: dict[str, Any]
     quota_exhausted: bool = False
+    reason: str = "completed"
+    error: BingCrawlError | None = None
+
+    @property
+    def completed(self) -> bool:
+        """True when the crawl did everything it was asked (``reason == "completed"``)."""
+        return self.reason == "completed"
+
+    @property
+    def exit_code(self) -> int:
+        """The ``bingcrawl crawl`` exit status of this ending (0 when completed)."""
+        if self.error is None:
+            return 0
+        if isinstance(self.error, Interrupted):
+            return self.error.code
+        return self.error.exit_code
+
+    def _run(self, key: str) -> int:
+        run = self.stats.get("run", self.stats)
+        return int(run.get(key) or 0)
+
+    @property
+    def stored(self) -> int:
+        """Images stored by this run."""
+        return self._run("stored")
+
+    @property
+    def dataset_stored(self) -> int:
+        """Images in the whole dataset after this run (earlier runs included)."""
+        return self._run("dataset_stored")
+
+    @property
+    def duplicates(self) -> int:
+        """Candidates this run found to be copies of a stored image."""
+        return self._run("duplicates")
+
+    @property
+    def failed(self) -> int:
+        """Candidates this run could not download or decode."""
+        return self._run("failed")
+
+    @property
+    def api_calls(self) -> int:
+        """API calls this run made."""
+        return self._run("api_calls")
+
+
+def _reason(error: BingCrawlError | None) -> str:
+    if error is None:
+        return "completed"
+    for kind, reason in (
+        (QuotaExceededError, "quota"),
+        (Interrupted, "interrupted"),
+        (StorageError, "storage"),
+        (ApiConnectionError, "unreachable"),
+        (IncompleteCrawlError, "incomplete"),
+    ):
+        if isinstance(error, kind):
+            return reason
+    return "failed"
+
+
+#: The early stops a run reports (and :func:`bingcrawl.crawl` returns rather than raises):
+#: each leaves a consistent, resumable checkpoint.
+STOPS = (QuotaExceededError, Interrupted, StorageError, ApiConnectionError, IncompleteCrawlError)
 
 
 #: errno values of a storage fault that is not the image's fault: the crawl stops cleanly
@@ -158,8 +231,16 @@ Producer = Callable[["Crawler"], Coroutine[Any, Any, None]]
 class Crawler:
     """Runs one crawl into ``config.out``; re-running with the same config resumes it."""
 
-    def __init__(self, config: CrawlConfig, *, producers: list[Producer] | None = None) -> None:
+    def __init__(
+        self,
+        config: CrawlConfig,
+        *,
+        producers: list[Producer] | None = None,
+        on_outcome: Callable[[Outcome], object] | None = None,
+    ) -> None:
         self.config = config
+        self.on_outcome = on_outcome
+        self.report: CrawlReport | None = None
         self.out = Path(config.out)
         self.counters = Counters()
         self.frontier: Frontier[Candidate] = Frontier(config.queue_size)
@@ -363,13 +444,23 @@ class Crawler:
             self._finished = True
         if error is not None:
             raise error
+        stop: BingCrawlError | None = None
         if self._storage_error is not None:
-            raise self._storage_error
-        if self._stop_signal is not None:
-            raise Interrupted(self._stop_signal)
-        if self._producer_error is not None:
-            raise self._producer_error
-        return CrawlReport(stats=stats)
+            stop = self._storage_error
+        elif self._stop_signal is not None:
+            stop = Interrupted(self._stop_signal)
+        elif self._producer_error is not None:
+            stop = self._producer_error
+        #: The report of the last run, also when it stopped early (see CrawlReport.reason).
+        self.report = CrawlReport(
+            stats=stats,
+            quota_exhausted=self._quota_error is not None,
+            reason=_reason(stop),
+            error=stop,
+        )
+        if stop is not None:
+            raise stop
+        return self.report
 
     async def _run_stages(self) -> None:
         producers = self._producers
@@ -535,6 +626,12 @@ class Crawler:
         state = self.queries.get(outcome.candidate.query_id)
         if state is not None:
             state.settle()
+        if self.on_outcome is not None:
+            try:
+                self.on_outcome(outcome)
+            except Exception:
+                # The user's code: its failure is logged, never the crawl's end.
+                log.exception("the on_outcome callback failed on %s", outcome.candidate.url)
 
     async def _fetch_and_store(
         self, candidate: Candidate, state: QueryState | None
