@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bingcrawl.bing.params import CropArea
+from bingcrawl.bing.params import DEFAULT_ENDPOINT, CropArea
 from bingcrawl.errors import ConfigError, InvalidParameterError
 from bingcrawl.pipeline.download import DownloadConfig
+from bingcrawl.records import CONVERT_TO, HASH_ALGOS
 from bingcrawl.sources.urlfile import url_format
 
 __all__ = [
@@ -64,7 +65,6 @@ PARAM_TO_FLAG = {v.casefold(): k for k, v in FILTER_FLAGS.items()} | {
     "q": "QUERY",
 }
 
-DEFAULT_ENDPOINT = "https://api.bing.microsoft.com/"
 
 #: Hamming distance (of 64-bit pHashes) at or below which two images are near duplicates.
 #: Chosen by measurement (README, "Choosing the near-duplicate distance";
@@ -75,7 +75,6 @@ DEFAULT_ENDPOINT = "https://api.bing.microsoft.com/"
 #: the copies it misses.
 DEFAULT_NEAR_DUP_DISTANCE = 6
 
-HASH_ALGOS = ("phash", "dhash", "ahash", "whash")
 #: Deepest --expand level accepted (each level multiplies the queries by ~20).
 MAX_EXPAND_DEPTH = 5
 #: Most similar images queued per stored image (--similar).
@@ -274,8 +273,8 @@ class CrawlConfig:
             raise ConfigError("--grace", "must be >= 0 seconds")
         if self.frontier_size < 0:
             raise ConfigError("--frontier-size", "must be >= 0")
-        if self.convert_to not in ("keep", "jpg", "png"):
-            raise ConfigError("--convert-to", "must be 'keep', 'jpg' or 'png'")
+        if self.convert_to not in CONVERT_TO:
+            raise ConfigError("--convert-to", f"must be one of {', '.join(CONVERT_TO)}")
         if self.output_format not in ("files", "webdataset"):
             raise ConfigError("--output-format", "must be 'files' or 'webdataset'")
         if self.shard_size < 1:

@@ -12,8 +12,21 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Final
+
+#: File extension of each image format bingcrawl keeps (the one home of jpeg -> jpg).
+EXTENSIONS: Final[dict[str, str]] = {"jpeg": "jpg", "png": "png", "gif": "gif", "webp": "webp"}
+
+#: Perceptual hash algorithms (all 64-bit), for ``--hash``.
+HASH_ALGOS: Final[tuple[str, ...]] = ("phash", "dhash", "ahash", "whash")
+
+#: ``--convert-to`` values: keep the downloaded format, or store every image as jpg or png.
+CONVERT_TO: Final[tuple[str, ...]] = ("keep", "jpg", "png")
 
 __all__ = [
+    "CONVERT_TO",
+    "EXTENSIONS",
+    "HASH_ALGOS",
     "Candidate",
     "DownloadFailure",
     "ErrorClass",

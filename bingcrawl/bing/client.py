@@ -52,7 +52,13 @@ from bingcrawl.bing.models import (
     TrendingImages,
     parse_error_response,
 )
-from bingcrawl.bing.params import DetailsParams, SearchParams, TrendingParams, VisualSearchParams
+from bingcrawl.bing.params import (
+    DEFAULT_ENDPOINT,
+    DetailsParams,
+    SearchParams,
+    TrendingParams,
+    VisualSearchParams,
+)
 from bingcrawl.errors import (
     ApiConnectionError,
     ApiError,
@@ -86,7 +92,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-DEFAULT_ENDPOINT = "https://api.bing.microsoft.com/"
 #: The reference asks for "the same string that any commonly used browser sends".
 DEFAULT_USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "

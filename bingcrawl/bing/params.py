@@ -96,6 +96,8 @@ MAX_UNSIGNED_SHORT = 65535
 MAX_FILE_SIZE = 520_192
 #: The reference keeps query strings under 1,500 characters so URLs stay under 2,048.
 MAX_QUERY_LENGTH = 1500
+#: The Bing Search API's base URL (retired by Microsoft on 11 Aug 2025; see --endpoint).
+DEFAULT_ENDPOINT = "https://api.bing.microsoft.com/"
 MAX_URL_LENGTH = 2048
 
 _DATE_RANGE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})$")

@@ -46,6 +46,7 @@ from bingcrawl.emulator.synth import (
     stable_hash,
 )
 from bingcrawl.errors import ConfigError
+from bingcrawl.records import EXTENSIONS
 
 __all__ = [
     "BOMB_SIZE",
@@ -94,7 +95,6 @@ _PICTURE_FAULTS = SUCCESS_FAULTS | {"slow_headers", "slow_drip"}
 FORMATS: tuple[str, ...] = ("jpeg", "png", "gif", "webp")
 VARIANTS: tuple[str, ...] = ("original", "mirror", "rescaled", "recompressed", "brightened")
 LICENSES: tuple[str, ...] = ("Public", "Share", "ShareCommercially", "Modify", "ModifyCommercially")
-EXTENSIONS: dict[str, str] = {"jpeg": "jpg", "png": "png", "gif": "gif", "webp": "webp"}
 MIME_TYPES: dict[str, str] = {f: f"image/{f}" for f in FORMATS}
 
 #: (width, height) of the decompression-bomb PNG.

@@ -42,6 +42,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 from aiohttp import web
 
 from bingcrawl.errors import ConfigError
+from bingcrawl.store.schema import QUERY_STATES
 
 __all__ = [
     "API_ENDPOINTS",
@@ -71,7 +72,6 @@ DEFAULT_STALL_AFTER = 600.0
 #: Label values always exported (at 0 if absent), so dashboards and rate() see every series
 #: from the first scrape on.
 OUTCOMES: tuple[str, ...] = ("stored", "duplicate", "failed", "skipped")
-QUERY_STATES: tuple[str, ...] = ("active", "exhausted", "failed", "done")
 API_ENDPOINTS: tuple[str, ...] = ("search", "details", "trending", "visualsearch")
 
 

@@ -76,6 +76,7 @@ from bingcrawl.records import (
 from bingcrawl.store.atomic import ImageFileWriter
 from bingcrawl.store.checkpoint import Checkpoint
 from bingcrawl.store.output import write_manifest, write_stats
+from bingcrawl.store.schema import utc_iso
 from bingcrawl.store.shards import ShardWriter
 
 __all__ = ["STOPS", "CrawlReport", "Crawler", "QueryState"]
@@ -411,7 +412,8 @@ class Crawler:
                 "command to resume",
             )
             log.error("%s", self._storage_error)
-            self._stop_producing()
+            if not self._stages_done:
+                self._stop_producing()
 
     # -- the run -------------------------------------------------------------------------
 
@@ -723,7 +725,7 @@ class Crawler:
         stored = False
         try:
             try:
-                where = await self._store(candidate, hashed, body)
+                where = await self._store(candidate, hashed, body, common["fetched_at"])
             except OSError as exc:
                 if exc.errno in STORAGE_FAULTS and not isinstance(exc, UnsafePathError):
                     self._storage_fault(exc)  # stays pending: nothing is recorded
@@ -755,18 +757,24 @@ class Crawler:
             **common,
         )
 
-    async def _store(self, candidate: Candidate, hashed: Hashed, body: bytes) -> dict[str, Any]:
+    async def _store(
+        self, candidate: Candidate, hashed: Hashed, body: bytes, fetched_at: float
+    ) -> dict[str, Any]:
         """Put the image in place (a file, or a shard member); returns the Outcome's location."""
         key = hashed.sha256[:16]
         if self.shards is None:
             written = self.files.submit(candidate.label, f"{key}.{hashed.ext}", body)
             return {"path": await asyncio.wrap_future(written)}
+        # The member's manifest fields: all of them but the shard's path and the offset,
+        # which the member's own place in the shard gives.
         meta = {
             "label": candidate.label,
             "query": candidate.query,
             "source": str(candidate.source),
+            "parent": candidate.parent,
             "content_url": candidate.url,
             "host_page_url": candidate.host_page_url,
+            "thumbnail_url": candidate.thumbnail_url,
             "image_id": candidate.image_id,
             "name": candidate.name,
             "license": candidate.license,
@@ -775,6 +783,9 @@ class Crawler:
             "width": hashed.width,
             "height": hashed.height,
             "format": hashed.format,
+            "bytes": hashed.size,
+            "fetched_at": utc_iso(fetched_at),
+            "member": f"{key}.{hashed.ext}",
         }
         future = self.shards.submit(candidate.label, key, hashed.ext, body, meta)
         placed = await asyncio.wrap_future(future)

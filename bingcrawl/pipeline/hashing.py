@@ -61,7 +61,7 @@ from PIL import GifImagePlugin, Image, ImageFile, JpegImagePlugin, PngImagePlugi
 
 from bingcrawl.errors import ConfigError
 from bingcrawl.pipeline.sniff import ALLOWED_FORMATS, EXTENSIONS, SNIFF_BYTES, sniff_format
-from bingcrawl.records import ErrorClass, Hashed, HashFailure
+from bingcrawl.records import CONVERT_TO, HASH_ALGOS, ErrorClass, Hashed, HashFailure
 
 if TYPE_CHECKING:
     # Re-exported (lazily, see __getattr__ below: hashpool imports this module).
@@ -89,11 +89,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Perceptual hash algorithms :func:`hash_image` accepts (all 64-bit).
-HASH_ALGOS: Final[tuple[str, ...]] = ("phash", "dhash", "ahash", "whash")
-
-#: ``--convert-to`` values: keep the downloaded format, or re-encode to one format.
-CONVERT_TO: Final[tuple[str, ...]] = ("keep", "jpg", "png")
 
 #: JPEG quality of a converted image (visually lossless for training; ~3x smaller than PNG).
 JPEG_QUALITY: Final = 95

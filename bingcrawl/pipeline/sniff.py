@@ -6,13 +6,14 @@ downloading the rest; the hash pool decodes and validates properly later.
 
 from __future__ import annotations
 
+from bingcrawl.records import EXTENSIONS
+
 __all__ = ["ALLOWED_FORMATS", "EXTENSIONS", "SNIFF_BYTES", "sniff_format"]
 
 #: Raster formats bingcrawl stores, by the lower-case name Pillow gives them.
 ALLOWED_FORMATS: frozenset[str] = frozenset({"jpeg", "png", "gif", "webp"})
 
 #: File extension for each allowed format.
-EXTENSIONS: dict[str, str] = {"jpeg": "jpg", "png": "png", "gif": "gif", "webp": "webp"}
 
 #: How many leading bytes :func:`sniff_format` needs.
 SNIFF_BYTES = 16

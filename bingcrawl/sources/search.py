@@ -22,7 +22,7 @@ from collections.abc import Hashable, Iterable
 from functools import partial
 
 from bingcrawl.bing.models import Image, Images
-from bingcrawl.bing.params import SearchParams
+from bingcrawl.bing.params import MAX_QUERY_LENGTH, SearchParams
 from bingcrawl.records import Candidate, Source
 from bingcrawl.sources.base import ROW_ERRORS, SourceContext, candidate_from_image, norm_query
 from bingcrawl.store.rows import QueryRow
@@ -32,7 +32,6 @@ __all__ = ["MAX_QUERY_LENGTH", "QueryQueue", "SearchSource", "suggestions"]
 log = logging.getLogger("bingcrawl.sources.search")
 
 #: The longest query text the API takes (its URL limit).
-MAX_QUERY_LENGTH = 1500
 
 _SEARCHES = frozenset({Source.SEARCH.value, Source.EXPAND.value})
 

@@ -61,7 +61,7 @@ CHECKPOINT_NAME = "checkpoint.sqlite"
 BUSY_TIMEOUT_MS = 10_000
 
 #: The states a query can be in.
-QUERY_STATES: frozenset[str] = frozenset({"active", "exhausted", "failed", "done"})
+QUERY_STATES: tuple[str, ...] = ("active", "exhausted", "failed", "done")
 
 _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1

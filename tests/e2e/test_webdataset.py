@@ -130,3 +130,25 @@ async def test_a_shard_torn_below_its_committed_end_is_cut_to_its_whole_members(
     # the whole members before the cut were kept where they were
     kept = [r for r in again if str(r["path"]) == f"shards/{shard.name}"]
     assert len(kept) == 10
+
+
+async def test_each_json_member_carries_the_manifest_fields(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    server = await emulator_factory(corpus=small_corpus(fault_rate=0.0, results_per_query=10))
+    config = crawl_config(server, tmp_path, ["tar one"], limit=1000, output_format="webdataset")
+    async with Crawler(config) as crawler:
+        await crawler.run()
+    manifest = {str(r["sha256"]): r for r in check_shards(tmp_path)}
+    (shard,) = (tmp_path / "shards").glob("*.tar")
+    with tarfile.open(shard) as tar:
+        metas = [
+            json.loads(tar.extractfile(m).read())  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.name.endswith(".json")
+        ]
+    assert len(metas) == len(manifest)
+    for meta in metas:
+        row = manifest[meta["sha256"]]
+        expected = {k: v for k, v in row.items() if k not in ("path", "shard_offset")}
+        assert meta == expected
