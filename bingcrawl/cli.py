@@ -165,11 +165,22 @@ async def run_crawl(config: Any) -> dict[str, Any]:
     )
     async with contextlib.AsyncExitStack() as stack:
         crawler = Crawler(config)
+        received: list[int] = []
+
+        def on_signal(signum: int) -> None:
+            received.append(signum)
+            if len(received) >= 3:
+                # A third Ctrl-C: the user wants out now, even if a write hangs. The
+                # checkpoint is crash-safe (WAL); the next run repairs what is half-done.
+                log.warning("third signal: exiting at once")
+                os._exit(128 + signum)
+            crawler.request_stop(signum)
+
         # Installed before the crawler opens and removed only after it closed: a signal while
         # it opens stops it before any request, and one while a finished crawl writes its
         # files does not turn the completed run into an interruption (130/143).
         for signum in signals:
-            loop.add_signal_handler(signum, crawler.request_stop, signum)
+            loop.add_signal_handler(signum, on_signal, signum)
             stack.callback(loop.remove_signal_handler, signum)
         await stack.enter_async_context(crawler)
         if config.metrics_port is not None:

@@ -220,10 +220,14 @@ class IncompleteCrawlError(BingCrawlError):
 class StorageError(BingCrawlError, OSError):
     """The output's filesystem refused a write for a reason that is not the image's fault:
     a full disk (ENOSPC), a quota (EDQUOT), an I/O error (EIO), too many open files
-    (EMFILE/ENFILE), a read-only filesystem (EROFS). The crawl stops cleanly: the image stays
-    pending, nothing is lost, and a re-run (once there is room) resumes. Exit 5."""
+    (EMFILE/ENFILE), a read-only filesystem (EROFS), a file-size limit (EFBIG). The crawl
+    stops cleanly: the image stays pending, and a re-run resumes once the cause is fixed.
+    Exit 5. Its text is one sentence for a person: what happened and what to do."""
 
     exit_code: ClassVar[int] = 5
+
+    def __str__(self) -> str:
+        return str(self.strerror or super().__str__())
 
 
 class BlockedAddressError(BingCrawlError, OSError):

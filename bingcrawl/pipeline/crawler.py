@@ -33,6 +33,7 @@ import contextlib
 import errno
 import functools
 import logging
+import sqlite3
 import time
 import uuid
 from collections import Counter, deque
@@ -48,6 +49,7 @@ from bingcrawl.errors import (
     ApiConnectionError,
     AuthenticationError,
     BingCrawlError,
+    CheckpointError,
     ConfigError,
     IncompleteCrawlError,
     Interrupted,
@@ -219,8 +221,19 @@ STOPS = (QuotaExceededError, Interrupted, StorageError, ApiConnectionError, Inco
 #: errno values of a storage fault that is not the image's fault: the crawl stops cleanly
 #: and the image stays pending (a re-run resumes once there is room).
 STORAGE_FAULTS = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EMFILE, errno.ENFILE, errno.EROFS}
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EMFILE, errno.ENFILE, errno.EROFS, errno.EFBIG}
 )
+
+#: What to do about each storage fault, for the one line a user reads.
+_STORAGE_ADVICE: dict[int, str] = {
+    errno.ENOSPC: "free some space",
+    errno.EDQUOT: "free some space or raise the disk quota",
+    errno.EMFILE: "raise the open-files limit (ulimit -n)",
+    errno.ENFILE: "close other programs or raise the system's open-files limit",
+    errno.EROFS: "make the filesystem writable, or choose another --out",
+    errno.EIO: "check the disk (an I/O error; the next run re-checks what was written)",
+    errno.EFBIG: "use a smaller --shard-size, or a filesystem without a 4 GiB file limit",
+}
 
 #: Errors that end the API side of a run but let queued downloads finish first.
 _STOPS_PRODUCING = (QuotaExceededError, ApiConnectionError, IncompleteCrawlError)
@@ -405,13 +418,15 @@ class Crawler:
     def _storage_fault(self, exc: OSError) -> None:
         """A write failed for a reason that is not the image's: stop the crawl cleanly."""
         if self._storage_error is None:
+            code = exc.errno or errno.EIO
+            advice = _STORAGE_ADVICE.get(code, "fix the filesystem")
+            reason = exc.strerror or str(exc)
             self._storage_error = StorageError(
-                exc.errno or errno.EIO,
-                f"cannot write under {self.out}: {exc.strerror or exc}; the crawl stopped with "
-                "nothing lost: free some space (or fix the filesystem) and re-run the same "
-                "command to resume",
+                code,
+                f"cannot write under {self.out} ({reason}): the crawl stopped and the images "
+                f"not yet written stay pending; {advice}, then re-run the same command",
             )
-            log.error("%s", self._storage_error)
+            log.warning("a write under %s failed (%s): stopping the crawl", self.out, reason)
             if not self._stages_done:
                 self._stop_producing()
 
@@ -431,13 +446,21 @@ class Crawler:
         try:
             if self._stop_signal is None:  # (a signal while the crawler opened: stop now)
                 await self._run_stages()
-            self._stages_done = True
+            # Done only if nothing stopped it: after an interruption a further signal still
+            # means "stop at once", not "the crawl is complete".
+            self._stages_done = self._stop_signal is None
         except BaseExceptionGroup as group:
             # Report the error that matters (e.g. AuthenticationError), not the group that
             # the task groups wrapped it in.
             error = most_significant(group)
             if error is group:
                 raise
+            fault = storage_fault_of(error)
+            if fault is not None:
+                # The disk filled under the checkpoint itself (a page or call count could
+                # not commit): the same clean, resumable storage stop as a refused image.
+                self._storage_fault(fault)
+                error = None
         finally:
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -524,12 +547,14 @@ class Crawler:
     def waiting_for(self) -> str:
         """What the crawl is waiting for, in words (shown when nothing has moved a while)."""
         paused = self.gate.limiter.paused_for()
+        n = self.counters.in_flight
+        downloads = "1 download" if n == 1 else f"{n} downloads"
         if paused > 0:
             return f"the API: throttled, every call waits {paused:.0f} s more"
         if self.stopping:
-            return f"{self.counters.in_flight} downloads to finish before stopping"
-        if self.counters.in_flight:
-            return f"{self.counters.in_flight} downloads in progress"
+            return f"{downloads} to finish before stopping"
+        if n:
+            return f"{downloads} in progress"
         if len(self.frontier):
             return "download workers"
         return "the API (the next result page)"
@@ -539,7 +564,7 @@ class Crawler:
         """``starting``, ``running``, ``stopping`` or ``done``."""
         if self._state == "closed" or self._finished:
             return "done"
-        if self._stop_signal is not None:
+        if self.stopping:
             return "stopping"
         return "running" if self._worker_tasks else "starting"
 
@@ -727,8 +752,8 @@ class Crawler:
             try:
                 where = await self._store(candidate, hashed, body, common["fetched_at"])
             except OSError as exc:
-                if exc.errno in STORAGE_FAULTS and not isinstance(exc, UnsafePathError):
-                    self._storage_fault(exc)  # stays pending: nothing is recorded
+                if (fault := storage_fault_of(exc)) is not None:
+                    self._storage_fault(fault)  # stays pending: nothing is recorded
                     return
                 self._record(self._write_failed(candidate, exc, common))
                 return
@@ -796,8 +821,21 @@ class Crawler:
     async def _finish(self) -> dict[str, Any]:
         if self._commits:
             # Writes under way finish and record their outcome: no file without its row.
-            await asyncio.wait(set(self._commits))
-        await self.checkpoint.flush()
+            # Bounded: a write hung on a dead network filesystem must not hang the exit
+            # (its file, if it ever lands, is an orphan the next start-up removes).
+            finished, hung = await asyncio.wait(set(self._commits), timeout=COMMIT_WAIT)
+            if hung:
+                log.error("%d image writes did not finish in %.0f s", len(hung), COMMIT_WAIT)
+            for unit in finished:  # (a unit whose worker was cancelled: nobody else looks)
+                if not unit.cancelled() and (exc := unit.exception()) is not None:
+                    log.error("an image write failed", exc_info=exc)
+        try:
+            await self.checkpoint.flush()
+        except CheckpointError as exc:
+            fault = storage_fault_of(exc)
+            if fault is None:
+                raise
+            self._storage_fault(fault)  # outcomes lost here are pending again next run
         snapshot = self.counters.snapshot()
         snapshot["api_calls"] = self.gate.calls - self.calls_before
         snapshot["api_throttled"] = self.gate.throttled
@@ -812,15 +850,45 @@ class Crawler:
             return await asyncio.to_thread(
                 write_stats, self.checkpoint, self.out, extra={"run": snapshot}, durable=durable
             )
-        except OSError as exc:
+        except (OSError, CheckpointError) as exc:
             # A full disk refuses the manifest too: the checkpoint holds everything, and the
             # next run rewrites both files. Report the storage fault, not a traceback.
-            if exc.errno not in STORAGE_FAULTS or isinstance(exc, UnsafePathError):
+            fault = storage_fault_of(exc)
+            if fault is None:
                 raise
-            if self._storage_error is None:
-                self._storage_fault(exc)
+            self._storage_fault(fault)
             log.error("manifest.jsonl and stats.json were not rewritten: %s", exc)
             return {"run": snapshot}
+
+
+#: Seconds the end of a run waits for image writes under way.
+COMMIT_WAIT = 60.0
+
+# SQLite result codes of a full disk and of an I/O error (extended codes keep these low bits).
+_SQLITE_FULL = 13
+_SQLITE_IOERR = 10
+
+
+def storage_fault_of(exc: BaseException | None) -> OSError | None:
+    """The storage fault behind ``exc`` (an OSError with a :data:`STORAGE_FAULTS` errno),
+    looking through its causes: an image write's OSError, or SQLite's "database or disk is
+    full" / disk I/O error wrapped in a CheckpointError. None when it is something else."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        ours = isinstance(exc, UnsafePathError | ApiConnectionError)
+        if isinstance(exc, OSError) and not ours and exc.errno in STORAGE_FAULTS:
+            return exc
+        if isinstance(exc, sqlite3.Error):
+            code = getattr(exc, "sqlite_errorcode", None)
+            if isinstance(code, int) and code & 0xFF == _SQLITE_FULL:
+                return OSError(errno.ENOSPC, "No space left on device (the checkpoint)")
+            if isinstance(code, int) and code & 0xFF == _SQLITE_IOERR:
+                return OSError(errno.EIO, "Input/output error (the checkpoint)")
+        if isinstance(exc, CheckpointError) and "database or disk is full" in str(exc):
+            return OSError(errno.ENOSPC, "No space left on device (the checkpoint)")
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -184,6 +184,8 @@ class HashPool:
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._consecutive_restarts = 0
+        self._submitted = 0  # batches handed to the executor and not finished
+        self._warming: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         c = self.config
@@ -281,6 +283,8 @@ class HashPool:
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
+        if self._warming is not None:
+            self._warming.cancel()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -373,26 +377,36 @@ class HashPool:
         call = functools.partial(fn, items, c.algo, c.max_pixels, c.draft, c.convert_to)
         if c.workers == 0:
             return await asyncio.to_thread(call)
+        if self._warming is not None:
+            await self._warming  # a replacement pool is starting: its start is not decoding
         executor = self._executor
         if executor is None:
             raise RuntimeError("HashPool is closed")
         assert self._loop is not None
         hung = False
+        # A batch queued behind others (at most max_inflight are in the executor) gets their
+        # time too: the clock must measure decoding, not the wait for a free worker.
+        ahead = max(0, self._submitted - c.workers)
+        limit = (c.decode_timeout + len(items)) * (1 + ahead)
+        self._submitted += 1
         try:
             work = self._loop.run_in_executor(executor, call)
-            done, _ = await asyncio.wait({work}, timeout=c.decode_timeout + len(items))
-            if not done:
+            done, _ = await asyncio.wait({work}, timeout=limit)
+            if not done and self._executor is executor:
                 # A decoder is stuck (a pathological file): kill the workers; the batch then
                 # fails like a crash and its images are retried one at a time.
                 hung = True
                 logger.warning(
                     "a hash batch of %d images took over %.0f s; killing the workers",
-                    len(items), c.decode_timeout + len(items),
+                    len(items), limit,
                 )  # fmt: skip
                 _kill_workers(executor)
             results = await work
         except BrokenProcessPool:
-            self._replace_executor(executor)
+            if self._replace_executor(executor):
+                self._warming = asyncio.ensure_future(self._warm_up())
+            if self._warming is not None:
+                await asyncio.shield(self._warming)
             if len(items) == 1 and attempt >= _MAX_ATTEMPTS:
                 if hung:
                     logger.warning("an image hung the decoder %d times; giving up", attempt)
@@ -409,6 +423,8 @@ class HashPool:
             for item in items:
                 out.extend(await self._execute([item], attempt + 1))
             return out
+        finally:
+            self._submitted -= 1
         self._consecutive_restarts = 0
         return results
 
@@ -424,12 +440,24 @@ class HashPool:
             initargs=(self._ready,),
         )
 
-    def _replace_executor(self, broken: ProcessPoolExecutor) -> None:
-        """Swap a broken process pool for a new one (once, however many batches saw it)."""
+    async def _warm_up(self) -> None:
+        """Start the replacement pool's workers before any batch is timed on it."""
+        executor = self._executor
+        try:
+            if executor is not None:
+                await self._start_workers(executor)
+        except Exception:
+            logger.warning("the replacement hash workers did not start", exc_info=True)
+        finally:
+            self._warming = None
+
+    def _replace_executor(self, broken: ProcessPoolExecutor) -> bool:
+        """Swap a broken process pool for a new one (once, however many batches saw it);
+        True if this call replaced it."""
         if self._state is not _State.OPEN:
             raise RuntimeError("HashPool closed while a worker process died")
         if self._executor is not broken:
-            return  # another batch already replaced it
+            return False  # another batch already replaced it
         self._consecutive_restarts += 1
         if self._consecutive_restarts > _MAX_CONSECUTIVE_RESTARTS:
             raise BrokenProcessPool(
@@ -440,6 +468,7 @@ class HashPool:
         broken.shutdown(wait=False, cancel_futures=True)
         self._executor = self._new_executor()
         self.stats.restarts += 1
+        return True
 
 
 def _kill_workers(executor: ProcessPoolExecutor) -> None:

@@ -20,9 +20,12 @@ The retry policy around it:
 
 * 429 -> shared pause for Retry-After (or a backoff when absent), then retry; an empty 200 is
   throttling too (never "end of results"). Throttling is the API asking us to slow down, not
-  failing: it is waited out for as long as it lasts, with the backoff capped at
-  ``backoff_max``; ``--api-retries`` does not bound it (a 3-day crawl must not end because
-  of a minute of 429s; ``--max-api-calls`` and Ctrl-C still do);
+  failing: a 429 with Retry-After is waited out for as long as it lasts; ``--api-retries``
+  does not bound it (a 3-day crawl must not end because of a minute of 429s;
+  ``--max-api-calls`` and Ctrl-C still do). Throttled answers without Retry-After (empty or
+  HTML 200s) back off up to ``backoff_max`` and are waited out up to
+  :attr:`RetryPolicy.max_blind_throttles` in a row: an endpoint that never answers anything
+  else is not throttling, and its call is given up (the query is retried by the next run);
 * 5xx and connection errors -> jittered exponential backoff, at most ``--api-retries`` times,
   then the last error is raised;
 * anything else (401/403/400/410/404) -> raised to the caller at once.
@@ -133,6 +136,13 @@ class RetryPolicy:
     backoff_base: float = 1.0
     backoff_max: float = 60.0
 
+    @property
+    def max_blind_throttles(self) -> int:
+        """Throttled answers *without* a Retry-After (empty or HTML 200s) in a row that are
+        waited out before a call gives up: 3 x ``max_retries`` (at least 10), about ten
+        minutes of capped backoff by default. A 429 with Retry-After is always waited out."""
+        return max(10, 3 * self.max_retries)
+
     def __post_init__(self) -> None:
         if self.max_retries < 0:
             raise ConfigError("--api-retries", "must be >= 0")
@@ -186,6 +196,7 @@ class ApiGate:
         self.retried = 0
         self.refunded = 0
         self._throttle_streak = 0
+        self._blind_streak = 0
 
     @property
     def throttled_now(self) -> bool:
@@ -212,14 +223,21 @@ class ApiGate:
         failures = 0
         while True:
             self._reserve()  # no await between the budget check and the reservation
+            counted = False
             try:
                 if self.ledger is not None:
                     await self.ledger.count_sent(endpoint)
+                    counted = True
                 await self.limiter.acquire()
             except BaseException:
-                # Counted (maybe durably) but not sent: a harmless over-count in the ledger;
-                # the in-memory budget gets the call back.
+                # Not sent (cancelled while waiting for the grant, e.g. by Ctrl-C during a
+                # long Retry-After): the budget and the ledger get the call back.
                 self.calls -= 1
+                if counted and self.ledger is not None:
+                    try:
+                        self.ledger.refund(endpoint)
+                    except Exception:  # the checkpoint is closing: an over-count, harmless
+                        log.debug("could not refund an unsent %s call", endpoint)
                 raise
             try:
                 result = await fn()
@@ -228,6 +246,11 @@ class ApiGate:
                 self._throttle_streak += 1
                 delay = exc.retry_after
                 if delay is None:  # empty 200: no Retry-After, back off with jitter
+                    self._blind_streak += 1
+                    if self._blind_streak > self.policy.max_blind_throttles:
+                        # An endpoint that only ever answers an empty or HTML 200 may not be
+                        # throttling at all: give this call up (its query is retried next run).
+                        raise
                     delay = self.policy.backoff(self._throttle_streak, self._rng)
                 log.warning(
                     "%s throttled (%s); every producer waits %.2f s (throttled %d times in a row)",
@@ -247,7 +270,7 @@ class ApiGate:
                     raise
                 await self._back_off(endpoint, exc, failures)
             else:
-                self._throttle_streak = 0
+                self._throttle_streak = self._blind_streak = 0
                 return result
             self.retried += 1
 

@@ -25,7 +25,9 @@ from bingcrawl.errors import (
     InvalidRequestError,
     NotFoundError,
     QuotaExceededError,
+    ResponseFormatError,
     ServerError,
+    ThrottledError,
 )
 from bingcrawl.obs.logs import log_context
 from bingcrawl.records import Candidate, Source
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LOCALE_PARAMS",
+    "RETRYABLE_ROW_ERRORS",
+    "ROW_ERRORS",
     "UNLIMITED",
     "Fetch",
     "SourceContext",
@@ -66,10 +70,17 @@ Fetch = Callable[[int], Awaitable[tuple[Sequence[Image], int | None]]]
 # good), or an API that kept failing with 5xx after the gate spent its retries (the row stays
 # active, with its error, for the next run). An unreachable API is not a row's fault: it
 # stops the API for the run (see SourceContext.guard).
-ROW_ERRORS = (InvalidRequestError, NotFoundError, ServerError)
+ROW_ERRORS = (InvalidRequestError, NotFoundError, ServerError, ThrottledError)
 
-#: Row errors a re-run may not meet: the row stays ``active`` and is retried next run.
-RETRYABLE_ROW_ERRORS = (ServerError,)
+#: Row errors a re-run may not meet: the row stays ``active`` and is retried next run. (A 200
+#: whose JSON is not the documented object, ResponseFormatError, is a ServerError too, but
+#: the same answer would come back: that row fails.)
+RETRYABLE_ROW_ERRORS = (ServerError, ThrottledError)
+
+
+def retryable(exc: BaseException) -> bool:
+    """True for a row error a later run may not meet (a 5xx, a throttle that never ended)."""
+    return isinstance(exc, RETRYABLE_ROW_ERRORS) and not isinstance(exc, ResponseFormatError)
 
 
 def norm_query(text: str) -> str:
@@ -125,6 +136,7 @@ class SourceContext:
         self.unreachable: ApiConnectionError | None = None
         #: Rows (and other API work) left unfinished by a retryable API error this run.
         self.incomplete: list[str] = []
+        self._kept: set[int] = set()
 
     # -- the API ---------------------------------------------------------------------------
 
@@ -150,9 +162,12 @@ class SourceContext:
         The gate counts the call in the checkpoint (committed) before it takes the grant, so
         a kill -9 right after the response cannot hide a call from ``--max-api-calls``.
         """
-        stopped = self.stop_error()
-        if stopped is not None:
-            raise stopped
+        # Only what stops the API for everyone (quota, unreachable) stops a call here; a
+        # query left on its 5xx concerns that query alone (reported at the end of the run).
+        if self.quota is not None:
+            raise self.quota
+        if self.unreachable is not None:
+            raise self.unreachable
         return await self.crawler.gate.call(endpoint, fn)
 
     def api_stopped(self) -> bool:
@@ -166,10 +181,12 @@ class SourceContext:
         if self.unreachable is not None:
             return self.unreachable
         if self.incomplete:
-            shown = ", ".join(self.incomplete[:5]) + (" ..." if len(self.incomplete) > 5 else "")
+            n = len(self.incomplete)
+            shown = ", ".join(self.incomplete[:5]) + (" ..." if n > 5 else "")
+            what = "an API request" if n == 1 else f"{n} API requests"
             return IncompleteCrawlError(
-                f"{len(self.incomplete)} queries stopped on API errors ({shown}); "
-                "they are kept for the next run: re-run the same command to retry them"
+                f"{what} kept failing on server errors ({shown}); the rest of the crawl is "
+                "done and nothing was marked failed: re-run the same command to retry"
             )
         return None
 
@@ -193,21 +210,21 @@ class SourceContext:
                 self.unreachable = ApiConnectionError(
                     f"{exc}. {self._unreachable_hint()}", sent=exc.sent
                 )
-                log.error("API calls stop: %s", self.unreachable)
+                log.warning("the API cannot be reached: no more API calls this run (%s)", exc)
 
     def _unreachable_hint(self) -> str:
         endpoint = self.config.endpoint
-        hint = (
-            "Nothing was marked failed: re-run the same command to resume once the API is "
-            "reachable."
-        )
         if endpoint.rstrip("/") == DEFAULT_ENDPOINT.rstrip("/"):
-            hint = (
+            return (
                 f"{endpoint} is the Bing Search API, which Microsoft retired on 11 Aug 2025: "
-                "point --endpoint (or BING_SEARCH_V7_ENDPOINT) at a compatible service, or run "
-                "`bingcrawl demo` for the built-in emulator. " + hint
+                "re-run with --endpoint (or BING_SEARCH_V7_ENDPOINT) pointing at a compatible "
+                "service, or try `bingcrawl demo` for the built-in emulator; nothing was "
+                "marked failed, so that run resumes this one"
             )
-        return hint
+        return (
+            "Nothing was marked failed: re-run the same command to resume once the API is "
+            "reachable"
+        )
 
     def _account(self, endpoint: str, status: int) -> None:
         counters = self.crawler.counters
@@ -252,9 +269,9 @@ class SourceContext:
                 await self.guard(work)
         finally:
             counters.queries_active -= 1
-        # Not when a stop cancelled it or the API stopped under it: the row is not done, and
-        # the totals must say so.
-        if not self.api_stopped():
+        # Not when a stop cancelled it, the API stopped under it, or it is kept for the next
+        # run: the row is not done, and the totals must say so.
+        if not self.api_stopped() and row.id not in self._kept:
             counters.queries_done += 1
 
     async def wait_for_room(self, row: QueryRow, state: QueryState) -> bool:
@@ -274,9 +291,10 @@ class SourceContext:
         retries) leaves it ``active`` with its error, so the next run tries it again, and
         makes this run end with :class:`IncompleteCrawlError`.
         """
-        if isinstance(exc, RETRYABLE_ROW_ERRORS):
+        if retryable(exc):
             log.error("%s %r: %s (kept for the next run)", row.source, row.text, exc)
             self.incomplete.append(repr(row.text))
+            self._kept.add(row.id)
             await self.checkpoint.set_query_state(row.id, "active", error=str(exc)[:500])
             return
         log.error("%s %r: %s", row.source, row.text, exc)

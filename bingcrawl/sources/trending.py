@@ -19,11 +19,11 @@ from bingcrawl.bing.params import TrendingParams
 from bingcrawl.config import safe_label
 from bingcrawl.records import Candidate, Source
 from bingcrawl.sources.base import (
-    RETRYABLE_ROW_ERRORS,
     ROW_ERRORS,
     SourceContext,
     candidate_from_image,
     norm_query,
+    retryable,
 )
 from bingcrawl.sources.search import MAX_QUERY_LENGTH, SearchSource
 
@@ -59,8 +59,8 @@ async def _trending(ctx: SourceContext, search: SearchSource) -> None:
         )
     except ROW_ERRORS as exc:
         log.error("trending images: %s", exc)
-        if isinstance(exc, RETRYABLE_ROW_ERRORS):
-            ctx.incomplete.append("trending")
+        if retryable(exc):
+            ctx.incomplete.append("trending images")
         return
     crawler = ctx.crawler
     crawler.crash.hit("api_response")

@@ -118,6 +118,7 @@ class Checkpoint:
         self._api_answered = api_calls_total
         self._migrated_from = migrated_from
         self._downloads_recorded = False
+        self._recovered = False
         self._close_task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -215,11 +216,17 @@ class Checkpoint:
         await asyncio.shield(self._close_task)
 
     async def _close(self) -> None:
-        # Readers first: the writer's connection is then the last one, so its stop folds the
-        # WAL into checkpoint.sqlite (TRUNCATE) and SQLite removes the -wal / -shm files.
-        await asyncio.to_thread(self._readers.close)
         try:
+            # Readers first: the writer's connection is then the last one, so its stop folds
+            # the WAL into checkpoint.sqlite (TRUNCATE) and SQLite removes -wal and -shm.
+            try:
+                await asyncio.to_thread(self._readers.close)
+            except Exception:  # the writer must still stop and the lock go
+                log.warning("checkpoint: closing the readers failed", exc_info=True)
             if self._writer is not None:
+                if self._downloads_recorded or self._recovered:
+                    # A clean stop: the next start-up can skip the slowest repair.
+                    self._writer.post(meta.SET_META, (meta.UNCLEAN_KEY, "0"))
                 report = await self._writer.stop()
                 if report.lost:
                     log.error(
@@ -577,6 +584,7 @@ class Checkpoint:
             raise CheckpointError("recover() must run before any download outcome is recorded")
         root = self._out if out is None else Path(out)
         report = await writer.call(lambda conn: recover_sync(conn, root), what="recovery")
+        self._recovered = True
         if report.changed:
             log.info("checkpoint recovery: %s", report)
         return report

@@ -28,6 +28,8 @@ __all__ = [
     "LOCK_NAME",
     "PREVIOUS_RUN_FILES",
     "REFUND_API_CALL",
+    "SET_META",
+    "UNCLEAN_KEY",
     "OpenState",
     "acquire_lock",
     "api_answered",
@@ -35,12 +37,14 @@ __all__ = [
     "api_total",
     "count_api_call_sent",
     "fingerprint_diff",
+    "get_flag",
     "load_fingerprint",
     "move_previous_run_aside",
     "normalise_fingerprint",
     "open_setup",
     "release_lock",
     "reset_crawl",
+    "set_flag",
     "store_fingerprint",
     "touch_updated",
 ]
@@ -212,6 +216,27 @@ def move_previous_run_aside(out: Path) -> Path | None:
 #: ``meta`` key of the number of API calls counted *before* they were sent
 #: (:func:`count_api_call_sent`).
 API_SENT_KEY = "api_calls_sent"
+
+#: "1" from the start of a run until its checkpoint closes cleanly (absent: never known).
+UNCLEAN_KEY = "unclean_stop"
+
+
+def get_flag(conn: sqlite3.Connection, key: str, *, default: bool) -> bool:
+    """A boolean meta value (``default`` when absent)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return default if row is None else row[0] == "1"
+
+
+def set_flag(conn: sqlite3.Connection, key: str, value: bool) -> None:
+    """Store a boolean meta value."""
+    conn.execute(SET_META, (key, "1" if value else "0"))
+
+
+#: Upsert one meta value (parameters: key, value).
+SET_META = (
+    "INSERT INTO meta (key, value) VALUES (?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
 
 #: Take back one call counted as sent that never left (parameter: API_SENT_KEY).
 REFUND_API_CALL = (

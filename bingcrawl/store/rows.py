@@ -329,11 +329,13 @@ _RESET_DUPLICATES = (
 
 
 #: Duplicates whose ``duplicate_of`` names no stored image go back to ``pending``.
+#: (A copy of a visual-search seed names the seed, which is a query row, not a stored image.)
 RESET_ORPHAN_DUPLICATES = (
     "UPDATE candidates SET status = 'pending', duplicate_of = NULL, distance = NULL, "
-    "updated_at = ? WHERE status = 'duplicate' AND (duplicate_of IS NULL OR NOT EXISTS "
+    "updated_at = ? WHERE status = 'duplicate' AND (duplicate_of IS NULL OR (NOT EXISTS "
     "(SELECT 1 FROM candidates s INDEXED BY idx_candidates_sha256 "
-    "WHERE s.sha256 = candidates.duplicate_of AND s.status = 'stored'))"
+    "WHERE s.sha256 = candidates.duplicate_of AND s.status = 'stored') AND NOT EXISTS "
+    "(SELECT 1 FROM queries q WHERE q.source = 'visual' AND q.norm = candidates.duplicate_of)))"
 )
 
 

@@ -22,6 +22,7 @@ want shards. Crash consistency works like the files layout, with offsets instead
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import os
 import re
 import sqlite3
@@ -84,8 +85,17 @@ class _Shard:
 
     def append(self, blob: bytes) -> tuple[int, int]:
         start = self.end
-        self.fh.seek(start)
-        self.fh.write(blob + _EOF)
+        fd = self.fh.fileno()
+        # os.pwrite may write less than asked (a signal, a file-size limit): loop until every
+        # byte is down or the OS raises (EFBIG, ENOSPC): never record a torn member.
+        view = memoryview(blob + _EOF)
+        offset = start
+        while view:
+            written = os.pwrite(fd, view, offset)
+            if written == 0:
+                raise OSError(errno.ENOSPC, "No space left on device (a write made no progress)")
+            view = view[written:]
+            offset += written
         if self.durable:
             os.fsync(self.fh.fileno())
         self.end = start + len(blob)
@@ -206,6 +216,7 @@ def recover_shards(
         if end is not None and end > committed.get(path, -1):
             committed[path] = end
     present: dict[str, int] = {}  # shard -> the end of its last intact committed member
+    ends_by_shard: dict[str, list[int]] | None = None
     truncated = removed = 0
     if shard_dir.is_dir() and not shard_dir.is_symlink():
         for entry in os.scandir(shard_dir):
@@ -217,8 +228,9 @@ def recover_shards(
             if end is not None and size < end:
                 # Torn below what was committed (power loss without --durable): keep the
                 # members that are whole, cut the rest; their rows are fetched again.
-                end = max((e for _, p, e in stored if p == rel and e is not None and e <= size),
-                          default=None)  # fmt: skip
+                if ends_by_shard is None:  # built once, on the first torn shard
+                    ends_by_shard = _ends_by_shard(stored)
+                end = max((e for e in ends_by_shard[rel] if e <= size), default=None)
             if end is None:
                 os.unlink(entry.path)
                 removed += 1
@@ -242,6 +254,14 @@ def recover_shards(
         "shard_rows_reset": len(lost),
         "shard_duplicates_reset": duplicates,
     }
+
+
+def _ends_by_shard(stored: list[StoredRow]) -> dict[str, list[int]]:
+    ends: dict[str, list[int]] = {}
+    for _, path, end in stored:
+        if end is not None:
+            ends.setdefault(path, []).append(end)
+    return ends
 
 
 def read_member(out: Path, path: str, offset: int) -> tuple[str, bytes]:

@@ -18,6 +18,7 @@ import pytest
 from bingcrawl.cli import build_parser, main
 from bingcrawl.emulator import EmulatorConfig, EmulatorServer
 from bingcrawl.emulator.corpus import CorpusConfig
+from tests.support import tmpfs
 
 FAST = [
     "--allow-network", "127.0.0.1/32", "--no-progress", "--hash-workers", "0",
@@ -33,23 +34,6 @@ def run_main(argv: list[str]) -> int:
 # -- 10. a bad --out: exit 2, one line naming --out, before any request ------------------------
 
 
-@contextlib.contextmanager
-def read_only_mount(where: Path) -> Iterator[Path]:
-    """A read-only tmpfs at ``where`` (root only; skipped where mounting is refused)."""
-    where.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(where)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", str(where)], check=True)
-
-
 @pytest.mark.parametrize("case", ["a file", "under a file", "read-only filesystem"])
 async def test_a_bad_out_is_one_line_naming_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
@@ -62,7 +46,7 @@ async def test_a_bad_out_is_one_line_naming_it(
         out = {
             "a file": afile,
             "under a file": afile / "sub",
-            "read-only filesystem": stack.enter_context(read_only_mount(tmp_path / "ro")) / "o",
+            "read-only filesystem": stack.enter_context(tmpfs(tmp_path / "ro", "ro,size=1m")) / "o",
         }[case]
         argv = ["crawl", "cats", "--out", str(out), "--key", "k", "--endpoint", server.base_url]
         code = await asyncio.to_thread(run_main, argv + FAST)

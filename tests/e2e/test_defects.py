@@ -10,6 +10,7 @@ condition under test is reached: nothing waits on the clock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import io
 import os
@@ -18,6 +19,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import subprocess
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -30,12 +32,19 @@ from aiohttp import web
 from PIL import Image
 
 from bingcrawl.bing.client import DEFAULT_ENDPOINT
-from bingcrawl.errors import ApiConnectionError, Interrupted, StorageError
+from bingcrawl.emulator import EmulatorConfig, EmulatorServer
+from bingcrawl.errors import (
+    ApiConnectionError,
+    IncompleteCrawlError,
+    Interrupted,
+    StorageError,
+)
 from bingcrawl.pipeline.crawler import Crawler
 from bingcrawl.pipeline.progress import ProgressReporter, summary_table
 from bingcrawl.records import Candidate, Source
 from bingcrawl.sources.base import SourceContext
-from tests.e2e.helpers import EmulatorFactory, crawl_config, db, read_manifest
+from tests.e2e.helpers import EmulatorFactory, crawl_config, db, read_manifest, small_corpus
+from tests.support import tmpfs
 
 
 def picture(name: str) -> bytes:
@@ -137,7 +146,10 @@ async def test_a_query_at_its_limit_does_not_hold_up_the_others(host: Host, tmp_
     host.hold["slow"] = asyncio.Event()
     b_paths = [f"img/b{i}" for i in range(6)]
     plan = [("a", 1, ["img/slow"] + [f"img/a{i}" for i in range(6)]), ("b", 6, b_paths)]
-    crawler = Crawler(config(host, tmp_path, concurrency=2), producers=[producer(host, plan)])
+    cfg = config(host, tmp_path, concurrency=2)
+    # The held download must not time out while query b runs (no clock in this test).
+    patient = dataclasses.replace(cfg.download, timeout=120.0, read_timeout=120.0)
+    crawler = Crawler(dataclasses.replace(cfg, download=patient), producers=[producer(host, plan)])
 
     async with crawler:
         record = crawler._record
@@ -228,7 +240,8 @@ async def test_a_duplicate_is_committed_after_its_winner_is_stored(
     copies = [r for r in got if r["status"] == "duplicate"]
     assert len(copies) == 7
     assert {r["duplicate_of"] for r in copies} == {winner[0]["sha256"]}
-    # every duplicate row was committed after the winner's
+    # every duplicate's row was queued to the one FIFO writer after the winner's (so it
+    # commits in the same transaction or a later one, never before)
     assert all(r["updated_at"] >= winner[0]["updated_at"] for r in copies)
 
 
@@ -461,7 +474,7 @@ async def test_an_idle_crawl_says_what_it_waits_for(host: Host, tmp_path: Path) 
         run = asyncio.create_task(crawler.run())
         while not crawler.counters.in_flight:  # yield (no clock) until the download started
             await asyncio.sleep(0)
-        assert crawler.waiting_for() == "1 downloads in progress"
+        assert crawler.waiting_for() == "1 download in progress"
         crawler.gate.limiter.pause(30)
         assert crawler.waiting_for().startswith("the API: throttled, every call waits")
         crawler.counters.last_progress -= 60  # as if nothing had moved for a minute
@@ -471,3 +484,93 @@ async def test_an_idle_crawl_says_what_it_waits_for(host: Host, tmp_path: Path) 
         )
         host.hold["slow"].set()
         await run
+
+
+async def test_one_query_on_5xx_does_not_stop_the_others(tmp_path: Path) -> None:
+    # A query whose 5xx outlast --api-retries used to stop every other query's paging too
+    # (the next API call of any source raised the incomplete-crawl error).
+    failing = {"on": True}
+
+    @web.middleware
+    async def bad_query_fails(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if failing["on"] and request.query.get("q") == "bad":
+            body = {"_type": "ErrorResponse", "errors": [{"code": "ServerError", "message": "x"}]}
+            return web.json_response(body, status=500)
+        return await handler(request)
+
+    config = EmulatorConfig(qps=None, corpus=small_corpus(fault_rate=0.0, results_per_query=90))
+    server = EmulatorServer(config)
+    server.app.middlewares.append(bad_query_fails)  # before it starts: its app is then frozen
+    async with server:
+        queries = ["bad", "red panda", "lighthouse"]
+        cfg = crawl_config(server, tmp_path, queries, api_retries=1, api_backoff=0.01, count=10,
+                           limit=1000)  # fmt: skip
+        async with Crawler(cfg) as crawler:
+            with pytest.raises(IncompleteCrawlError) as info:
+                await crawler.run()
+        assert info.value.exit_code == 6
+        states = {r["text"]: r["state"] for r in db(tmp_path, "SELECT text, state FROM queries")}
+        assert states == {"bad": "active", "red panda": "exhausted", "lighthouse": "exhausted"}
+        pages = {r["text"]: r["n"] for r in db(
+            tmp_path, "SELECT q.text, count(*) n FROM pages p JOIN queries q ON q.id = p.query_id "
+            "GROUP BY q.text")}  # fmt: skip
+        assert pages["red panda"] >= 9
+        assert pages["lighthouse"] >= 9
+        assert (
+            db(tmp_path, "SELECT count(*) n FROM candidates WHERE status = 'pending'")[0]["n"] == 0
+        )
+
+        failing["on"] = False  # the server recovers: the next run finishes the query
+        async with Crawler(cfg) as crawler:
+            report = await crawler.run()
+        assert report.completed
+        assert {r["state"] for r in db(tmp_path, "SELECT state FROM queries")} == {"exhausted"}
+
+
+def big_picture(name: str) -> bytes:
+    rng = random.Random(name)
+    img = Image.frombytes("RGB", (160, 160), rng.randbytes(160 * 160 * 3))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()  # ~77 KB: a 3 MB disk fills after a few dozen
+
+
+@pytest.mark.parametrize("layout", ["files", "webdataset"])
+async def test_a_real_full_disk_exits_5_and_resumes_once_there_is_room(
+    tmp_path: Path, layout: str
+) -> None:
+    # The checkpoint fills up too (SQLite: "database or disk is full"); that used to end the
+    # crawl with a CheckpointError (exit 1).
+    app = web.Application()
+
+    async def image(request: web.Request) -> web.Response:
+        return web.Response(body=big_picture(request.match_info["n"]), content_type="image/png")
+
+    app.router.add_get("/img/{n}", image)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host = Host(f"http://127.0.0.1:{runner.addresses[0][1]}/", {}, [])
+    plan = [("x", 1000, [f"img/{i}" for i in range(120)])]
+    extra: dict[str, Any] = {"output_format": layout, "shard_size": 1000}
+    try:
+        with tmpfs(tmp_path / "disk", "size=3m") as disk:
+            out = disk / "out"
+            crawler = Crawler(
+                config(host, out, concurrency=4, **extra), producers=[producer(host, plan)]
+            )
+            async with crawler:
+                with pytest.raises(StorageError) as info:
+                    await crawler.run()
+            assert info.value.exit_code == 5
+            assert "free some space" in str(info.value)
+            subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+            await crawl(host, out, plan, concurrency=4, **extra)  # room again: resumes
+            statuses = [r["status"] for r in rows(out)]
+            assert statuses.count("stored") == 120
+            assert len(read_manifest(out)) == 120
+    finally:
+        await runner.cleanup()

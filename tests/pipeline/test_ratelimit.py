@@ -352,3 +352,42 @@ async def test_the_checkpoint_writer_stalled_does_not_bunch_requests(tmp_path: P
     gaps = [b - a for a, b in itertools.pairwise(sent)]
     assert len(sent) == 4
     assert min(gaps) >= gate.limiter.interval - 1e-9
+
+
+async def test_an_endpoint_that_only_answers_blank_pages_is_given_up() -> None:
+    # An HTML or empty 200 forever (a wrong endpoint, a captive portal) used to be waited on
+    # for ever once throttling stopped counting against --api-retries.
+    clock = VirtualClock()
+    gate = make_gate(clock, policy=RetryPolicy(max_retries=2, backoff_max=8.0))
+    attempts = 0
+
+    async def call() -> None:
+        nonlocal attempts
+        attempts += 1
+        raise ThrottledError("HTML 200", retry_after=None, status=200)
+
+    with pytest.raises(ThrottledError):
+        await gate.call("search", call)
+    assert attempts == RetryPolicy(max_retries=2).max_blind_throttles + 1 == 11
+
+
+async def test_a_call_cancelled_while_waiting_for_its_grant_is_refunded() -> None:
+    clock = VirtualClock()
+    ledger = StalledLedger(clock)
+    ledger.release.set()
+    gate = make_gate(clock, ledger=ledger)
+    gate.limiter.pause(3600)  # a long Retry-After: the call waits for its grant
+    sent = False
+
+    async def call() -> None:
+        nonlocal sent
+        sent = True
+
+    waiting = asyncio.create_task(gate.call("search", call))
+    while not ledger.counted:  # yield (no clock) until the call is counted and waiting
+        await asyncio.sleep(0)
+    waiting.cancel()  # Ctrl-C
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert not sent
+    assert (gate.calls, ledger.refunds) == (0, 1)

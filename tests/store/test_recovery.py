@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -170,7 +171,33 @@ async def test_a_duplicate_of_an_image_never_stored_goes_back_to_pending(out: Pa
                 Outcome(d, Status.DUPLICATE, attempts=1, sha256="e" * 64, phash=3,
                         duplicate_of=of, distance=1)
             )  # fmt: skip
+        # and a copy of a visual-search seed: it names the seed, which is a query row
+        seed = await cp.upsert_query(source="visual", label="cat", text="s.jpg", norm="d" * 64)
+        (copy,) = await cp.add_candidates(make_candidates(1, prefix="seed"), query_id=seed.id)
+        cp.record_outcome(
+            Outcome(copy, Status.DUPLICATE, attempts=1, sha256="c" * 64, phash=5,
+                    duplicate_of="d" * 64, distance=0)
+        )  # fmt: skip
+    # As an older bingcrawl left it: no record of how its last run stopped.
+    _drop_meta(out, "unclean_stop")
     report = await _recover(out)
     assert report.duplicates_reset == 2
-    assert _statuses(out) == ["stored", "stored", "pending", "pending", "duplicate"]
+    assert _statuses(out) == ["stored", "stored", "pending", "pending", "duplicate", "duplicate"]
     assert (await _recover(out)) == RecoveryReport()  # and nothing more the next time
+
+
+def _drop_meta(out: Path, key: str) -> None:
+    conn = sqlite3.connect(out / "checkpoint.sqlite")
+    with conn:
+        conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+    conn.close()
+
+
+async def test_the_duplicate_scan_runs_only_after_an_unclean_stop(out: Path) -> None:
+    await _crawl(out, n=1)
+    async with await Checkpoint.open(out) as cp:
+        await cp.recover()  # a run starts: unclean until its checkpoint closes
+        flags = await cp._read(lambda c: c.execute(
+            "SELECT value FROM meta WHERE key = 'unclean_stop'").fetchall())  # fmt: skip
+        assert flags == [("1",)]
+    assert sql(out, "SELECT value FROM meta WHERE key = 'unclean_stop'") == [("0",)]
