@@ -30,6 +30,7 @@ __all__ = [
     "PARAM_TO_FLAG",
     "CrawlConfig",
     "QuerySpec",
+    "check_out_dir",
     "parse_queries_file",
     "prepare_out_dir",
     "safe_label",
@@ -129,6 +130,32 @@ def validate_filters(
     if validated.accept_language is not None:
         canonical["Accept-Language"] = validated.accept_language
     return tuple(sorted((k, str(v)) for k, v in canonical.items()))
+
+
+def check_out_dir(out: Path, *, option: str = "--out") -> Path:
+    """Prove, without creating anything, that ``out`` can be the output directory: it is a
+    directory or can be created in the nearest existing one, which is writable.
+
+    Raises :class:`ConfigError` naming ``option`` (a file, a path under a file, a read-only
+    filesystem, no permission). Building a config never touches the disk beyond a probe file
+    that deletes itself: :func:`prepare_out_dir` creates the directory when the crawl opens.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(option, f"{out} exists and is not a directory")
+    probe_in = out
+    while not probe_in.exists():
+        if probe_in.parent == probe_in:
+            break
+        probe_in = probe_in.parent
+    if probe_in.exists() and not probe_in.is_dir():
+        raise ConfigError(option, f"cannot create {out}: {probe_in} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=probe_in, prefix=".bingcrawl-probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(option, f"cannot write to {probe_in}: {exc.strerror or exc}") from None
+    return out
 
 
 def prepare_out_dir(out: Path, *, option: str = "--out") -> Path:

@@ -338,13 +338,14 @@ def build_config(
     :func:`options_namespace`); ``env`` supplies the key and endpoint when no option does.
     ``specs`` are queries with labels of their own (the Python API); ``progress`` overrides
     the live display (default: on when stderr is a terminal and ``--no-progress`` is not set).
-    The output directory is created (and proved writable) last, once everything else is valid.
+    The output directory is proved creatable and writable last, once everything else is
+    valid; nothing is created (the crawl makes the directory when it opens).
     """
     from bingcrawl.config import (
         DEFAULT_ENDPOINT,
         DEFAULT_NEAR_DUP_DISTANCE,
+        check_out_dir,
         parse_queries_file,
-        prepare_out_dir,
         safe_label,
     )
     from bingcrawl.pipeline.download import DownloadConfig
@@ -426,7 +427,7 @@ def build_config(
         shard_size=args.shard_size,
         shard_by=args.shard_by,
     )
-    prepare_out_dir(config.out)  # last: a bad option leaves no directory behind
+    check_out_dir(config.out)  # last, and creates nothing: the crawl makes the directory
     return config
 
 

@@ -110,6 +110,12 @@ def test_bad_options_fail_when_the_config_is_built(tmp_path: Path) -> None:
     with pytest.raises(bingcrawl.ConfigError, match="--key"):
         bingcrawl.make_config(["cats"], out, env={})
     assert not out.exists()  # nothing created for a refused config
+    config = bingcrawl.make_config(["cats"], out / "deep" / "er", key="k")
+    assert config.out == out / "deep" / "er"
+    assert not out.exists()  # nor for a good one: the crawl creates it when it opens
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(bingcrawl.ConfigError, match=r"--out: cannot create .* is not a directory"):
+        bingcrawl.make_config(["cats"], tmp_path / "afile" / "sub", key="k")
     # The dataclass itself validates too: a bad filter never reaches run().
     with pytest.raises(bingcrawl.ConfigError, match="--license"):
         bingcrawl.CrawlConfig(out=out, filters=(("license", "Bogus"),))
