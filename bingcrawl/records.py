@@ -20,6 +20,9 @@ EXTENSIONS: Final[dict[str, str]] = {"jpeg": "jpg", "png": "png", "gif": "gif", 
 #: Perceptual hash algorithms (all 64-bit), for ``--hash``.
 HASH_ALGOS: Final[tuple[str, ...]] = ("phash", "dhash", "ahash", "whash")
 
+#: A query row's states, in the order reports list them.
+QUERY_STATES: Final[tuple[str, ...]] = ("active", "exhausted", "failed", "done")
+
 #: ``--convert-to`` values: keep the downloaded format, or store every image as jpg or png.
 CONVERT_TO: Final[tuple[str, ...]] = ("keep", "jpg", "png")
 
@@ -27,6 +30,7 @@ __all__ = [
     "CONVERT_TO",
     "EXTENSIONS",
     "HASH_ALGOS",
+    "QUERY_STATES",
     "Candidate",
     "DownloadFailure",
     "ErrorClass",

@@ -42,7 +42,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 from aiohttp import web
 
 from bingcrawl.errors import ConfigError
-from bingcrawl.store.schema import QUERY_STATES
+from bingcrawl.records import QUERY_STATES
 
 __all__ = [
     "API_ENDPOINTS",

@@ -448,7 +448,7 @@ class Crawler:
                 await self._run_stages()
             # Done only if nothing stopped it: after an interruption a further signal still
             # means "stop at once", not "the crawl is complete".
-            self._stages_done = self._stop_signal is None
+            self._stages_done = not self.stopping
         except BaseExceptionGroup as group:
             # Report the error that matters (e.g. AuthenticationError), not the group that
             # the task groups wrapped it in.

@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bingcrawl.errors import CheckpointError
+from bingcrawl.records import QUERY_STATES
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -61,7 +62,6 @@ CHECKPOINT_NAME = "checkpoint.sqlite"
 BUSY_TIMEOUT_MS = 10_000
 
 #: The states a query can be in.
-QUERY_STATES: tuple[str, ...] = ("active", "exhausted", "failed", "done")
 
 _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1
