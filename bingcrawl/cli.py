@@ -1,8 +1,10 @@
 """The ``bingcrawl`` command line: thin. Flags -> config -> library; errors -> exit codes.
 
 Exit codes (a contract): 0 done; 2 usage or configuration error (before any request);
-3 authentication refused; 4 quota or --max-api-calls exhausted (resumable); 130 / 143
-interrupted by SIGINT / SIGTERM after a clean checkpoint (resumable); 1 anything else.
+3 authentication refused; 4 quota or --max-api-calls exhausted (resumable); 5 the output's
+filesystem refused a write (disk full, quota, I/O error; resumable); 6 the API could not be
+reached, or queries stopped on API errors (resumable); 130 / 143 interrupted by SIGINT /
+SIGTERM after a clean checkpoint (resumable); 1 anything else.
 """
 
 from __future__ import annotations
