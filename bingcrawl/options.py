@@ -273,12 +273,14 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _crop(text: str | None) -> tuple[float, float, float, float] | None:
+def _crop(text: object) -> tuple[float, float, float, float] | None:
+    """``--crop TOP,LEFT,BOTTOM,RIGHT`` (or, from Python, a 4-tuple of fractions)."""
     if text is None:
         return None
+    parts = text.split(",") if isinstance(text, str) else text
     try:
-        top, left, bottom, right = (float(part) for part in text.split(","))
-    except ValueError:
+        top, left, bottom, right = (float(part) for part in parts)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
         raise ConfigError(
             "--crop", f"{text!r}: give four fractions TOP,LEFT,BOTTOM,RIGHT, e.g. 0,0,0.5,0.5"
         ) from None

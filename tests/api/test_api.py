@@ -116,6 +116,12 @@ def test_bad_options_fail_when_the_config_is_built(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     with pytest.raises(bingcrawl.ConfigError, match=r"--out: cannot create .* is not a directory"):
         bingcrawl.make_config(["cats"], tmp_path / "afile" / "sub", key="k")
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    crop = bingcrawl.make_config(out=out, seed_images=seeds, crop=(0, 0, 0.5, 0.5), key="k").crop
+    assert crop == (0.0, 0.0, 0.5, 0.5)  # a tuple from Python, as the CLI's "0,0,0.5,0.5"
+    with pytest.raises(bingcrawl.ConfigError, match="--crop"):
+        bingcrawl.make_config(out=out, seed_images=seeds, crop=(0, 0, 0.5), key="k")
     # The dataclass itself validates too: a bad filter never reaches run().
     with pytest.raises(bingcrawl.ConfigError, match="--license"):
         bingcrawl.CrawlConfig(out=out, filters=(("license", "Bogus"),))
