@@ -43,6 +43,9 @@ T = TypeVar("T")
 
 _JOIN_AT_EXIT = 30.0
 
+#: SQLite's result code for "database or disk is full" (extended codes keep these low bits).
+_SQLITE_FULL = 13
+
 
 @dataclass(frozen=True, slots=True)
 class FlushReport:
@@ -354,7 +357,11 @@ class Writer:
             conn.execute("COMMIT")
         except Exception as exc:
             # The whole transaction is gone: every call fails and every row counts as lost.
-            log.exception("checkpoint transaction of %d operations failed", len(batch))
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF == _SQLITE_FULL:
+                # A full disk is the user's to fix, not a bug: one line, no traceback.
+                log.error("checkpoint: the disk is full; %d operations not committed", len(batch))
+            else:
+                log.exception("checkpoint transaction of %d operations failed", len(batch))
             if conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")
