@@ -107,6 +107,7 @@ class QueryState:
     outstanding: int = 0
     downloading: int = 0
     parked: deque[Candidate] = field(default_factory=deque)
+    writing: int = 0  # of ``stored``: reservations whose write is still under way
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def needs_more(self) -> bool:
@@ -335,6 +336,8 @@ class Crawler:
                 self.shards = shards
             self.calls_before = self.checkpoint.api_calls_total
             self.counters.stored_before = len(self.dedup)
+            # Known at once on a resume (the sources refine it): the display never says 0/0.
+            self.counters.queries_total = len(await self.checkpoint.queries())
             self.gate = ApiGate(
                 RateLimiter(self.config.qps),
                 policy=RetryPolicy(
@@ -599,7 +602,7 @@ class Crawler:
         if state is not None and not state.may_download():
             # Start a download only if it could still be stored under --limit: downloads
             # in progress count against the limit until their outcome is decided.
-            if state.full():
+            if state.full() and not state.writing:
                 self._record(Outcome(candidate, Status.SKIPPED))
             else:
                 state.parked.append(candidate)  # taken up when one of its downloads ends
@@ -624,6 +627,10 @@ class Crawler:
         if state is None or not state.parked:
             return None
         if state.full():
+            if state.writing:
+                # Full only counting writes still under way: if one fails, a parked
+                # candidate is needed. The worker that ends that write decides.
+                return None
             while state.parked:
                 self._record(Outcome(state.parked.popleft(), Status.SKIPPED))
             return None
@@ -724,6 +731,7 @@ class Crawler:
                 )
         if state is not None:
             state.stored += 1
+            state.writing += 1
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._writing[hashed.sha256] = done
         body = fetched.body if hashed.body is None else hashed.body  # (--convert-to)
@@ -764,6 +772,8 @@ class Crawler:
             self._record(Outcome(candidate, Status.STORED, **where, **common))
             stored = True
         finally:
+            if state is not None:
+                state.writing -= 1
             if not stored:
                 self.dedup.discard(hashed.sha256)
                 if state is not None:

@@ -456,6 +456,9 @@ def test_the_retired_default_endpoint_is_named_in_the_error() -> None:
 async def test_a_resumed_run_reports_the_whole_dataset(host: Host, tmp_path: Path) -> None:
     plan = [("x", 100, [f"img/x{i}" for i in range(6)])]
     await crawl(host, tmp_path, plan)
+    resumed = Crawler(config(host, tmp_path), producers=[producer(host, plan)])
+    async with resumed:  # before anything runs, the display already knows the crawl
+        assert (resumed.counters.queries_total, resumed.counters.stored_before) == (1, 6)
     crawler = await crawl(host, tmp_path, plan)  # nothing left to do
     report = crawler.counters.snapshot()
     assert (report["stored"], report["dataset_stored"]) == (0, 6)
@@ -574,3 +577,54 @@ async def test_a_real_full_disk_exits_5_and_resumes_once_there_is_room(
             assert len(read_manifest(out)) == 120
     finally:
         await runner.cleanup()
+
+
+async def test_a_candidate_is_not_skipped_while_the_write_that_fills_the_query_may_fail(
+    host: Host, tmp_path: Path
+) -> None:
+    # Query x wants one image. b arrives while a's write (which would fill x) is under way:
+    # b used to be skipped at once, and when a's write failed x ended the run one short.
+    writing = asyncio.Event()
+    parked = threading.Event()
+    loop = asyncio.get_running_loop()
+
+    async def produce(crawler: Crawler) -> None:
+        cp = crawler.checkpoint
+        row = await cp.upsert_query(source="urls", label="x", text="x", norm="x")
+        urls = [host.base + "img/a", host.base + "img/b"]
+        cands = [Candidate(url=u, label="x", query="x", source=Source.URLS) for u in urls]
+        a, b = await cp.add_candidates(cands, query_id=row.id)
+        state = crawler.query_state(row.id, "x", "x", 0)
+        state.limit = 1
+        await crawler.enqueue(state, [a])
+        await writing.wait()  # a is stored-but-not-yet-written
+        await crawler.enqueue(state, [b])
+
+    crawler = Crawler(config(host, tmp_path, concurrency=2), producers=[produce])
+    async with crawler:
+        write = crawler.files.write
+        calls = 0
+
+        def first_write_fails(label: str, name: str, data: bytes) -> str:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                loop.call_soon_threadsafe(writing.set)
+                assert parked.wait(10), "b was never parked"
+                raise OSError(errno.EACCES, "Permission denied")
+            return write(label, name, data)
+
+        crawler.files.write = first_write_fails  # type: ignore[method-assign]
+        handle = crawler._handle
+
+        async def watch(candidate: Candidate) -> Candidate | None:
+            result = await handle(candidate)
+            if any(s.parked for s in crawler.queries.values()):
+                parked.set()
+            return result
+
+        crawler._handle = watch  # type: ignore[method-assign]
+        async with asyncio.timeout(60):  # a deadlock guard (the old code never parks b)
+            await crawler.run()
+    got = {r["url"].rsplit("/", 1)[1]: (r["status"], r["error_class"]) for r in rows(tmp_path)}
+    assert got == {"a": ("failed", "write_error"), "b": ("stored", None)}
