@@ -129,6 +129,21 @@ def rows(out: Path) -> list[sqlite3.Row]:
     return db(out, "SELECT * FROM candidates ORDER BY id")
 
 
+def intercept_writes(crawler: Crawler, before: Callable[[int], None]) -> None:
+    """Run ``before(n)`` (on the writer thread) ahead of the crawl's n-th image write (from
+    1); it may block, or raise to make that write fail."""
+    write = crawler.files.write
+    calls = 0
+
+    def intercepted(label: str, name: str, data: bytes) -> str:
+        nonlocal calls
+        calls += 1
+        before(calls)
+        return write(label, name, data)
+
+    crawler.files.write = intercepted  # type: ignore[method-assign]
+
+
 async def crawl(host: Host, out: Path, plan: Plan, **kw: Any) -> Crawler:
     crawler = Crawler(config(host, out, **kw), producers=[producer(host, plan)])
     async with crawler:
@@ -208,18 +223,13 @@ async def test_a_duplicate_waits_for_its_winner_and_takes_over_when_it_fails(
     matched = threading.Event()
     async with crawler:
         crawler.dedup = WatchedDedup(crawler.dedup, matched)  # type: ignore[assignment]
-        write = crawler.files.write
-        calls = 0
 
-        def failing_first_write(label: str, name: str, data: bytes) -> str:
-            nonlocal calls
-            calls += 1
-            if calls == 1:
+        def failing_first_write(n: int) -> None:
+            if n == 1:
                 assert matched.wait(30), "the copy was never matched against the winner"
                 raise OSError(errno.EACCES, "Permission denied")
-            return write(label, name, data)
 
-        crawler.files.write = failing_first_write  # type: ignore[method-assign]
+        intercept_writes(crawler, failing_first_write)
         await crawler.run()
 
     statuses = sorted((r["status"], r["error_class"]) for r in rows(tmp_path))
@@ -252,17 +262,12 @@ async def test_a_full_disk_stops_the_crawl_and_a_rerun_resumes(host: Host, tmp_p
     plan = [("x", 100, [f"img/x{i}" for i in range(40)])]
     crawler = Crawler(config(host, tmp_path, concurrency=4), producers=[producer(host, plan)])
     async with crawler:
-        write = crawler.files.write
-        calls = 0
 
-        def disk_fills_up(label: str, name: str, data: bytes) -> str:
-            nonlocal calls
-            calls += 1
-            if calls > 5:
+        def disk_fills_up(n: int) -> None:
+            if n > 5:
                 raise OSError(errno.ENOSPC, "No space left on device")
-            return write(label, name, data)
 
-        crawler.files.write = disk_fills_up  # type: ignore[method-assign]
+        intercept_writes(crawler, disk_fills_up)
 
         def manifest_too(*args: Any, **kw: Any) -> int:
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -330,14 +335,12 @@ async def test_a_write_cancelled_after_grace_is_recorded(host: Host, tmp_path: P
     release = threading.Event()
     loop = asyncio.get_running_loop()
     async with crawler:
-        write = crawler.files.write
 
-        def slow_write(label: str, name: str, data: bytes) -> str:
+        def slow_write(n: int) -> None:
             loop.call_soon_threadsafe(entered.set)
             assert release.wait(30)
-            return write(label, name, data)
 
-        crawler.files.write = slow_write  # type: ignore[method-assign]
+        intercept_writes(crawler, slow_write)
         run = asyncio.create_task(crawler.run())
         await entered.wait()
         crawler.request_stop(signal.SIGTERM)
@@ -602,19 +605,14 @@ async def test_a_candidate_is_not_skipped_while_the_write_that_fills_the_query_m
 
     crawler = Crawler(config(host, tmp_path, concurrency=2), producers=[produce])
     async with crawler:
-        write = crawler.files.write
-        calls = 0
 
-        def first_write_fails(label: str, name: str, data: bytes) -> str:
-            nonlocal calls
-            calls += 1
-            if calls == 1:
+        def first_write_fails(n: int) -> None:
+            if n == 1:
                 loop.call_soon_threadsafe(writing.set)
                 assert parked.wait(10), "b was never parked"
                 raise OSError(errno.EACCES, "Permission denied")
-            return write(label, name, data)
 
-        crawler.files.write = first_write_fails  # type: ignore[method-assign]
+        intercept_writes(crawler, first_write_fails)
         handle = crawler._handle
 
         async def watch(candidate: Candidate) -> Candidate | None:
