@@ -243,13 +243,8 @@ def convert_image(data: bytes, target: str) -> tuple[bytes, int, int]:
 def _oriented(img: Image.Image) -> Image.Image:
     """The decoded first frame, turned upright by its EXIF orientation (best effort)."""
     img.load()
-    try:
-        orientation = img.getexif().get(_EXIF_ORIENTATION_TAG)
-    except Exception:  # an unreadable EXIF block: the pixels as stored
-        orientation = None
-    method = _ORIENTATION.get(orientation) if isinstance(orientation, int) else None
     frame = img.copy()  # detached from the file (and from the other frames)
-    return frame.transpose(method) if method is not None else frame
+    return _upright(frame, img)
 
 
 def _for_jpeg(img: Image.Image) -> Image.Image:
@@ -257,9 +252,7 @@ def _for_jpeg(img: Image.Image) -> Image.Image:
     if img.mode in ("I", "F") or img.mode.startswith("I;16"):
         return _to_gray(img)
     if img.has_transparency_data:
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
+        return _over_white(img).convert("RGB")
     if img.mode in ("L", "RGB"):
         return img
     return img.convert("RGB")  # P, 1, CMYK, YCbCr, LA without alpha data, ...
@@ -407,9 +400,7 @@ def _to_gray(img: Image.Image) -> Image.Image:
             arr = np.clip(arr, 0, 0xFFFF).astype(np.uint32) >> 8
         return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
     if img.has_transparency_data:
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("L")
+        return _over_white(img).convert("L")
     if mode == "L":
         return img
     if mode in ("1", "P", "RGB", "RGBX"):
@@ -417,16 +408,28 @@ def _to_gray(img: Image.Image) -> Image.Image:
     return img.convert("RGB").convert("L")
 
 
-def _upright(gray: Image.Image, source: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation of ``source`` to ``gray`` (best effort)."""
+def _orientation(source: Image.Image) -> Image.Transpose | None:
+    """The transpose that shows ``source`` upright by its EXIF tag (None: none, or unreadable)."""
     try:
         orientation = source.getexif().get(_EXIF_ORIENTATION_TAG)
     except Exception as exc:
-        # A broken EXIF block must not cost us an otherwise good image: hash it as stored.
+        # A broken EXIF block must not cost us an otherwise good image: use it as stored.
         logger.debug("ignoring unreadable EXIF: %s", _short(exc))
-        return gray
-    method = _ORIENTATION.get(orientation) if isinstance(orientation, int) else None
+        return None
+    return _ORIENTATION.get(orientation) if isinstance(orientation, int) else None
+
+
+def _upright(gray: Image.Image, source: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation of ``source`` to ``gray`` (best effort)."""
+    method = _orientation(source)
     return gray.transpose(method) if method is not None else gray
+
+
+def _over_white(img: Image.Image) -> Image.Image:
+    """``img`` composited over white (RGBA): what a page shows of a transparent picture."""
+    rgba = img.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba)
 
 
 def _to_int(h: imagehash.ImageHash) -> int:
