@@ -345,6 +345,15 @@ def run_tool(
     return row
 
 
+def settle_rate(row: Row) -> None:
+    """Without a steady-state rate (one image, or every image stamped within one tick of a
+    coarse file-time clock: no span to divide by), the wall rate stands in, marked as such in
+    ``extra["rate_basis"]``; it pays for start-up, so it understates the tool."""
+    if row.images_per_s is None and row.wall_images_per_s:
+        row.images_per_s = row.wall_images_per_s
+        row.extra["rate_basis"] = "wall (no measurable span between first and last image)"
+
+
 def _fill(row: Row, spec: ToolSpec, proc: ProcessRun, result: dict[str, Any], out: Path,
           emu_cpu: float | None, ctx: Context) -> None:  # fmt: skip
     if proc.timed_out or proc.returncode != 0 or not result:
@@ -367,6 +376,7 @@ def _fill(row: Row, spec: ToolSpec, proc: ProcessRun, result: dict[str, Any], ou
         # Extrapolated from the sample: search pages (with their sleeps) plus downloads.
         inner = float(result.get("wall_s") or 0.0)
         row.images_per_s = timeline.count / inner if inner > 0 else None
+    settle_rate(row)
     stored = max(timeline.count, 1)
     row.cpu_s_per_image = proc.cpu_s / stored
     if emu_cpu is not None:

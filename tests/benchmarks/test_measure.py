@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.measure import file_timeline, peak_rss_kb, process_cpu, run_measured
+from benchmarks.tools import Row, settle_rate
 
 # A child that spawns a grandchild; the grandchild holds ~60 MB and burns CPU, then both exit
 # (the child reaps the grandchild, so wait4 bills the grandchild's CPU to the child).
@@ -99,3 +100,23 @@ def test_child_peak_excludes_the_spawners_peak(tmp_path: Path) -> None:
 def test_peak_rss_kb_of_self_and_of_nothing() -> None:
     assert peak_rss_kb() >= peak_rss_kb(os.getpid()) > 1024
     assert peak_rss_kb(2**22 + 12345) == 0
+
+
+def test_images_stamped_in_one_clock_tick_fall_back_to_the_wall_rate(tmp_path: Path) -> None:
+    # A coarse file-time clock (CI's filesystem) can stamp a small run's images alike.
+    for i in range(8):
+        path = tmp_path / f"{i}.jpg"
+        path.write_bytes(b"x")
+        os.utime(path, ns=(5_000_000_000,) * 2)
+    timeline = file_timeline(tmp_path)
+    assert timeline.count == 8
+    assert timeline.steady_rate() is None
+    row = Row("size", "200k", "bingcrawl", "", urls=8, stored=8, wall_images_per_s=4.0)
+    row.images_per_s = timeline.steady_rate()
+    settle_rate(row)
+    assert row.images_per_s == 4.0
+    assert row.extra["rate_basis"].startswith("wall")
+    steady = Row("main", "", "bingcrawl", "", urls=8, images_per_s=9.0, wall_images_per_s=4.0)
+    settle_rate(steady)
+    assert steady.images_per_s == 9.0
+    assert "rate_basis" not in steady.extra

@@ -15,7 +15,6 @@ from PIL import Image
 from bingcrawl.emulator.server import emulator_process
 from bingcrawl.errors import AuthenticationError, QuotaExceededError
 from bingcrawl.pipeline.crawler import Crawler
-from bingcrawl.pipeline.looplag import monitor_lag
 from tests.e2e.helpers import (
     EXPECTED_ERROR,
     SUCCESS_FAULTS,
@@ -27,6 +26,7 @@ from tests.e2e.helpers import (
     served_sha256,
     small_corpus,
 )
+from tests.support.blocking import watch_blocking
 
 MANIFEST_FIELDS = {
     "path", "label", "query", "source", "content_url", "host_page_url", "image_id", "name",
@@ -230,7 +230,9 @@ async def test_event_loop_never_blocks(tmp_path: Path) -> None:
             count=50,
             hash_workers=1,
         )
-        async with monitor_lag() as lag, Crawler(config) as crawler:
+        async with watch_blocking() as watch, Crawler(config) as crawler:
             await crawler.run()
     assert len(read_manifest(tmp_path)) >= 200
-    assert lag.max < 0.1, f"event loop blocked for {lag.max * 1000:.0f} ms"
+    # The loop's own blocks only: a shared machine may stop the whole process for 100+ ms.
+    own, sample = watch.worst()
+    assert own < 0.1, f"event loop blocked for {own * 1000:.0f} ms ({watch.describe(sample)})"
