@@ -31,10 +31,10 @@ from typing import Any
 from bingcrawl import eventloop
 from bingcrawl.config import CrawlConfig, QuerySpec
 from bingcrawl.emulator.server import start_emulator_process, stop_emulator_process
-from bingcrawl.pipeline.crawler import Crawler
-from bingcrawl.pipeline.download import DownloadConfig
-from bingcrawl.pipeline.looplag import monitor_lag
-from bingcrawl.pipeline.netpolicy import NetworkPolicy
+from bingcrawl.engine.crawler import Crawler
+from bingcrawl.fetch.download import DownloadConfig
+from bingcrawl.fetch.netpolicy import NetworkPolicy
+from bingcrawl.obs.looplag import monitor_lag
 
 
 def _cpu() -> float:

@@ -5,7 +5,7 @@
 The flags after ``--`` are parsed by bingcrawl's own parser and resolved by its own
 ``build_config``, and the crawl runs through ``bingcrawl.cli.run_crawl`` (signal handling
 included), so what is measured is what ``bingcrawl crawl`` does. The only addition is
-:func:`bingcrawl.pipeline.looplag.monitor_lag` around the run, which the CLI does not expose;
+:func:`bingcrawl.obs.looplag.monitor_lag` around the run, which the CLI does not expose;
 its cost is one timer every 10 ms. The result file holds the run's stats and the lag.
 
 ``--tracemalloc N`` also traces Python allocations (several times slower: for memory
@@ -31,7 +31,7 @@ from bingcrawl import eventloop
 from bingcrawl.cli import build_config, build_parser, run_crawl
 from bingcrawl.errors import BingCrawlError
 from bingcrawl.obs.logs import configure_logging
-from bingcrawl.pipeline.looplag import monitor_lag
+from bingcrawl.obs.looplag import monitor_lag
 
 log = logging.getLogger("benchmarks.crawlrun")
 

@@ -4,7 +4,7 @@
                                      [--queries 2000] [--seed 0] [--json out.json]
 
 For each size, N random 64-bit hashes are inserted one at a time (as the crawler does) into
-:class:`~bingcrawl.pipeline.dedup.HammingIndex` and into the baseline, a growable numpy array
+:class:`~bingcrawl.dedup.index.HammingIndex` and into the baseline, a growable numpy array
 scanned with ``np.bitwise_count``; then the same queries - half a stored hash with 0..radius
 bits flipped, half uniformly random - go to both. Reported per structure: inserts/s,
 queries/s, per-query latency (median, p99), and the speedup of the index over the scan
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bingcrawl.pipeline.dedup import DedupIndex, HammingIndex
+from bingcrawl.dedup.index import DedupIndex, HammingIndex
 
 
 class ScanIndex:

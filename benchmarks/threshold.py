@@ -6,7 +6,7 @@
 Needs the ``bench`` extra (``pip install -e '.[bench]'``): scikit-image and scikit-learn ship
 real photographs inside their wheels (read from the installed files, nothing is downloaded).
 
-Two sets, every image hashed by the production path (:func:`bingcrawl.pipeline.hashing.
+Two sets, every image hashed by the production path (:func:`bingcrawl.imaging.hashing.
 hash_image`, JPEG draft mode on):
 
 * **photos**: 18 real photographs (16 from scikit-image, china and flower from scikit-learn)
@@ -59,7 +59,7 @@ import numpy.typing as npt
 from PIL import Image, ImageEnhance
 
 from bingcrawl.emulator.corpus import Corpus, CorpusConfig
-from bingcrawl.pipeline.hashing import HASH_ALGOS, hash_image
+from bingcrawl.imaging.hashing import HASH_ALGOS, hash_image
 from bingcrawl.records import Hashed
 
 #: Precision the default threshold must keep on every set.

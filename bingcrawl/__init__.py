@@ -7,7 +7,8 @@ The Python API (see the README's "Python API")::
     report = bingcrawl.crawl(["red panda"], "data", key="...", license="Public", limit=200)
     print(report.reason, report.stored, report.dataset_stored)
 
-:func:`crawl` runs a crawl in one call; :class:`Crawler` runs one inside your event loop
+:func:`crawl` runs a crawl in one call; :func:`stream` yields its stored images as they land,
+inside your event loop; :class:`Crawler` runs one inside your event loop
 (``async with Crawler(config) as crawler: await crawler.run()``) from a :class:`CrawlConfig`
 (build one with :func:`make_config`, validated like the command line); :class:`CrawlReport`
 says how it ended. Every error bingcrawl raises on purpose is a :class:`BingCrawlError`.
@@ -22,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from bingcrawl.api import crawl, make_config
+    from bingcrawl.api import CrawlStream, crawl, make_config, stream
     from bingcrawl.config import CrawlConfig, QuerySpec
+    from bingcrawl.engine.crawler import Crawler, CrawlReport
     from bingcrawl.errors import (
         ApiConnectionError,
         ApiError,
@@ -38,16 +40,20 @@ if TYPE_CHECKING:
         StorageError,
         ThrottledError,
     )
-    from bingcrawl.pipeline.crawler import Crawler, CrawlReport
+    from bingcrawl.events import Event, Events
     from bingcrawl.records import Candidate, Outcome, Status
 
 _LAZY: dict[str, str] = {
     "crawl": "bingcrawl.api",
     "make_config": "bingcrawl.api",
+    "stream": "bingcrawl.api",
+    "CrawlStream": "bingcrawl.api",
+    "Event": "bingcrawl.events",
+    "Events": "bingcrawl.events",
     "CrawlConfig": "bingcrawl.config",
     "QuerySpec": "bingcrawl.config",
-    "Crawler": "bingcrawl.pipeline.crawler",
-    "CrawlReport": "bingcrawl.pipeline.crawler",
+    "Crawler": "bingcrawl.engine.crawler",
+    "CrawlReport": "bingcrawl.engine.crawler",
     "Candidate": "bingcrawl.records",
     "Outcome": "bingcrawl.records",
     "Status": "bingcrawl.records",
@@ -71,7 +77,10 @@ __all__ = [
     "ConfigError",
     "CrawlConfig",
     "CrawlReport",
+    "CrawlStream",
     "Crawler",
+    "Event",
+    "Events",
     "IncompleteCrawlError",
     "Interrupted",
     "Outcome",
@@ -84,6 +93,7 @@ __all__ = [
     "__version__",
     "crawl",
     "make_config",
+    "stream",
 ]
 
 

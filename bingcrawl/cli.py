@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import re
@@ -154,8 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def run_crawl(config: Any) -> dict[str, Any]:
     """Run a crawl with signal handling: SIGINT / SIGTERM stop it cleanly."""
+    from bingcrawl.engine.crawler import Crawler
     from bingcrawl.obs.metrics import MetricsServer
-    from bingcrawl.pipeline.crawler import Crawler
 
     loop = asyncio.get_running_loop()
     # Signal handlers can only be installed from the main thread (library users who run a
@@ -199,7 +200,7 @@ async def run_crawl(config: Any) -> dict[str, Any]:
 
 
 def _print_summary(stats: Mapping[str, Any], out: Path, output_format: str) -> None:
-    from bingcrawl.pipeline.progress import summary_table
+    from bingcrawl.obs.progress import summary_table
 
     print(summary_table(dict(stats.get("run", stats))))
     if output_format == "webdataset":
@@ -212,8 +213,8 @@ def _print_summary(stats: Mapping[str, Any], out: Path, output_format: str) -> N
 async def _demo(args: argparse.Namespace) -> int:
     from bingcrawl.config import CrawlConfig, QuerySpec, prepare_out_dir
     from bingcrawl.emulator import EmulatorConfig, EmulatorServer
-    from bingcrawl.pipeline.download import DownloadConfig
-    from bingcrawl.pipeline.netpolicy import NetworkPolicy
+    from bingcrawl.fetch.download import DownloadConfig
+    from bingcrawl.fetch.netpolicy import NetworkPolicy
 
     prepare_out_dir(args.out)
     async with EmulatorServer(EmulatorConfig(qps=10.0)) as server:
@@ -304,7 +305,15 @@ def _report(log_format: str | None, level: int, message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status.
+
+    It runs in a copy of the caller's context: the run id it binds for its log lines does
+    not stay on the caller's (a test, or a program calling ``main`` twice).
+    """
+    return contextvars.copy_context().run(_main, argv, env)
+
+
+def _main(argv: Sequence[str] | None, env: Mapping[str, str] | None) -> int:
     env = os.environ if env is None else env
     log_format: str | None = None
     try:

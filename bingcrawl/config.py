@@ -19,9 +19,9 @@ from typing import Any
 
 from bingcrawl.bing.params import DEFAULT_ENDPOINT, CropArea
 from bingcrawl.errors import ConfigError, InvalidParameterError
-from bingcrawl.pipeline.download import DownloadConfig
-from bingcrawl.records import CONVERT_TO, HASH_ALGOS
-from bingcrawl.sources.urlfile import url_format
+from bingcrawl.fetch.download import DownloadConfig
+from bingcrawl.records import CONVERT_TO, HASH_ALGOS, OUTPUT_FORMATS
+from bingcrawl.urllist import url_format
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -250,7 +250,7 @@ class CrawlConfig:
     metrics_port: int | None = None  # serve Prometheus metrics and /healthz (None: off)
     metrics_host: str = "127.0.0.1"
     stall_after: float = 600.0  # /healthz answers 503 after this long without progress
-    crash_at: str | None = None  # test hook: "<point>:<n>", see bingcrawl.pipeline.crashpoints
+    crash_at: str | None = None  # test hook: "<point>:<n>", see bingcrawl.engine.crashpoints
     # -- sources beyond search (see bingcrawl.sources) --------------------------------------
     #: Label of seed images and URL lists (default: from the seed directory / the file name).
     label: str | None = None
@@ -302,8 +302,8 @@ class CrawlConfig:
             raise ConfigError("--frontier-size", "must be >= 0")
         if self.convert_to not in CONVERT_TO:
             raise ConfigError("--convert-to", f"must be one of {', '.join(CONVERT_TO)}")
-        if self.output_format not in ("files", "webdataset"):
-            raise ConfigError("--output-format", "must be 'files' or 'webdataset'")
+        if self.output_format not in OUTPUT_FORMATS:
+            raise ConfigError("--output-format", f"must be one of {', '.join(OUTPUT_FORMATS)}")
         if self.shard_size < 1:
             raise ConfigError("--shard-size", "must be >= 1")
         if self.shard_by not in ("label", "all"):

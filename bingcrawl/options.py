@@ -27,6 +27,7 @@ from bingcrawl.config import (
     validate_filters,
 )
 from bingcrawl.errors import ConfigError, InvalidParameterError
+from bingcrawl.records import CONVERT_TO, OUTPUT_FORMATS
 
 __all__ = [
     "ENDPOINT_ENV",
@@ -210,13 +211,13 @@ def add_layout_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
     p.add_argument(
         "--output-format",
         default="files",
-        choices=["files", "webdataset"],
+        choices=list(OUTPUT_FORMATS),
         help="files: images/<label>/<sha>.<ext>; webdataset: tar shards in shards/",
     )
     p.add_argument(
         "--convert-to",
         default="keep",
-        choices=["keep", "jpg", "png"],
+        choices=list(CONVERT_TO),
         help="store every image in one format (re-encoded in the hash workers; images already "
         "in it are kept byte for byte): jpg for torchvision ImageFolder and webdataset "
         "to_tuple('jpg', ...), png to keep transparency; keep: as downloaded",
@@ -292,7 +293,7 @@ def _check_sources(args: argparse.Namespace, has_queries: bool, filters: Mapping
     import importlib.util
 
     from bingcrawl.bing.params import TrendingParams
-    from bingcrawl.sources.urlfile import url_format
+    from bingcrawl.urllist import url_format
 
     if args.seed_images is not None and not args.seed_images.is_dir():
         raise ConfigError("--seed-images", f"{args.seed_images} is not a directory")
@@ -350,8 +351,8 @@ def build_config(
         parse_queries_file,
         safe_label,
     )
-    from bingcrawl.pipeline.download import DownloadConfig
-    from bingcrawl.pipeline.netpolicy import NetworkPolicy
+    from bingcrawl.fetch.download import DownloadConfig
+    from bingcrawl.fetch.netpolicy import NetworkPolicy
 
     specs = [*specs, *(QuerySpec.of(q, args.label) for q in args.queries)]
     if args.queries_file:

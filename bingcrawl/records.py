@@ -26,10 +26,14 @@ QUERY_STATES: Final[tuple[str, ...]] = ("active", "exhausted", "failed", "done")
 #: ``--convert-to`` values: keep the downloaded format, or store every image as jpg or png.
 CONVERT_TO: Final[tuple[str, ...]] = ("keep", "jpg", "png")
 
+#: ``--output-format`` values: one file per image, or webdataset tar shards.
+OUTPUT_FORMATS: Final[tuple[str, ...]] = ("files", "webdataset")
+
 __all__ = [
     "CONVERT_TO",
     "EXTENSIONS",
     "HASH_ALGOS",
+    "OUTPUT_FORMATS",
     "QUERY_STATES",
     "Candidate",
     "DownloadFailure",

@@ -23,7 +23,7 @@ import aiohttp
 
 from benchmarks.measure import write_result
 from bingcrawl import eventloop
-from bingcrawl.pipeline.looplag import monitor_lag
+from bingcrawl.obs.looplag import monitor_lag
 
 
 async def fetch_all(urls: list[str], out: Path, concurrency: int) -> dict[str, int]:

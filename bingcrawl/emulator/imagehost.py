@@ -54,7 +54,7 @@ from bingcrawl.emulator.corpus import (
 )
 from bingcrawl.emulator.synth import stable_hash
 from bingcrawl.errors import ConfigError
-from bingcrawl.pipeline.sniff import sniff_format
+from bingcrawl.imaging.sniff import sniff_format
 
 __all__ = ["FAULT_KINDS", "GZIP_BOMB_BYTES", "HUGE_BYTES", "ImageHost", "ImageHostConfig"]
 

@@ -12,6 +12,6 @@ trending       ``/images/trending``                             trending categor
 urls           none                                             URL-list file (streamed)
 =============  =============================================  ==================================
 
-:mod:`bingcrawl.pipeline.producers` runs them; :mod:`bingcrawl.sources.base` holds what they
+:mod:`bingcrawl.sources.runner` runs them; :mod:`bingcrawl.sources.base` holds what they
 share (the lazily opened API client, the paging loop, the per-row bookkeeping).
 """

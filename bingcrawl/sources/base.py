@@ -1,11 +1,17 @@
-"""What every source shares: the one API client, row bookkeeping and the paging loop.
+"""What every source shares: what it may ask of the crawl, the API client, rows and paging.
 
-A :class:`SourceContext` lives for one run of the producers. It opens the
-:class:`~bingcrawl.bing.client.BingClient` lazily, on the crawler's exit stack, the first time
-a source needs the API (a resumed run with nothing left to ask opens no connection), so every
+Sources see the crawl through :class:`SourceHost`, a narrow protocol (the
+:class:`~bingcrawl.engine.crawler.Crawler` implements it): the config and the checkpoint, one
+way to call the API, one way to hand candidates to the workers, the live state of a query,
+the event stream, and the hash pool and dedup index for seed images. Nothing here imports
+the engine.
+
+A :class:`SourceContext` lives for one run of the sources. It opens the
+:class:`~bingcrawl.bing.client.BingClient` lazily, on the host's exit stack, the first time a
+source needs the API (a resumed run with nothing left to ask opens no connection), so every
 source shares one session and one ``X-MSEdge-ClientID``. Every call goes through
-:meth:`SourceContext.call`, i.e. the crawler's one :class:`~bingcrawl.pipeline.ratelimit.
-ApiGate`: one QPS bucket, one retry policy, one ``--max-api-calls`` budget.
+:meth:`SourceContext.call`, i.e. the host's one API gate: one QPS bucket, one retry policy,
+one ``--max-api-calls`` budget.
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from contextlib import AsyncExitStack
+from typing import Any, Protocol, TypeVar
 
 from bingcrawl.bing.client import DEFAULT_ENDPOINT, BingClient
 from bingcrawl.bing.models import Image
+from bingcrawl.config import CrawlConfig
 from bingcrawl.errors import (
     ApiConnectionError,
     BingCrawlError,
@@ -29,12 +37,19 @@ from bingcrawl.errors import (
     ServerError,
     ThrottledError,
 )
+from bingcrawl.events import (
+    ApiResponse,
+    Event,
+    PageCommitted,
+    PageReceived,
+    QueryDone,
+    QueryStarted,
+    QueryStopped,
+)
 from bingcrawl.obs.logs import log_context
-from bingcrawl.records import Candidate, Source
+from bingcrawl.records import Candidate, Hashed, HashFailure, Source
+from bingcrawl.store.checkpoint import Checkpoint
 from bingcrawl.store.rows import QueryRow
-
-if TYPE_CHECKING:
-    from bingcrawl.pipeline.crawler import Crawler, QueryState
 
 __all__ = [
     "LOCALE_PARAMS",
@@ -42,7 +57,9 @@ __all__ = [
     "ROW_ERRORS",
     "UNLIMITED",
     "Fetch",
+    "QueryTrack",
     "SourceContext",
+    "SourceHost",
     "candidate_from_image",
     "norm_query",
 ]
@@ -76,6 +93,68 @@ ROW_ERRORS = (InvalidRequestError, NotFoundError, ServerError, ThrottledError)
 #: whose JSON is not the documented object, ResponseFormatError, is a ServerError too, but
 #: the same answer would come back: that row fails.)
 RETRYABLE_ROW_ERRORS = (ServerError, ThrottledError)
+
+
+class QueryTrack(Protocol):
+    """The live state of one query, as a source sees it: its limit and whether it wants
+    more candidates."""
+
+    limit: int
+
+    def full(self) -> bool:
+        """True once the query has its limit of stored images."""
+        ...
+
+    def needs_more(self) -> bool:
+        """True while more candidates could still be stored under the limit."""
+        ...
+
+    async def wait_change(self) -> None:
+        """Return after the query's counts change (an outcome, a write that ended)."""
+        ...
+
+
+class SourceHost(Protocol):
+    """What a source may use of the crawl that runs it (the Crawler implements this)."""
+
+    @property
+    def config(self) -> CrawlConfig: ...
+
+    @property
+    def checkpoint(self) -> Checkpoint: ...
+
+    def enter_context(self) -> AsyncExitStack:
+        """The crawl's exit stack: a resource a source opens (the API client) closes with
+        the crawl."""
+        ...
+
+    async def call_api(self, endpoint: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """One API request under the crawl's budget, QPS limit and retry policy."""
+        ...
+
+    def query_state(self, row_id: int, label: str, text: str, stored: int) -> QueryTrack:
+        """Register (or return) the live state of a checkpointed query row."""
+        ...
+
+    async def enqueue(self, candidates: list[Candidate]) -> None:
+        """Hand checkpointed candidates of registered queries to the download workers."""
+        ...
+
+    async def settled(self) -> None:
+        """Wait until every queued candidate has its outcome."""
+        ...
+
+    def emit(self, event: Event) -> None:
+        """Report what the source did (see :mod:`bingcrawl.events`)."""
+        ...
+
+    async def hash_bytes(self, data: bytes) -> Hashed | HashFailure:
+        """Decode and hash image bytes in the crawl's hash pool."""
+        ...
+
+    def add_to_index(self, sha256: str, phash: int) -> None:
+        """Enter an image that is not to be stored into the dedup index (a seed image)."""
+        ...
 
 
 def retryable(exc: BaseException) -> bool:
@@ -121,10 +200,10 @@ def candidate_from_image(
 class SourceContext:
     """Shared state of the sources during one :meth:`Crawler.run`."""
 
-    def __init__(self, crawler: Crawler) -> None:
-        self.crawler = crawler
-        self.config = crawler.config
-        self.checkpoint = crawler.checkpoint
+    def __init__(self, host: SourceHost) -> None:
+        self.host = host
+        self.config = host.config
+        self.checkpoint = host.checkpoint
         #: Every query row known to this run, by id (rows added by sources included).
         self.rows: dict[int, QueryRow] = {}
         self._stored: dict[int, int] = {}
@@ -146,7 +225,7 @@ class SourceContext:
             if self._client is None:
                 if not self.config.key:
                     raise ConfigError("--key", "a subscription key is needed to call the API")
-                self._client = await self.crawler.enter_context().enter_async_context(
+                self._client = await self.host.enter_context().enter_async_context(
                     BingClient(
                         self.config.key,
                         self.config.endpoint,
@@ -168,7 +247,7 @@ class SourceContext:
             raise self.quota
         if self.unreachable is not None:
             raise self.unreachable
-        return await self.crawler.gate.call(endpoint, fn)
+        return await self.host.call_api(endpoint, fn)
 
     def api_stopped(self) -> bool:
         """True once the quota or an unreachable API stopped the API: no new API work."""
@@ -196,7 +275,7 @@ class SourceContext:
 
         Cancelling sibling tasks on the first such error would abandon requests already sent,
         which the API counts but the checkpoint would not; instead every source winds down on
-        its own and :func:`~bingcrawl.pipeline.producers.run_sources` raises the error once
+        its own and :func:`~bingcrawl.sources.runner.run_sources` raises the error once
         all are done. Nothing is marked failed: a re-run resumes.
         """
         try:
@@ -227,11 +306,8 @@ class SourceContext:
         )
 
     def _account(self, endpoint: str, status: int) -> None:
-        counters = self.crawler.counters
-        counters.api_calls += 1
-        counters.api_by_status[(endpoint, status)] += 1
-        counters.progressed()
         self.checkpoint.record_api_call(endpoint, status)
+        self.host.emit(ApiResponse(endpoint, status))
 
     def locale(self) -> dict[str, Any]:
         """Locale and SafeSearch filters as keyword arguments of the non-search params."""
@@ -253,28 +329,27 @@ class SourceContext:
         self.rows[row.id] = row
         return row
 
-    def track(self, row: QueryRow) -> QueryState:
+    def track(self, row: QueryRow) -> QueryTrack:
         """The live state of a row; URL lists get their own limit (see ``url_limit``)."""
-        state = self.crawler.query_state(row.id, row.label, row.text, self._stored.get(row.id, 0))
+        state = self.host.query_state(row.id, row.label, row.text, self._stored.get(row.id, 0))
         if row.source == Source.URLS.value:
             state.limit = self.config.url_limit or UNLIMITED
         return state
 
     async def run_row(self, row: QueryRow, work: Awaitable[None]) -> None:
         """Run one row's work with progress counters and log context."""
-        counters = self.crawler.counters
-        counters.queries_active += 1
+        self.host.emit(QueryStarted(row.id))
         try:
             with log_context(query=row.text, label=row.label):
                 await self.guard(work)
         finally:
-            counters.queries_active -= 1
+            self.host.emit(QueryStopped(row.id))
         # Not when a stop cancelled it, the API stopped under it, or it is kept for the next
         # run: the row is not done, and the totals must say so.
         if not self.api_stopped() and row.id not in self._kept:
-            counters.queries_done += 1
+            self.host.emit(QueryDone(row.id))
 
-    async def wait_for_room(self, row: QueryRow, state: QueryState) -> bool:
+    async def wait_for_room(self, row: QueryRow, state: QueryTrack) -> bool:
         """Wait until ``row`` may take more candidates; False (the row marked done) once it
         has its limit of stored images."""
         while not state.needs_more():
@@ -305,7 +380,7 @@ class SourceContext:
     async def page_row(
         self,
         row: QueryRow,
-        state: QueryState,
+        state: QueryTrack,
         fetch: Fetch,
         make: Callable[[Image], Candidate | None],
         *,
@@ -319,7 +394,7 @@ class SourceContext:
         (an API that ignores the offset would otherwise be asked forever).
         """
         cp = self.checkpoint
-        crawler = self.crawler
+        host = self.host
         offset = row.next_offset
         seen: set[str] = set()
         while True:
@@ -330,8 +405,7 @@ class SourceContext:
             except ROW_ERRORS as exc:
                 await self.fail_row(row, exc)
                 return
-            crawler.crash.hit("api_response")
-            crawler.counters.pages += 1
+            host.emit(PageReceived(row.source, row.id))
             fresh: list[Candidate] = []
             new_images = 0
             for image in images:
@@ -354,8 +428,8 @@ class SourceContext:
                 exhausted=exhausted,
                 candidates=fresh,
             )
-            crawler.crash.hit("page_committed")
-            await crawler.enqueue(state, inserted)
+            host.emit(PageCommitted(row.id, len(inserted)))
+            await host.enqueue(inserted)
             if exhausted:
                 log.info("%s %r: no more results after offset %d", row.source, row.text, offset)
                 return

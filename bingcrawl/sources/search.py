@@ -23,6 +23,7 @@ from functools import partial
 
 from bingcrawl.bing.models import Image, Images
 from bingcrawl.bing.params import MAX_QUERY_LENGTH, SearchParams
+from bingcrawl.events import QueryAdded
 from bingcrawl.records import Candidate, Source
 from bingcrawl.sources.base import ROW_ERRORS, SourceContext, candidate_from_image, norm_query
 from bingcrawl.store.rows import QueryRow
@@ -206,7 +207,7 @@ class SearchSource:
             )
             self._parents.add(parent.id)
             self.ctx.track(child)
-            self.ctx.crawler.counters.queries_total += 1
+            self.ctx.host.emit(QueryAdded(child.source))
             if child.state == "active":
                 self.queue.push(child)
             added += 1

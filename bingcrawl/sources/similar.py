@@ -25,6 +25,7 @@ from pathlib import Path
 
 from bingcrawl.bing.params import DetailsParams
 from bingcrawl.errors import CheckpointError, InvalidParameterError
+from bingcrawl.events import PageCommitted, PageReceived, QueryAdded
 from bingcrawl.records import Candidate, Source
 from bingcrawl.sources.base import ROW_ERRORS, SourceContext, candidate_from_image
 from bingcrawl.store.rows import QueryRow, url_key
@@ -94,7 +95,7 @@ class SimilarSource:
         async with asyncio.TaskGroup() as tg:
 
             def start(row: QueryRow) -> None:
-                ctx.crawler.counters.queries_total += 1
+                ctx.host.emit(QueryAdded(row.source))
                 task = tg.create_task(ctx.run_row(row, self._ask(row)))
                 task.add_done_callback(lambda _: slots.release())
 
@@ -114,9 +115,7 @@ class SimilarSource:
 
     async def _settle(self) -> None:
         # Images still in flight may yet be stored: wait until every outcome is in.
-        for state in list(self.ctx.crawler.queries.values()):
-            while state.outstanding > 0:
-                await state.wait_change()
+        await self.ctx.host.settled()
 
     async def _register(self, image: StoredImage) -> QueryRow:
         parent = self.ctx.rows.get(image.query_id)
@@ -154,8 +153,7 @@ class SimilarSource:
         except ROW_ERRORS as exc:
             await ctx.fail_row(row, exc)
             return
-        ctx.crawler.crash.hit("api_response")
-        ctx.crawler.counters.pages += 1
+        ctx.host.emit(PageReceived(row.source, row.id))
         own = url_key(p.get("url", ""))
         found: list[Candidate] = []
         for image in insights.visually_similar_images:
@@ -174,5 +172,6 @@ class SimilarSource:
         inserted = await ctx.checkpoint.record_page(
             row.id, offset=0, next_offset=len(found), exhausted=True, candidates=found
         )
-        ctx.crawler.crash.hit("page_committed")
-        await ctx.crawler.enqueue(ctx.track(row), inserted)
+        ctx.track(row)
+        ctx.host.emit(PageCommitted(row.id, len(inserted)))
+        await ctx.host.enqueue(inserted)

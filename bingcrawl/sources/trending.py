@@ -17,6 +17,7 @@ from functools import partial
 
 from bingcrawl.bing.params import TrendingParams
 from bingcrawl.config import safe_label
+from bingcrawl.events import PageCommitted, PageReceived, QueryAdded, QueryDone
 from bingcrawl.records import Candidate, Source
 from bingcrawl.sources.base import (
     ROW_ERRORS,
@@ -62,9 +63,7 @@ async def _trending(ctx: SourceContext, search: SearchSource) -> None:
         if retryable(exc):
             ctx.incomplete.append("trending images")
         return
-    crawler = ctx.crawler
-    crawler.crash.hit("api_response")
-    crawler.counters.pages += 1
+    ctx.host.emit(PageReceived(Source.TRENDING.value, None))
     categories = []
     for category in answer.categories:
         title = " ".join((category.title or "trending").split())
@@ -78,10 +77,10 @@ async def _trending(ctx: SourceContext, search: SearchSource) -> None:
         categories.append((row, category))
     answered = {row.id for row, _ in categories}
     for row, category in categories:
-        state = ctx.track(row)
+        ctx.track(row)
         if row.state != "active":
             continue
-        crawler.counters.queries_total += 1
+        ctx.host.emit(QueryAdded(row.source))
         found: list[Candidate] = []
         queries: list[str] = []
         for tile in category.tiles:
@@ -102,9 +101,9 @@ async def _trending(ctx: SourceContext, search: SearchSource) -> None:
         inserted = await ctx.checkpoint.record_page(
             row.id, offset=0, next_offset=len(found), exhausted=True, candidates=found
         )
-        crawler.crash.hit("page_committed")
-        crawler.counters.queries_done += 1
-        await crawler.enqueue(state, inserted)
+        ctx.host.emit(PageCommitted(row.id, len(inserted)))
+        ctx.host.emit(QueryDone(row.id))
+        await ctx.host.enqueue(inserted)
     for row in known:
         if row.state == "active" and row.id not in answered:
             await ctx.checkpoint.set_query_state(row.id, "exhausted")

@@ -18,10 +18,11 @@ import logging
 from pathlib import Path
 
 from bingcrawl.config import safe_label
+from bingcrawl.events import PageCommitted
 from bingcrawl.records import Candidate, Source
 from bingcrawl.sources.base import SourceContext
-from bingcrawl.sources.urlfile import UrlColumns, UrlListReader, open_url_list, url_format
 from bingcrawl.store.rows import QueryRow
+from bingcrawl.urllist import UrlColumns, UrlListReader, open_url_list, url_format
 
 __all__ = ["BATCH", "UrlSource"]
 
@@ -82,7 +83,6 @@ class UrlSource:
     async def _read(self, row: QueryRow, reader: UrlListReader) -> None:
         ctx = self.ctx
         cp = ctx.checkpoint
-        crawler = ctx.crawler
         state = ctx.track(row)
         offset = row.next_offset
         records = invalid = 0
@@ -110,9 +110,8 @@ class UrlSource:
                 exhausted=batch.eof,
                 candidates=found,
             )
-            crawler.crash.hit("page_committed")
-            crawler.counters.progressed()
-            await crawler.enqueue(state, inserted)
+            ctx.host.emit(PageCommitted(row.id, len(inserted)))
+            await ctx.host.enqueue(inserted)
             if batch.eof:
                 log.info("%s: %d records read, %d invalid skipped", row.text, records, invalid)
                 return

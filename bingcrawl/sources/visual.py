@@ -123,7 +123,7 @@ class VisualSource:
                 except OSError as exc:
                     log.warning("seed %s cannot be read: %s", seed.rel, exc.strerror)
                     return None
-                hashed = await ctx.crawler.hasher.hash(data)
+                hashed = await ctx.host.hash_bytes(data)
             if isinstance(hashed, HashFailure):
                 log.warning("seed %s skipped: %s (%s)", seed.rel, hashed.error_class, hashed.detail)
                 return None
@@ -134,7 +134,7 @@ class VisualSource:
             if found is None:
                 continue
             sha256, phash = found
-            ctx.crawler.dedup.check_and_add(sha256, phash)
+            ctx.host.add_to_index(sha256, phash)
             if sha256 in self._seeds:
                 continue  # the same bytes twice: one visual search is enough
             self._seeds[sha256] = seed

@@ -481,11 +481,11 @@ class Checkpoint:
         return total
 
     async def count_sent(self, endpoint: str) -> None:
-        """:class:`~bingcrawl.pipeline.ratelimit.Ledger`: :meth:`count_api_call_sent`."""
+        """:class:`~bingcrawl.engine.ratelimit.Ledger`: :meth:`count_api_call_sent`."""
         await self.count_api_call_sent(endpoint)
 
     def refund(self, endpoint: str) -> None:
-        """:class:`~bingcrawl.pipeline.ratelimit.Ledger`: take back one call counted as sent
+        """:class:`~bingcrawl.engine.ratelimit.Ledger`: take back one call counted as sent
         that never left (its connection was never made); never blocks."""
         self._w().post(meta.REFUND_API_CALL, (meta.API_SENT_KEY,))
         self._api_sent -= 1

@@ -13,8 +13,8 @@ from benchmarks.profiling import available, profiled, render, summarize
 RAW = """\
 process 10:"python -m benchmarks.crawlrun --result r.json -- crawl";run (crawler.py:200);_process (crawler.py:380);fetch (download.py:300) 30
 process 10:"python -m benchmarks.crawlrun --result r.json -- crawl";run (crawler.py:200);_record (crawler.py:340);record_outcome (checkpoint.py:90) 10
-process 10:"python -m benchmarks.crawlrun --result r.json -- crawl";process 11:"python -c from multiprocessing.spawn import spawn_main";hash_image (/x/bingcrawl/pipeline/hashing.py:120);phash (/v/site-packages/imagehash/__init__.py:260) 45
-process 10:"python -m benchmarks.crawlrun --result r.json -- crawl";process 12:"python -c from multiprocessing.spawn import spawn_main";hash_image (/x/bingcrawl/pipeline/hashing.py:120);decode (/x/bingcrawl/pipeline/hashing.py:90) 15
+process 10:"python -m benchmarks.crawlrun --result r.json -- crawl";process 11:"python -c from multiprocessing.spawn import spawn_main";hash_image (/x/bingcrawl/imaging/hashing.py:120);phash (/v/site-packages/imagehash/__init__.py:260) 45
+process 10:"python -m benchmarks.crawlrun --result r.json -- crawl";process 12:"python -c from multiprocessing.spawn import spawn_main";hash_image (/x/bingcrawl/imaging/hashing.py:120);decode (/x/bingcrawl/imaging/hashing.py:90) 15
 """  # noqa: E501
 
 
@@ -27,7 +27,7 @@ def test_samples_split_by_process_and_ranked(tmp_path: Path) -> None:
     assert ("run (crawler.py)", 1.0) in summary["main"]["total"]
     children = dict(summary["children"]["self"])
     assert children["phash (imagehash/__init__.py)"] == 0.75
-    assert dict(summary["children"]["total"])["hash_image (pipeline/hashing.py)"] == 1.0
+    assert dict(summary["children"]["total"])["hash_image (imaging/hashing.py)"] == 1.0
     text = render(summary, title="t")
     assert "main process (40 samples)" in text
     assert "75.0%  fetch (download.py)" in text

@@ -9,7 +9,7 @@ import pytest
 
 from bingcrawl.emulator import EmulatorConfig, EmulatorServer
 from bingcrawl.emulator.imagehost import ImageHostConfig
-from tests.e2e.helpers import EmulatorFactory, small_corpus
+from tests.support.crawls import EmulatorFactory, small_corpus
 
 
 @pytest.fixture

@@ -13,9 +13,10 @@ import pytest
 from PIL import Image
 
 from bingcrawl.emulator.server import emulator_process
+from bingcrawl.engine.crawler import Crawler
 from bingcrawl.errors import AuthenticationError, QuotaExceededError
-from bingcrawl.pipeline.crawler import Crawler
-from tests.e2e.helpers import (
+from tests.support.blocking import watch_blocking
+from tests.support.crawls import (
     EXPECTED_ERROR,
     SUCCESS_FAULTS,
     EmulatorFactory,
@@ -26,7 +27,6 @@ from tests.e2e.helpers import (
     served_sha256,
     small_corpus,
 )
-from tests.support.blocking import watch_blocking
 
 MANIFEST_FIELDS = {
     "path", "label", "query", "source", "content_url", "host_page_url", "image_id", "name",

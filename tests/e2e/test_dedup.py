@@ -23,11 +23,11 @@ from bingcrawl.cli import main as cli_main
 from bingcrawl.config import DEFAULT_NEAR_DUP_DISTANCE
 from bingcrawl.emulator import EmulatorServer
 from bingcrawl.emulator.corpus import Corpus, ImageSpec, normalize_query
-from bingcrawl.pipeline import hashpool
-from bingcrawl.pipeline.crawler import Crawler
-from bingcrawl.pipeline.hashing import hash_batch
+from bingcrawl.engine.crawler import Crawler
+from bingcrawl.imaging import hashpool
+from bingcrawl.imaging.hashing import hash_batch
 from bingcrawl.records import Hashed, HashFailure
-from tests.e2e.helpers import EmulatorFactory, crawl_config, key_of, read_manifest, small_corpus
+from tests.support.crawls import EmulatorFactory, crawl_config, key_of, read_manifest, small_corpus
 
 QUERIES = ("harbour seals", "old lighthouse")
 ECHO = "echoes"

@@ -33,18 +33,19 @@ from PIL import Image
 
 from bingcrawl.bing.client import DEFAULT_ENDPOINT
 from bingcrawl.emulator import EmulatorConfig, EmulatorServer
+from bingcrawl.engine.crawler import Crawler
 from bingcrawl.errors import (
     ApiConnectionError,
     IncompleteCrawlError,
     Interrupted,
     StorageError,
 )
-from bingcrawl.pipeline.crawler import Crawler
-from bingcrawl.pipeline.progress import ProgressReporter, summary_table
+from bingcrawl.obs.progress import ProgressReporter, summary_table
 from bingcrawl.records import Candidate, Source
 from bingcrawl.sources.base import SourceContext
-from tests.e2e.helpers import EmulatorFactory, crawl_config, db, read_manifest, small_corpus
+from bingcrawl.store.sinks import FileSink
 from tests.support import tmpfs
+from tests.support.crawls import EmulatorFactory, crawl_config, db, read_manifest, small_corpus
 
 
 def picture(name: str) -> bytes:
@@ -116,7 +117,7 @@ def producer(host: Host, plan: Plan) -> Callable[[Crawler], Awaitable[None]]:
             state.limit = limit
         pending = [c async for c in cp.iter_pending()]
         for candidate in pending:
-            await crawler.enqueue(crawler.queries[candidate.query_id], [candidate])
+            await crawler.enqueue([candidate])
 
     return produce
 
@@ -132,7 +133,9 @@ def rows(out: Path) -> list[sqlite3.Row]:
 def intercept_writes(crawler: Crawler, before: Callable[[int], None]) -> None:
     """Run ``before(n)`` (on the writer thread) ahead of the crawl's n-th image write (from
     1); it may block, or raise to make that write fail."""
-    write = crawler.files.write
+    assert isinstance(crawler.sink, FileSink)
+    files = crawler.sink.writer
+    write = files.write
     calls = 0
 
     def intercepted(label: str, name: str, data: bytes) -> str:
@@ -141,7 +144,7 @@ def intercept_writes(crawler: Crawler, before: Callable[[int], None]) -> None:
         before(calls)
         return write(label, name, data)
 
-    crawler.files.write = intercepted  # type: ignore[method-assign]
+    files.write = intercepted  # type: ignore[method-assign]
 
 
 async def crawl(host: Host, out: Path, plan: Plan, **kw: Any) -> Crawler:
@@ -274,7 +277,7 @@ async def test_a_full_disk_stops_the_crawl_and_a_rerun_resumes(host: Host, tmp_p
 
         with pytest.MonkeyPatch.context() as patch:
             # the full disk refuses the manifest as well: still the storage fault, exit 5
-            patch.setattr("bingcrawl.pipeline.crawler.write_manifest", manifest_too)
+            patch.setattr("bingcrawl.engine.crawler.write_manifest", manifest_too)
             with pytest.raises(StorageError) as info:
                 await crawler.run()
     assert info.value.exit_code == 5
@@ -309,9 +312,10 @@ async def test_a_thousand_labels_do_not_exhaust_file_descriptors(
         return sum(1 for fd in fds.iterdir() if _target(fd).startswith(images + "/"))
 
     async with crawler:
-        crawler.files.max_open_dirs = 16
+        assert isinstance(crawler.sink, FileSink)
+        crawler.sink.writer.max_open_dirs = 16
         await crawler.run()
-        assert crawler.files.open_dirs <= 16
+        assert crawler.sink.writer.open_dirs <= 16
         assert open_label_dirs() <= 16
     assert sorted(r["status"] for r in rows(tmp_path)) == ["stored"] * 200
 
@@ -478,7 +482,7 @@ async def test_an_idle_crawl_says_what_it_waits_for(host: Host, tmp_path: Path) 
     crawler = Crawler(config(host, tmp_path), producers=[producer(host, [("x", 10, ["img/slow"])])])
     async with crawler:
         run = asyncio.create_task(crawler.run())
-        while not crawler.counters.in_flight:  # yield (no clock) until the download started
+        while not crawler.in_flight:  # yield (no clock) until the download started
             await asyncio.sleep(0)
         assert crawler.waiting_for() == "1 download in progress"
         crawler.gate.limiter.pause(30)
@@ -599,9 +603,9 @@ async def test_a_candidate_is_not_skipped_while_the_write_that_fills_the_query_m
         a, b = await cp.add_candidates(cands, query_id=row.id)
         state = crawler.query_state(row.id, "x", "x", 0)
         state.limit = 1
-        await crawler.enqueue(state, [a])
+        await crawler.enqueue([a])
         await writing.wait()  # a is stored-but-not-yet-written
-        await crawler.enqueue(state, [b])
+        await crawler.enqueue([b])
 
     crawler = Crawler(config(host, tmp_path, concurrency=2), producers=[produce])
     async with crawler:

@@ -17,8 +17,8 @@ import pytest
 from bingcrawl import eventloop
 from bingcrawl.emulator import EmulatorConfig, EmulatorServer
 from bingcrawl.emulator.imagehost import ImageHostConfig
-from bingcrawl.pipeline.crawler import Crawler
-from tests.e2e.helpers import (
+from bingcrawl.engine.crawler import Crawler
+from tests.support.crawls import (
     EXPECTED_ERROR,
     SUCCESS_FAULTS,
     crawl_config,

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from bingcrawl.emulator.corpus import CorpusConfig
+from bingcrawl.engine.crawler import Crawler
 from bingcrawl.errors import ResumeMismatchError
-from bingcrawl.pipeline.crawler import Crawler
-from tests.e2e.helpers import EmulatorFactory, crawl_config, read_manifest
+from tests.support.crawls import EmulatorFactory, crawl_config, read_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 QUERIES = ("reader one", "reader two")

@@ -24,8 +24,8 @@ from bingcrawl.emulator import EmulatorConfig, EmulatorServer
 from bingcrawl.emulator.corpus import CorpusConfig
 from bingcrawl.store import Checkpoint, meta
 from bingcrawl.store.output import MANIFEST_FIELDS
-from tests.e2e.helpers import key_of, read_manifest
-from tests.e2e.test_resume import (
+from tests.support.crawls import key_of, read_manifest
+from tests.support.resume import (
     check_integrity,
     child_env,
     committed_pages,

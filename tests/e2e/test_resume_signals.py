@@ -14,8 +14,8 @@ from pathlib import Path
 from bingcrawl.emulator import EmulatorServer
 from bingcrawl.emulator.corpus import Corpus
 from bingcrawl.emulator.imagehost import ImageHostConfig
-from tests.e2e.helpers import read_manifest
-from tests.e2e.test_resume import (
+from tests.support.crawls import read_manifest
+from tests.support.resume import (
     Dataset,
     Ledger,
     check_integrity,

@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 from bingcrawl.emulator import EmulatorServer
-from tests.e2e.test_resume import (
+from tests.support.resume import (
     Dataset,
     check_bounded_work,
     check_integrity,

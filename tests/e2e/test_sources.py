@@ -23,19 +23,11 @@ from PIL import Image
 
 from bingcrawl.config import CrawlConfig, safe_label
 from bingcrawl.emulator import EmulatorServer
-from bingcrawl.emulator.corpus import CorpusConfig
+from bingcrawl.engine.crawler import Crawler
 from bingcrawl.errors import QuotaExceededError
-from bingcrawl.pipeline.crawler import Crawler
 from bingcrawl.sources.base import norm_query
-from tests.e2e.helpers import EmulatorFactory, crawl_config, db, key_of, read_manifest
-
-
-def clean_corpus(**kw: Any) -> CorpusConfig:
-    """Every image distinct and served: outcomes are exact."""
-    kw.setdefault("results_per_query", 40)
-    return CorpusConfig(
-        fault_rate=0.0, exact_dup_rate=0.0, near_dup_rate=0.0, cross_query_rate=0.0, **kw
-    )
+from tests.support.crawls import EmulatorFactory, crawl_config, db, key_of, read_manifest
+from tests.support.emulator import clean_corpus, first_page_suggestions
 
 
 def api_total(out: Path) -> int:
@@ -47,23 +39,6 @@ async def crawl(config: CrawlConfig) -> None:
     """One run of the crawl."""
     async with Crawler(config) as crawler:
         await crawler.run()
-
-
-async def first_page_suggestions(server: EmulatorServer, q: str) -> list[str]:
-    """The suggestion texts of ``q``'s first page, in the order the response lists them."""
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(
-            f"{server.base_url}v7.0/images/search",
-            params={"q": q, "count": "1"},
-            headers={"Ocp-Apim-Subscription-Key": "test-key"},
-        ) as resp,
-    ):
-        body = await resp.json()
-    texts = [q["text"] for q in body.get("queryExpansions", [])]
-    texts += [s["text"] for p in body.get("pivotSuggestions", []) for s in p["suggestions"]]
-    texts += [q["text"] for q in body.get("similarTerms", [])]
-    return texts
 
 
 def png(seed: int, size: tuple[int, int] = (64, 48)) -> bytes:

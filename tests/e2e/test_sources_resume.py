@@ -17,8 +17,8 @@ from pathlib import Path
 from bingcrawl.emulator import EmulatorServer
 from bingcrawl.sources.base import norm_query
 from bingcrawl.sources.urls import BATCH
-from tests.e2e.helpers import EmulatorFactory, db, key_of, read_manifest
-from tests.e2e.test_sources import clean_corpus, first_page_suggestions
+from tests.support.crawls import EmulatorFactory, db, key_of, read_manifest
+from tests.support.emulator import clean_corpus, first_page_suggestions
 
 FAST = [
     "--allow-network", "127.0.0.1/32", "--no-progress", "--hash-workers", "0",

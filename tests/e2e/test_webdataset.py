@@ -11,9 +11,9 @@ import tarfile
 from pathlib import Path
 
 from bingcrawl.emulator.corpus import CorpusConfig
-from bingcrawl.pipeline.crawler import Crawler
+from bingcrawl.engine.crawler import Crawler
 from bingcrawl.store.shards import read_member
-from tests.e2e.helpers import EmulatorFactory, crawl_config, read_manifest, small_corpus
+from tests.support.crawls import EmulatorFactory, crawl_config, read_manifest, small_corpus
 
 QUERIES = ("tar one", "tar two")
 

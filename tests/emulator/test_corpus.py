@@ -25,7 +25,7 @@ from bingcrawl.emulator.corpus import (
     ImageSpec,
 )
 from bingcrawl.errors import ConfigError
-from bingcrawl.pipeline.sniff import sniff_format
+from bingcrawl.imaging.sniff import sniff_format
 
 SAFE_KEY = re.compile(r"[a-z0-9_./-]+\.(jpg|png|gif|webp)")
 EXT = {"jpeg": "jpg", "png": "png", "gif": "gif", "webp": "webp"}

@@ -26,7 +26,7 @@ from bingcrawl.emulator.imagehost import (
     build_gzip_bomb,
 )
 from bingcrawl.errors import ConfigError
-from bingcrawl.pipeline.sniff import sniff_format
+from bingcrawl.imaging.sniff import sniff_format
 
 MiB = 1 << 20
 

@@ -23,7 +23,7 @@ from bingcrawl.emulator.synth import (
     rescale,
     stable_hash,
 )
-from bingcrawl.pipeline.sniff import sniff_format
+from bingcrawl.imaging.sniff import sniff_format
 
 NS = 7 << NAMESPACE_BITS  # an arbitrary query namespace
 

@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -221,3 +222,15 @@ def test_bad_level_or_format_names_the_option(level: str, fmt: str, option: str)
     with pytest.raises(ConfigError) as info:
         configure_logging(level, fmt, stream=io.StringIO())
     assert info.value.option == option
+
+
+def test_the_command_line_leaves_no_context_behind(tmp_path: Path) -> None:
+    # main() binds a run id for its own log lines; a caller (a test, a program that runs two
+    # crawls) must not inherit it.
+    from bingcrawl.cli import main
+    from bingcrawl.obs.logs import current_context
+
+    (tmp_path / "file").write_text("")
+    # Refused by build_config, after the run id is bound.
+    assert main(["crawl", "x", "--out", str(tmp_path / "file" / "o")], env={}) == 2
+    assert "run_id" not in current_context()

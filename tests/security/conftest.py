@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bingcrawl.emulator import EmulatorConfig, EmulatorServer
-from tests.pipeline.conftest import CANARY_HOST, RawServer
 from tests.security.harness import HeaderLog
+from tests.support.net import CANARY_HOST, RawServer
 
 __all__ = ["CANARY_HOST", "EmulatorStarter"]
 

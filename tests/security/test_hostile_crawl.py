@@ -10,7 +10,7 @@ baseline of the memory measurement.
 
 Only loopback forms are used here, so a regression in the guard would still stay on this
 machine; the other refused ranges (metadata, private, CGNAT, ULA, ...) are proven without any
-connection in ``tests/pipeline/test_netpolicy.py``.
+connection in ``tests/fetch/test_netpolicy.py``.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from bingcrawl.emulator import EmulatorConfig, EmulatorServer
 from bingcrawl.emulator.corpus import FAULT_KINDS, CorpusConfig
 from bingcrawl.emulator.imagehost import HUGE_BYTES, ImageHostConfig
 from bingcrawl.store.recovery import IMAGE_NAME
-from tests.e2e.helpers import EXPECTED_ERROR
-from tests.pipeline.conftest import CANARY_HOST, RawServer
 from tests.security.harness import (
     CliRun,
     ScriptedApi,
@@ -42,6 +40,8 @@ from tests.security.harness import (
     run_cli,
     serve,
 )
+from tests.support.crawls import EXPECTED_ERROR
+from tests.support.net import CANARY_HOST, RawServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

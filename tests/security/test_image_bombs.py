@@ -2,7 +2,7 @@
 chunks each inflate to 512 MiB. The pixel check cannot see them; Pillow's own chunk limits
 must stop them before they are inflated, and the image must fail as a bomb, not be stored.
 
-(Pixel bombs, truncation, formats and HTML/SVG are proven in tests/pipeline/test_hashing.py
+(Pixel bombs, truncation, formats and HTML/SVG are proven in tests/imaging/test_hashing.py
 and, end to end, in test_hostile_crawl.py.)"""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from bingcrawl.pipeline.hashing import hash_image
+from bingcrawl.imaging.hashing import hash_image
 from bingcrawl.records import HashFailure
 
 MiB = 1024 * 1024

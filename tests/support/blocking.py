@@ -1,6 +1,6 @@
 """How long the event loop was blocked by its own work, with the machine's stalls taken out.
 
-A plain lag monitor (:mod:`bingcrawl.pipeline.looplag`) cannot tell a loop blocked by the
+A plain lag monitor (:mod:`bingcrawl.obs.looplag`) cannot tell a loop blocked by the
 crawler from a process the machine did not run: on a shared CI host, CPU throttling or a busy
 neighbour can stop every thread of the process for 100+ ms while the crawler did nothing
 wrong. :func:`watch_blocking` samples the loop's timer lag, as the monitor does, and records

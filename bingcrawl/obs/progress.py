@@ -10,7 +10,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bingcrawl.events import (
+    ApiResponse,
+    Downloaded,
+    Event,
+    OutcomeRecorded,
+    PageCommitted,
+    PageReceived,
+    QueriesKnown,
+    QueryAdded,
+    QueryDone,
+    QueryStarted,
+    QueryStopped,
+)
 from bingcrawl.obs.metrics import RateWindow
+from bingcrawl.records import Outcome, Status
 
 __all__ = ["Counters", "ProgressReporter"]
 
@@ -24,7 +38,11 @@ IDLE_AFTER = 3.0
 @dataclass(slots=True)
 class Counters:
     """What this run has done so far, and what the dataset held when it started
-    (``stored_before``: a resumed run shows the whole dataset and this run's part of it)."""
+    (``stored_before``: a resumed run shows the whole dataset and this run's part of it).
+
+    Kept up to date by subscribing to the crawl's events (:meth:`on_event`); nothing else
+    writes them but the crawler's own ``stored_before`` and ``in_flight``.
+    """
 
     started: float = field(default_factory=time.monotonic)
     stored_before: int = 0
@@ -46,6 +64,52 @@ class Counters:
     first_stored_at: float | None = None
     last_progress: float = field(default_factory=time.monotonic)
     recent: RateWindow = field(default_factory=RateWindow)
+
+    def on_event(self, event: Event) -> None:
+        """Count one event of the crawl (see :mod:`bingcrawl.events`)."""
+        match event:
+            case OutcomeRecorded(outcome):
+                self._count_outcome(outcome)
+            case Downloaded(_, size):
+                self.downloaded += 1
+                self.bytes += size
+            case ApiResponse(endpoint, status):
+                self.api_calls += 1
+                self.api_by_status[(endpoint, status)] += 1
+                self.progressed()
+            case PageReceived():
+                self.pages += 1
+            case PageCommitted():
+                self.progressed()
+            case QueryStarted():
+                self.queries_active += 1
+            case QueryStopped():
+                self.queries_active -= 1
+            case QueryDone():
+                self.queries_done += 1
+            case QueryAdded():
+                self.queries_total += 1
+            case QueriesKnown(total, done):
+                self.queries_total = total
+                self.queries_done = done
+
+    def _count_outcome(self, outcome: Outcome) -> None:
+        self.progressed()
+        status = outcome.status
+        if status is Status.STORED:
+            self.stored += 1
+            self.recent.add(1)
+            if self.first_stored_at is None:
+                self.first_stored_at = time.monotonic()
+        elif status is Status.DUPLICATE:
+            self.duplicates += 1
+            if outcome.distance:
+                self.near_duplicates += 1
+        elif status is Status.FAILED:
+            self.failed += 1
+            self.errors[str(outcome.error_class or "unknown")] += 1
+        elif status is Status.SKIPPED:
+            self.skipped += 1
 
     def progressed(self) -> None:
         """Something happened (an outcome, an API page): the crawl is not stalled."""

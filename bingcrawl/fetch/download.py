@@ -3,7 +3,7 @@
 
 Image hosts are strangers, so every defence is on by default:
 
-* the network policy (:mod:`bingcrawl.pipeline.netpolicy`) is checked on every redirect hop
+* the network policy (:mod:`bingcrawl.fetch.netpolicy`) is checked on every redirect hop
   and again on the address actually connected, after DNS;
 * bodies are streamed under a running byte cap (``Content-Length`` is checked first), with
   ``Accept-Encoding: identity`` and compressed encodings refused, so nothing is ever inflated;
@@ -36,13 +36,13 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from bingcrawl.errors import ConfigError, parse_retry_after
-from bingcrawl.pipeline.netpolicy import (
+from bingcrawl.fetch.netpolicy import (
     BlockedAddressError,
     NetworkPolicy,
     make_connector,
     url_refusal,
 )
-from bingcrawl.pipeline.sniff import ALLOWED_FORMATS, SNIFF_BYTES, sniff_format
+from bingcrawl.imaging.sniff import ALLOWED_FORMATS, SNIFF_BYTES, sniff_format
 from bingcrawl.records import Candidate, DownloadFailure, ErrorClass, Fetched
 
 __all__ = [

@@ -1,24 +1,16 @@
-"""Fixtures for the download worker and network policy tests (prefixed ``dl_``).
-
-Everything listens on loopback only. The canary is a raw TCP listener on 127.0.0.2 that must
-never see a connection when the policy allows only 127.0.0.1/32: it proves a blocked address
-was refused before ``connect()``, not after.
-"""
+"""Loopback network pieces for the download, policy and security tests: a raw TCP server
+(scripted replies, or a canary that must never be reached) and scripted DNS resolvers."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
-from PIL import Image
 
-from bingcrawl.pipeline.netpolicy import NetworkPolicy
+__all__ = ["CANARY_HOST", "NumericResolver", "RawServer", "ScriptedResolver"]
 
 CANARY_HOST = "127.0.0.2"
 
@@ -99,45 +91,6 @@ class ScriptedResolver(AbstractResolver):
 
     async def close(self) -> None:
         pass
-
-
-@pytest.fixture
-def dl_policy() -> NetworkPolicy:
-    """The tests' policy: only 127.0.0.1 is allowed beyond the public internet."""
-    return NetworkPolicy.from_cidrs(["127.0.0.1/32"])
-
-
-@pytest.fixture
-async def dl_canary() -> AsyncIterator[RawServer]:
-    """A listener on 127.0.0.2 that must receive no connection."""
-    server = RawServer(CANARY_HOST)
-    await server.start()
-    yield server
-    await server.close()
-
-
-@pytest.fixture
-async def dl_raw_server() -> AsyncIterator[Callable[[bytes], Awaitable[RawServer]]]:
-    """Factory: ``await dl_raw_server(reply)`` starts a 127.0.0.1 server scripted with reply."""
-    servers: list[RawServer] = []
-
-    async def start(reply: bytes) -> RawServer:
-        server = RawServer("127.0.0.1", reply)
-        await server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        await server.close()
-
-
-@pytest.fixture(scope="session")
-def dl_png() -> bytes:
-    """A small, valid PNG."""
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (200, 30, 30)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class NumericResolver(AbstractResolver):

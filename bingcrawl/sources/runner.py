@@ -1,4 +1,7 @@
-"""Producers: the coroutine that turns every source into checkpointed candidates on the frontier.
+"""The source runner: the producer that turns every source into checkpointed candidates.
+
+:func:`run_sources` is the crawler's default producer; it sees the crawl only through
+:class:`~bingcrawl.sources.base.SourceHost`.
 
 Order of a run (:func:`run_sources`):
 
@@ -12,9 +15,9 @@ Order of a run (:func:`run_sources`):
    trending, URL lists; then, once they are done and their downloads settled, similar
    images of everything stored.
 
-Every API call of every source goes through the crawler's one
-:class:`~bingcrawl.pipeline.ratelimit.ApiGate` (one QPS bucket, one retry policy, one
-``--max-api-calls`` budget) with one lazily opened API client; see :mod:`bingcrawl.sources`.
+Every API call of every source goes through the host's one API gate (one QPS bucket, one
+retry policy, one ``--max-api-calls`` budget) with one lazily opened API client; see
+:mod:`bingcrawl.sources`.
 A page's (or batch's) new candidates and its row's next offset commit in one transaction
 before the candidates are queued, so a crash never loses a page and a resumed run never
 requests a completed page again.
@@ -24,11 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from bingcrawl.errors import ResumeMismatchError
+from bingcrawl.events import QueriesKnown
 from bingcrawl.records import Source
-from bingcrawl.sources.base import SourceContext, candidate_from_image, norm_query
+from bingcrawl.sources.base import SourceContext, SourceHost, candidate_from_image, norm_query
 from bingcrawl.sources.search import SearchSource
 from bingcrawl.sources.similar import SimilarSource
 from bingcrawl.sources.trending import HOLD as TRENDING_HOLD
@@ -36,17 +39,9 @@ from bingcrawl.sources.trending import run_trending
 from bingcrawl.sources.urls import UrlSource
 from bingcrawl.sources.visual import VisualSource
 
-if TYPE_CHECKING:
-    from bingcrawl.pipeline.crawler import Crawler, Producer
-
-__all__ = ["candidate_from_image", "default_producers", "norm_query", "run_sources"]
+__all__ = ["candidate_from_image", "norm_query", "run_sources"]
 
 log = logging.getLogger(__name__)
-
-
-def default_producers(crawler: Crawler) -> list[Producer]:
-    """The producers of a crawl: one, :func:`run_sources`, which runs every configured source."""
-    return [run_sources]
 
 
 def _check_labels(ctx: SourceContext) -> None:
@@ -67,24 +62,23 @@ async def _requeue_raised_limit(ctx: SourceContext) -> None:
         await ctx.load_rows()
 
 
-async def _resume_pending(crawler: Crawler) -> int:
+async def _resume_pending(ctx: SourceContext) -> int:
     """Queue what an earlier run left pending (re-queued in-flight rows included)."""
     n = 0
-    async for candidate in crawler.checkpoint.iter_pending():
-        state = crawler.queries.get(candidate.query_id)
-        if state is None:
+    async for candidate in ctx.checkpoint.iter_pending():
+        if candidate.query_id not in ctx.rows:
             continue
-        await crawler.enqueue(state, [candidate])
+        await ctx.host.enqueue([candidate])
         n += 1
     if n:
         log.info("resumed %d pending candidates", n)
     return n
 
 
-async def run_sources(crawler: Crawler) -> None:
+async def run_sources(host: SourceHost) -> None:
     """Run every source the config asks for, in the order the module docstring gives."""
-    config = crawler.config
-    ctx = SourceContext(crawler)
+    config = host.config
+    ctx = SourceContext(host)
     await ctx.load_rows()
     _check_labels(ctx)
     await _requeue_raised_limit(ctx)
@@ -105,12 +99,11 @@ async def run_sources(crawler: Crawler) -> None:
         if config.trending:
             root_ids |= {r.id for r in ctx.rows.values() if r.source == Source.TRENDING.value}
         paged = search.schedule(root_ids)
-        counters = crawler.counters
         # Known before the pending candidates are queued (which can take a while on a large
         # resume): the progress display shows the whole crawl from its first refresh.
-        counters.queries_total = len(ctx.rows)
-        counters.queries_done = len(ctx.rows) - paged - (len(visual.rows()) if visual else 0)
-        await _resume_pending(crawler)
+        done = len(ctx.rows) - paged - (len(visual.rows()) if visual else 0)
+        host.emit(QueriesKnown(total=len(ctx.rows), done=done))
+        await _resume_pending(ctx)
         if config.trending:
             # Released by run_trending once the tiles' queries are in; until then they are a
             # level of expansions not known yet.

@@ -1,9 +1,9 @@
 """Hash images off the event loop: :class:`HashPool`, a batching process pool.
 
-The per-image work is :func:`bingcrawl.pipeline.hashing.hash_image`; this module only moves
+The per-image work is :func:`bingcrawl.imaging.hashing.hash_image`; this module only moves
 it to worker processes (or a thread), coalescing concurrent calls into batches, bounding the
 batches in flight, and surviving workers that die. Re-exported by
-:mod:`bingcrawl.pipeline.hashing`.
+:mod:`bingcrawl.imaging.hashing`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from bingcrawl.errors import ConfigError
-from bingcrawl.pipeline.hashing import (
+from bingcrawl.imaging.hashing import (
     CONVERT_TO,
     DEFAULT_MAX_PIXELS,
     HASH_ALGOS,

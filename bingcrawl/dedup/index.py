@@ -16,8 +16,8 @@ from typing import Final, Self
 import numpy as np
 import numpy.typing as npt
 
+from bingcrawl.dedup.hamming import MASK64, MAX_DISTANCE, HammingIndex
 from bingcrawl.errors import ConfigError
-from bingcrawl.pipeline.hamming import MASK64, MAX_DISTANCE, HammingIndex
 
 __all__ = ["MAX_DISTANCE", "REBUILD_CHUNK", "DedupIndex", "HammingIndex", "Match"]
 

@@ -14,8 +14,8 @@ import aiohttp
 from bingcrawl.config import CrawlConfig, QuerySpec
 from bingcrawl.emulator import EmulatorServer
 from bingcrawl.emulator.corpus import CorpusConfig, ImageSpec
-from bingcrawl.pipeline.download import DownloadConfig
-from bingcrawl.pipeline.netpolicy import NetworkPolicy
+from bingcrawl.fetch.download import DownloadConfig
+from bingcrawl.fetch.netpolicy import NetworkPolicy
 
 #: Faults after which the image is still served (content is judged by its bytes).
 SUCCESS_FAULTS = frozenset({None, "transient_503", "redirect", "wrong_content_type"})

@@ -53,19 +53,15 @@ import warnings
 from collections.abc import Callable, Sequence
 from multiprocessing.queues import Queue
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import imagehash
 import numpy as np
 from PIL import GifImagePlugin, Image, ImageFile, JpegImagePlugin, PngImagePlugin
 
 from bingcrawl.errors import ConfigError
-from bingcrawl.pipeline.sniff import ALLOWED_FORMATS, EXTENSIONS, SNIFF_BYTES, sniff_format
+from bingcrawl.imaging.sniff import ALLOWED_FORMATS, EXTENSIONS, SNIFF_BYTES, sniff_format
 from bingcrawl.records import CONVERT_TO, HASH_ALGOS, ErrorClass, Hashed, HashFailure
-
-if TYPE_CHECKING:
-    # Re-exported (lazily, see __getattr__ below: hashpool imports this module).
-    from bingcrawl.pipeline.hashpool import HashPool, HashPoolConfig, HashPoolStats
 
 try:
     from PIL import WebPImagePlugin
@@ -78,9 +74,6 @@ __all__ = [
     "DRAFT_MIN_SIDE",
     "HASH_ALGOS",
     "JPEG_QUALITY",
-    "HashPool",
-    "HashPoolConfig",
-    "HashPoolStats",
     "convert_image",
     "hash_batch",
     "hash_image",
@@ -477,17 +470,3 @@ def _describe_unknown(data: bytes) -> str:
 def _short(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= _DETAIL_MAX else text[: _DETAIL_MAX - 3] + "..."
-
-
-_POOL_NAMES: Final = frozenset({"HashPool", "HashPoolConfig", "HashPoolStats"})
-
-
-def __getattr__(name: str) -> object:
-    # The pool lives in hashpool.py, which imports this module's functions; importing it
-    # lazily here keeps ``from bingcrawl.pipeline.hashing import HashPool`` working without
-    # an import cycle, whichever module is imported first.
-    if name in _POOL_NAMES:
-        from bingcrawl.pipeline import hashpool
-
-        return getattr(hashpool, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bingcrawl.errors import ConfigError
-from bingcrawl.sources.urlfile import UrlColumns, UrlEntry, open_url_list, url_format, usable_url
+from bingcrawl.urllist import UrlColumns, UrlEntry, open_url_list, url_format, usable_url
 
 URLS = [f"http://img{i % 3}.example/p/{i}.jpg" for i in range(23)]
 

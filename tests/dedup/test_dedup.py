@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bingcrawl.dedup import hamming
+from bingcrawl.dedup import index as dedup_module
+from bingcrawl.dedup.index import MAX_DISTANCE, DedupIndex, HammingIndex, Match
 from bingcrawl.errors import ConfigError
-from bingcrawl.pipeline import dedup as dedup_module
-from bingcrawl.pipeline import hamming
-from bingcrawl.pipeline.dedup import MAX_DISTANCE, DedupIndex, HammingIndex, Match
 
 MASK = (1 << 64) - 1
 

@@ -25,10 +25,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bingcrawl.errors import ConfigError
-from bingcrawl.pipeline.download import DownloadConfig, Downloader
-from bingcrawl.pipeline.netpolicy import NetworkPolicy
+from bingcrawl.fetch.download import DownloadConfig, Downloader
+from bingcrawl.fetch.netpolicy import NetworkPolicy
 from bingcrawl.records import Candidate, DownloadFailure, Fetched
-from tests.pipeline.conftest import CANARY_HOST, RawServer, ScriptedResolver
+from tests.support.net import CANARY_HOST, RawServer, ScriptedResolver
 
 HTML = b"<!doctype html><html><head><title>not an image</title></head><body>" + b"x" * 4096
 

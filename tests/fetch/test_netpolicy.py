@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from bingcrawl import eventloop
 from bingcrawl.errors import ConfigError
-from bingcrawl.pipeline.netpolicy import (
+from bingcrawl.fetch.netpolicy import (
     BlockedAddressError,
     NetworkPolicy,
     PolicyResolver,
@@ -31,7 +31,7 @@ from bingcrawl.pipeline.netpolicy import (
     parse_ipv4_literal,
     url_refusal,
 )
-from tests.pipeline.conftest import CANARY_HOST, NumericResolver, RawServer, ScriptedResolver
+from tests.support.net import CANARY_HOST, NumericResolver, RawServer, ScriptedResolver
 
 BLOCKED_URLS = [
     # 127.0.0.2 (loopback) in every written form

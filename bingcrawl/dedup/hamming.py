@@ -35,7 +35,7 @@ Meanwhile the old and the new main block both exist (twice the index, for those 
 the new one is in, the memory freed is handed back to the OS (``malloc_trim`` on glibc),
 else the heap would keep it resident and every merge would leave RSS a few MB higher.
 
-:class:`~bingcrawl.pipeline.dedup.DedupIndex` builds the crawler's dedup rules on it.
+:class:`~bingcrawl.dedup.index.DedupIndex` builds the crawler's dedup rules on it.
 """
 
 from __future__ import annotations

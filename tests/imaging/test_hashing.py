@@ -10,7 +10,6 @@ import multiprocessing
 import os
 import signal
 import struct
-import subprocess
 import sys
 import threading
 import warnings
@@ -25,14 +24,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFile, JpegImagePlugin
 
 from bingcrawl.errors import ConfigError
-from bingcrawl.pipeline import hashing, hashpool
-from bingcrawl.pipeline.hashing import (
-    DRAFT_MIN_SIDE,
-    HASH_ALGOS,
-    HashPool,
-    hash_batch,
-    hash_image,
-)
+from bingcrawl.imaging import hashpool
+from bingcrawl.imaging.hashing import DRAFT_MIN_SIDE, HASH_ALGOS, hash_batch, hash_image
+from bingcrawl.imaging.hashpool import HashPool
 from bingcrawl.records import ErrorClass, Hashed, HashFailure
 
 # --------------------------------------------------------------------------- test images
@@ -428,20 +422,6 @@ async def test_close_lets_batches_in_flight_finish(corpus: list[bytes]) -> None:
     refused = [o for o in outcomes if isinstance(o, RuntimeError)]
     assert (len(done), len(refused)) == (8, 12)
     assert done == [hash_image(d) for d in corpus[:8]]
-
-
-def test_the_pool_is_re_exported_by_hashing_whichever_module_comes_first() -> None:
-    assert hashing.HashPool is hashpool.HashPool
-    assert hashing.HashPoolConfig is hashpool.HashPoolConfig
-    with pytest.raises(AttributeError, match="no_such_name"):
-        _ = hashing.no_such_name  # type: ignore[attr-defined]
-    # A fresh interpreter importing hashpool first (this process imported hashing first).
-    code = (
-        "import bingcrawl.pipeline.hashpool as p\n"
-        "from bingcrawl.pipeline.hashing import HashPool, hash_image\n"
-        "assert HashPool is p.HashPool and p.hash_batch.__module__ == hash_image.__module__\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 async def test_thread_mode_never_hashes_on_the_event_loop(

@@ -14,7 +14,10 @@ skipped, never fatal. Readers are synchronous: call them from a thread.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -29,10 +32,12 @@ __all__ = [
     "UrlBatch",
     "UrlColumns",
     "UrlEntry",
+    "UrlItem",
     "UrlListReader",
     "open_url_list",
     "url_format",
     "usable_url",
+    "write_url_items",
 ]
 
 #: File suffix -> format.
@@ -323,3 +328,67 @@ def open_url_list(
         return _TextReader(path, fmt, columns, start)
     except OSError as exc:
         raise ConfigError("--urls", f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+#: One URL given from Python: the URL; ``(url, caption)`` or ``(url, caption, label)``; or
+#: a mapping with ``url`` and optionally ``caption`` and ``label``.
+UrlItem = str | tuple[str, ...] | Mapping[str, object]
+
+#: Where ``url_items`` are written, under the output directory.
+INPUTS_DIR = "inputs"
+
+
+def _item_record(item: object, n: int) -> dict[str, object]:
+    if isinstance(item, str):
+        return {"url": item}
+    if isinstance(item, tuple) and 1 <= len(item) <= 3 and all(isinstance(v, str) for v in item):
+        return dict(zip(("url", "caption", "label"), item, strict=False))
+    if isinstance(item, Mapping) and isinstance(item.get("url"), str):
+        return {k: item[k] for k in ("url", "caption", "label") if item.get(k) is not None}
+    raise ConfigError(
+        "url_items",
+        f"item {n} is {item!r}: expected a URL, a (url, caption[, label]) tuple, "
+        "or a mapping with a 'url' key",
+    )
+
+
+def write_url_items(
+    items: Iterable[UrlItem], out: Path, columns: UrlColumns | None = None
+) -> Path:
+    """Write URLs given from Python to ``OUT/inputs/<hash>/urls.jsonl``; return that path.
+
+    The crawl then reads them like any ``--urls`` file, so they resume the same way: the
+    file's directory is named by a hash of its content, so the same items give the same
+    file (and the same checkpoint row) on every run, and different items a new row; items
+    without a label get the crawl's ``label`` option or ``urls``. Items stream to the
+    file (a generator of millions of URLs never sits in memory); the file appears
+    atomically, complete or not at all. A malformed item raises :class:`ConfigError`
+    naming ``url_items``; unusable URLs are skipped as invalid by the reader, as in files.
+    The file's keys are ``columns``' names (the crawl's ``--url-col`` and friends).
+    """
+    columns = columns or UrlColumns()
+    names = {"url": columns.url, "caption": columns.caption, "label": columns.label}
+    directory = Path(out) / INPUTS_DIR
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError("url_items", f"cannot create {directory}: {exc.strerror}") from None
+    digest = hashlib.sha256()
+    tmp = Path(tempfile.mkstemp(dir=directory, prefix=".items-", suffix=".tmp")[1])
+    try:
+        with tmp.open("wb") as fh:
+            for n, item in enumerate(items, 1):
+                record = {names[k]: v for k, v in _item_record(item, n).items()}
+                line = orjson.dumps(record) + b"\n"
+                digest.update(line)
+                fh.write(line)
+        # One directory per content: the file keeps the stem "urls", which is the label of
+        # items without one (as a file's stem is), and the path names the row.
+        home = directory / digest.hexdigest()[:16]
+        home.mkdir(exist_ok=True)
+        path = home / "urls.jsonl"
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bingcrawl.engine.ratelimit import ApiGate, RateLimiter, RetryPolicy
 from bingcrawl.errors import (
     ApiConnectionError,
     AuthenticationError,
@@ -19,7 +20,6 @@ from bingcrawl.errors import (
     ServerError,
     ThrottledError,
 )
-from bingcrawl.pipeline.ratelimit import ApiGate, RateLimiter, RetryPolicy
 from bingcrawl.store import Checkpoint
 
 

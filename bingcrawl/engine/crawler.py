@@ -3,7 +3,7 @@
 ``Crawler`` is the one async context manager that opens, in order, the checkpoint (with its
 start-up recovery), the dedup index rebuilt from it, the hash pool, the image downloader and
 the API client with its limiter, and closes them in reverse (``AsyncExitStack``).
-:meth:`Crawler.run` then runs the producer (:func:`~bingcrawl.pipeline.producers.run_sources`,
+:meth:`Crawler.run` then runs the producer (:func:`~bingcrawl.sources.runner.run_sources`,
 which runs every source), the bounded frontier and the download workers under
 ``asyncio.TaskGroup``s.
 
@@ -33,18 +33,23 @@ import contextlib
 import errno
 import functools
 import logging
+import signal
 import sqlite3
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from bingcrawl.config import CrawlConfig, prepare_out_dir
+from bingcrawl.dedup.index import DedupIndex
+from bingcrawl.engine.crashpoints import CrashPoints
+from bingcrawl.engine.frontier import Frontier
+from bingcrawl.engine.ratelimit import ApiGate, RateLimiter, RetryPolicy
 from bingcrawl.errors import (
     ApiConnectionError,
     AuthenticationError,
@@ -57,16 +62,12 @@ from bingcrawl.errors import (
     StorageError,
     UnsafePathError,
 )
+from bingcrawl.events import Downloaded, Event, Events, FileWritten, OutcomeRecorded
+from bingcrawl.fetch.download import Downloader
+from bingcrawl.imaging.hashpool import HashPool
 from bingcrawl.obs.logs import bind, current_context
 from bingcrawl.obs.metrics import MetricsSnapshot
-from bingcrawl.pipeline.crashpoints import CrashPoints
-from bingcrawl.pipeline.dedup import DedupIndex
-from bingcrawl.pipeline.download import Downloader
-from bingcrawl.pipeline.frontier import Frontier
-from bingcrawl.pipeline.hashing import HashPool
-from bingcrawl.pipeline.producers import default_producers
-from bingcrawl.pipeline.progress import Counters, ProgressReporter
-from bingcrawl.pipeline.ratelimit import ApiGate, RateLimiter, RetryPolicy
+from bingcrawl.obs.progress import Counters, ProgressReporter
 from bingcrawl.records import (
     Candidate,
     DownloadFailure,
@@ -75,15 +76,16 @@ from bingcrawl.records import (
     Outcome,
     Status,
 )
-from bingcrawl.store.atomic import ImageFileWriter
+from bingcrawl.sources.runner import run_sources
 from bingcrawl.store.checkpoint import Checkpoint
 from bingcrawl.store.output import write_manifest, write_stats
-from bingcrawl.store.schema import utc_iso
-from bingcrawl.store.shards import ShardWriter
+from bingcrawl.store.sinks import ImageSink, open_sink
 
 __all__ = ["STOPS", "CrawlReport", "Crawler", "QueryState"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -252,12 +254,24 @@ class Crawler:
         *,
         producers: list[Producer] | None = None,
         on_outcome: Callable[[Outcome], object] | None = None,
+        on_event: Callable[[Event], object] | None = None,
     ) -> None:
         self.config = config
-        self.on_outcome = on_outcome
         self.report: CrawlReport | None = None
         self.out = Path(config.out)
+        #: Everything the crawl does, as typed events (see :mod:`bingcrawl.events`).
+        self.events = Events()
         self.counters = Counters()
+        self.events.subscribe(self.counters.on_event)
+        self.crash = CrashPoints.parse(config.crash_at)
+        if self.crash.armed:
+            self.events.subscribe(self.crash.on_event)
+        if on_event is not None:
+            self.events.subscribe_guarded(on_event)
+        if on_outcome is not None:
+            self.events.subscribe_guarded(_outcomes_to(on_outcome))
+        #: Downloads in progress (the metrics endpoint and the idle display read it).
+        self.in_flight = 0
         self.frontier: Frontier[Candidate] = Frontier(config.queue_size)
         self.queries: dict[int, QueryState] = {}
         self._producers = producers
@@ -279,14 +293,12 @@ class Crawler:
         self._commits: set[asyncio.Task[None]] = set()
         # The CLI binds a run id before the first log line; a library caller gets a fresh one.
         self.run_id = str(current_context().get("run_id") or uuid.uuid4().hex[:12])
-        self.crash = CrashPoints.parse(config.crash_at)
         self.checkpoint: Checkpoint
         self.dedup: DedupIndex
         self.hasher: HashPool
         self.downloader: Downloader
         self.gate: ApiGate
-        self.shards: ShardWriter | None = None
-        self.files: ImageFileWriter
+        self.sink: ImageSink
         self.calls_before = 0
 
     # -- resources -----------------------------------------------------------------------
@@ -322,18 +334,15 @@ class Crawler:
                 )
             )
             self.downloader = await stack.enter_async_context(Downloader(self.config.download))
-            files = ImageFileWriter(self.out, durable=self.config.durable)
-            stack.callback(files.close)
-            self.files = files
-            if self.config.output_format == "webdataset":
-                shards = ShardWriter(
-                    self.out,
-                    shard_size=self.config.shard_size,
-                    group_by=self.config.shard_by,
-                    durable=self.config.durable,
-                )
-                stack.callback(shards.close)
-                self.shards = shards
+            sink = open_sink(
+                self.config.output_format,
+                self.out,
+                shard_size=self.config.shard_size,
+                shard_by=self.config.shard_by,
+                durable=self.config.durable,
+            )
+            stack.callback(sink.close)
+            self.sink = sink
             self.calls_before = self.checkpoint.api_calls_total
             self.counters.stored_before = len(self.dedup)
             # Known at once on a resume (the sources refine it): the display never says 0/0.
@@ -396,6 +405,17 @@ class Crawler:
             log.warning("second signal: stopping now")
             for task in self._worker_tasks:
                 task.cancel()
+
+    def stop(self) -> None:
+        """Stop gracefully from the caller's code, as a first Ctrl-C would: no new work,
+        downloads in flight get ``--grace`` seconds, everything decided is checkpointed, and
+        :meth:`run` ends with :class:`~bingcrawl.errors.Interrupted` (``report.reason`` is
+        ``interrupted``). The same config resumes the crawl."""
+        if self._stages_done or self._stop_signal is not None:
+            return
+        self._stop_signal = signal.SIGINT
+        log.info("stop requested: finishing the downloads in flight")
+        self._stop_producing()
 
     def _stop_producing(self) -> None:
         """Cancel the producers, stop handing out queued work, give downloads ``grace``."""
@@ -493,7 +513,7 @@ class Crawler:
     async def _run_stages(self) -> None:
         producers = self._producers
         if producers is None:
-            producers = default_producers(self)
+            producers = [run_sources]
         async with asyncio.TaskGroup() as workers:
             self._worker_tasks = [
                 workers.create_task(self._worker(), name=f"worker-{i}")
@@ -540,7 +560,7 @@ class Crawler:
             errors=c.errors,
             bytes=c.bytes,
             queue_depth=len(self.frontier),
-            in_flight=c.in_flight,
+            in_flight=self.in_flight,
             images_per_s=c.recent.rate(),
             queries=queries,
             last_progress=c.last_progress,
@@ -550,7 +570,7 @@ class Crawler:
     def waiting_for(self) -> str:
         """What the crawl is waiting for, in words (shown when nothing has moved a while)."""
         paused = self.gate.limiter.paused_for()
-        n = self.counters.in_flight
+        n = self.in_flight
         downloads = "1 download" if n == 1 else f"{n} downloads"
         if paused > 0:
             return f"the API: throttled, every call waits {paused:.0f} s more"
@@ -571,11 +591,21 @@ class Crawler:
             return "stopping"
         return "running" if self._worker_tasks else "starting"
 
-    # -- helpers for producers -----------------------------------------------------------
+    # -- what the sources see (bingcrawl.sources.base.SourceHost) -------------------------
 
-    async def enqueue(self, state: QueryState, candidates: list[Candidate]) -> None:
-        """Hand checkpointed candidates to the workers (waits while the frontier is full)."""
+    def emit(self, event: Event) -> None:
+        """Report one event of the crawl (see :mod:`bingcrawl.events`)."""
+        self.events.emit(event)
+
+    async def call_api(self, endpoint: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """One API request through the crawl's gate (budget, ledger, QPS, retries)."""
+        return await self.gate.call(endpoint, fn)
+
+    async def enqueue(self, candidates: list[Candidate]) -> None:
+        """Hand checkpointed candidates of registered queries to the workers (waits while
+        the frontier is full)."""
         for candidate in candidates:
+            state = self.queries[candidate.query_id]
             state.outstanding += 1
             if not await self.frontier.put(candidate):
                 state.outstanding -= 1
@@ -588,6 +618,21 @@ class Crawler:
             state = QueryState(row_id, label, text, self.config.limit, stored=stored)
             self.queries[row_id] = state
         return state
+
+    async def settled(self) -> None:
+        """Wait until every queued candidate of every query has its outcome."""
+        for state in list(self.queries.values()):
+            while state.outstanding > 0:
+                await state.wait_change()
+
+    async def hash_bytes(self, data: bytes) -> Hashed | HashFailure:
+        """Decode and hash ``data`` in the crawl's hash pool (seed images)."""
+        return await self.hasher.hash(data)
+
+    def add_to_index(self, sha256: str, phash: int) -> None:
+        """Enter an image into the dedup index without storing it (a seed image: its
+        copies are duplicates)."""
+        self.dedup.check_and_add(sha256, phash)
 
     # -- workers -------------------------------------------------------------------------
 
@@ -607,13 +652,13 @@ class Crawler:
             else:
                 state.parked.append(candidate)  # taken up when one of its downloads ends
             return None
-        self.counters.in_flight += 1
+        self.in_flight += 1
         if state is not None:
             state.downloading += 1
         try:
             outcome = await self._fetch_and_store(candidate, state)
         finally:
-            self.counters.in_flight -= 1
+            self.in_flight -= 1
             if state is not None:
                 state.downloading -= 1
                 state.notify()
@@ -640,32 +685,10 @@ class Crawler:
 
     def _record(self, outcome: Outcome) -> None:
         self.checkpoint.record_outcome(outcome)
-        self.crash.hit("outcome_recorded")
-        c = self.counters
-        c.progressed()
-        if outcome.status is Status.STORED:
-            c.stored += 1
-            c.recent.add(1)
-            if c.first_stored_at is None:
-                c.first_stored_at = time.monotonic()
-        elif outcome.status is Status.DUPLICATE:
-            c.duplicates += 1
-            if outcome.distance:
-                c.near_duplicates += 1
-        elif outcome.status is Status.FAILED:
-            c.failed += 1
-            c.errors[str(outcome.error_class or "unknown")] += 1
-        elif outcome.status is Status.SKIPPED:
-            c.skipped += 1
         state = self.queries.get(outcome.candidate.query_id)
         if state is not None:
             state.settle()
-        if self.on_outcome is not None:
-            try:
-                self.on_outcome(outcome)
-            except Exception:
-                # The user's code: its failure is logged, never the crawl's end.
-                log.exception("the on_outcome callback failed on %s", outcome.candidate.url)
+        self.events.emit(OutcomeRecorded(outcome))
 
     async def _fetch_and_store(
         self, candidate: Candidate, state: QueryState | None
@@ -682,9 +705,7 @@ class Crawler:
                 detail=fetched.detail,
                 fetched_at=time.time(),
             )
-        self.counters.downloaded += 1
-        self.counters.bytes += len(fetched.body)
-        self.crash.hit("downloaded")
+        self.events.emit(Downloaded(candidate.url, len(fetched.body)))
         hashed = await self.hasher.hash(fetched.body)
         now = time.time()
         if isinstance(hashed, HashFailure):
@@ -768,7 +789,7 @@ class Crawler:
             except ValueError as exc:
                 self._record(self._write_failed(candidate, exc, common))
                 return
-            self.crash.hit("file_written")
+            self.events.emit(FileWritten(hashed.sha256))
             self._record(Outcome(candidate, Status.STORED, **where, **common))
             stored = True
         finally:
@@ -795,36 +816,9 @@ class Crawler:
     async def _store(
         self, candidate: Candidate, hashed: Hashed, body: bytes, fetched_at: float
     ) -> dict[str, Any]:
-        """Put the image in place (a file, or a shard member); returns the Outcome's location."""
-        key = hashed.sha256[:16]
-        if self.shards is None:
-            written = self.files.submit(candidate.label, f"{key}.{hashed.ext}", body)
-            return {"path": await asyncio.wrap_future(written)}
-        # The member's manifest fields: all of them but the shard's path and the offset,
-        # which the member's own place in the shard gives.
-        meta = {
-            "label": candidate.label,
-            "query": candidate.query,
-            "source": str(candidate.source),
-            "parent": candidate.parent,
-            "content_url": candidate.url,
-            "host_page_url": candidate.host_page_url,
-            "thumbnail_url": candidate.thumbnail_url,
-            "image_id": candidate.image_id,
-            "name": candidate.name,
-            "license": candidate.license,
-            "sha256": hashed.sha256,
-            "phash": f"{hashed.phash:016x}",
-            "width": hashed.width,
-            "height": hashed.height,
-            "format": hashed.format,
-            "bytes": hashed.size,
-            "fetched_at": utc_iso(fetched_at),
-            "member": f"{key}.{hashed.ext}",
-        }
-        future = self.shards.submit(candidate.label, key, hashed.ext, body, meta)
-        placed = await asyncio.wrap_future(future)
-        return {"path": placed.path, "shard_offset": placed.offset, "shard_end": placed.end}
+        """Put the image in place through the sink; returns the Outcome's location fields."""
+        placed = await self.sink.put(candidate, hashed, body, fetched_at)
+        return placed.fields()
 
     # -- end of run ----------------------------------------------------------------------
 
@@ -899,6 +893,16 @@ def storage_fault_of(exc: BaseException | None) -> OSError | None:
             return OSError(errno.ENOSPC, "No space left on device (the checkpoint)")
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def _outcomes_to(callback: Callable[[Outcome], object]) -> Callable[[Event], None]:
+    """An event subscriber that hands each recorded outcome to ``callback``."""
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, OutcomeRecorded):
+            callback(event.outcome)
+
+    return on_event
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

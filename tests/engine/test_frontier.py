@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bingcrawl.pipeline.frontier import Frontier
+from bingcrawl.engine.frontier import Frontier
 
 
 async def test_put_waits_while_full() -> None:

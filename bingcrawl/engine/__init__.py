@@ -1,0 +1,1 @@
+"""The orchestrator: the Crawler, its frontier, the API gate, the source runner, crash points."""

@@ -1,0 +1,1 @@
+"""Downloading images: streaming HTTP with caps, timeouts, retries and the SSRF guard."""

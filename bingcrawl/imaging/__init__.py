@@ -1,0 +1,1 @@
+"""Image bytes: format sniffing, decoding, hashing and conversion, in a process pool."""
