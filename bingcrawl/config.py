@@ -12,10 +12,10 @@ import math
 import re
 import tempfile
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from bingcrawl.bing.params import DEFAULT_ENDPOINT, CropArea
 from bingcrawl.errors import ConfigError, InvalidParameterError
@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_NEAR_DUP_DISTANCE",
     "FILTER_FLAGS",
     "PARAM_TO_FLAG",
+    "RESULT_OPTIONS",
     "CrawlConfig",
     "QuerySpec",
     "check_out_dir",
@@ -365,20 +366,33 @@ class CrawlConfig:
         return dict(self.filters)
 
     def fingerprint(self) -> dict[str, Any]:
-        """The options that change the result set; a resumed run must match them."""
-        return {
-            "filters": dict(sorted(self.filters)),
-            "hash": self.hash_algo,
-            "near_dup_distance": self.near_dup_distance,
-            "max_pixels": self.max_pixels,
-            "max_bytes": self.download.max_bytes,
-            "output_format": self.output_format,
-            # Only when converting: a crawl made before the option existed stays resumable,
-            # and switching a dataset's format half-way is refused like any other option.
-            **({"convert_to": self.convert_to} if self.convert_to != "keep" else {}),
-        }
+        """The options that change the result set (:data:`RESULT_OPTIONS`); a resumed run
+        must match them."""
+        found = {key: read(self) for key, (_, read) in RESULT_OPTIONS.items()}
+        return {key: value for key, value in found.items() if value is not UNSET}
 
     @staticmethod
     def filters_from(mapping: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
         """Normalise a mapping of Bing parameters (None values dropped) to ``filters``."""
         return tuple(sorted((k, str(v)) for k, v in mapping.items() if v is not None))
+
+
+#: A fingerprint entry left out (an option at a value older crawls could not have had).
+UNSET: Final = object()
+
+#: The options that change the result set, by fingerprint key: the flags that set it and
+#: how a config holds it. A resumed run must give the same values, or start over with
+#: ``--fresh``; every other option (concurrency, QPS, a raised ``--limit``...) may change
+#: between runs. The keys are stored in every checkpoint: renaming one breaks resuming.
+#: The options reference (``bingcrawl.options.options_reference``) marks these flags.
+RESULT_OPTIONS: Final[Mapping[str, tuple[tuple[str, ...], Callable[[CrawlConfig], object]]]] = {
+    "filters": (tuple(FILTER_FLAGS), lambda c: dict(sorted(c.filters))),
+    "hash": (("--hash",), lambda c: c.hash_algo),
+    "near_dup_distance": (("--near-dup-distance",), lambda c: c.near_dup_distance),
+    "max_pixels": (("--max-pixels",), lambda c: c.max_pixels),
+    "max_bytes": (("--max-bytes",), lambda c: c.download.max_bytes),
+    "output_format": (("--output-format",), lambda c: c.output_format),
+    # Only when converting: a crawl made before the option existed stays resumable, and
+    # switching a dataset's format half-way is refused like any other option.
+    "convert_to": (("--convert-to",), lambda c: UNSET if c.convert_to == "keep" else c.convert_to),
+}

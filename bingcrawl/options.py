@@ -22,6 +22,7 @@ from typing import cast
 from bingcrawl.config import (
     FILTER_FLAGS,
     PARAM_TO_FLAG,
+    RESULT_OPTIONS,
     CrawlConfig,
     QuerySpec,
     validate_filters,
@@ -38,6 +39,7 @@ __all__ = [
     "crawl_parser",
     "option_names",
     "options_namespace",
+    "options_reference",
 ]
 
 KEY_ENV = "BING_SEARCH_V7_SUBSCRIPTION_KEY"
@@ -141,6 +143,14 @@ def add_crawl_options(p: argparse.ArgumentParser) -> None:
     dl.add_argument("--concurrency", type=int, default=64, help="downloads at the same time")
     dl.add_argument(
         "--per-host", type=int, default=8, help="downloads at the same time from one host"
+    )
+    dl.add_argument(
+        "--host-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="requests per second to one host at most, evenly spaced (redirects and retries "
+        "count; e.g. 1 for one a second; 0, the default: only --per-host limits a host)",
     )
     dl.add_argument(
         "--max-bytes",
@@ -373,6 +383,7 @@ def build_config(
     download = DownloadConfig(
         concurrency=args.concurrency,
         per_host=args.per_host,
+        host_rate=args.host_rate,
         max_bytes=args.max_bytes,
         timeout=args.timeout,
         retries=args.retries,
@@ -519,3 +530,52 @@ def options_namespace(
             raise ConfigError("queries", f"a query is a str or a QuerySpec, got {query!r}")
     values["queries"] = texts
     return argparse.Namespace(**values), specs
+
+
+def options_reference() -> str:
+    """The crawl options as a Markdown reference (``docs/options.md``), derived from the
+    declarations: flag, Python keyword, ``BINGCRAWL_*`` variable, default, whether a
+    resumed run must keep it (:data:`~bingcrawl.config.RESULT_OPTIONS`), and the help.
+
+    Regenerate with ``python -m bingcrawl.options > docs/options.md``; a test keeps the file
+    equal to this output.
+    """
+    from bingcrawl.obs.envconfig import env_name
+
+    parser = crawl_parser()
+    resume = {flag for flags, _ in RESULT_OPTIONS.values() for flag in flags}
+    lines = [
+        "# Crawl options",
+        "",
+        "Generated from `bingcrawl/options.py` by `python -m bingcrawl.options`; do not edit.",
+        "Every option is a `bingcrawl crawl` flag, a keyword of `bingcrawl.crawl()` /",
+        "`make_config()` / `stream()`, and a `BINGCRAWL_*` variable (flags win over variables,",
+        "variables over defaults; the key is read from `--key`, `--key-file` or",
+        f"`{KEY_ENV}` instead). **Resume: must match** marks the options that change the",
+        "result set: a re-run with another value is refused unless `--fresh` starts over.",
+        "",
+        "| flag | Python | variable | default | resume | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
+    names = {id(action): name for name, action in option_names(parser).items()}
+    for action in parser._actions:
+        if not action.option_strings or action.help == argparse.SUPPRESS:
+            continue
+        flag = max(action.option_strings, key=len)
+        var = env_name(action) if flag != "--key" else None
+        default = action.default
+        shown = "" if default in (None, [], False) else f"`{default}`"
+        text = " ".join((action.help or "").split()).replace("|", "\\|") % {
+            "default": default,
+            "prog": parser.prog,
+        }
+        lines.append(
+            f"| `{', '.join(action.option_strings)}` | `{names[id(action)]}` | "
+            f"{f'`{var}`' if var else ''} | {shown} | "
+            f"{'must match' if flag in resume else ''} | {text} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(options_reference())

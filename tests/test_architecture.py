@@ -140,3 +140,30 @@ def test_no_import_cycles() -> None:
         if v not in index:
             visit(v)
     assert cycles == []
+
+
+# -- options: declared once, the reference and the fingerprint derived ---------------------------
+
+
+def test_the_options_reference_is_generated_from_the_declarations() -> None:
+    from bingcrawl.options import options_reference
+
+    text = (ROOT / "docs" / "options.md").read_text(encoding="utf-8")
+    assert text == options_reference(), "regenerate: python -m bingcrawl.options > docs/options.md"
+
+
+def test_the_fingerprint_is_the_result_options() -> None:
+    from bingcrawl.config import RESULT_OPTIONS, CrawlConfig
+    from bingcrawl.options import crawl_parser
+
+    flags = {f for action in crawl_parser()._actions for f in action.option_strings}
+    for key, (declared, _) in RESULT_OPTIONS.items():
+        assert set(declared) <= flags, key
+    config = CrawlConfig(out=Path("x"), filters=(("license", "Public"),), convert_to="jpg")
+    assert config.fingerprint() == {
+        "filters": {"license": "Public"}, "hash": "phash", "near_dup_distance": 6,
+        "max_pixels": 64_000_000, "max_bytes": 20 * 1024 * 1024, "output_format": "files",
+        "convert_to": "jpg",
+    }  # fmt: skip
+    # The keys are stored in every checkpoint: an older crawl (no convert_to) still matches.
+    assert "convert_to" not in CrawlConfig(out=Path("x")).fingerprint()

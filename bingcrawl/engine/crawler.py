@@ -40,7 +40,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -718,16 +718,20 @@ class Crawler:
                 size=len(fetched.body),
                 fetched_at=now,
             )
-        common: dict[str, Any] = {
-            "attempts": fetched.attempts,
-            "sha256": hashed.sha256,
-            "phash": hashed.phash,
-            "width": hashed.width,
-            "height": hashed.height,
-            "format": hashed.format,
-            "size": hashed.size,
-            "fetched_at": now,
-        }
+        # What every outcome of a decoded image says; each decision below replaces the status
+        # (and adds where it landed, or what it duplicates).
+        decoded = Outcome(
+            candidate,
+            Status.INFLIGHT,
+            attempts=fetched.attempts,
+            sha256=hashed.sha256,
+            phash=hashed.phash,
+            width=hashed.width,
+            height=hashed.height,
+            format=hashed.format,
+            size=hashed.size,
+            fetched_at=now,
+        )
         while True:
             # The limit check, the dedup decision and the reservation happen with no await
             # between them, so concurrent workers can neither exceed --limit nor both store
@@ -735,7 +739,7 @@ class Crawler:
             if self._storage_error is not None:
                 return None  # the disk refused a write: the candidate stays pending
             if state is not None and state.full():
-                return Outcome(candidate, Status.SKIPPED, **common)
+                return replace(decoded, status=Status.SKIPPED)
             match = self.dedup.check_and_add(hashed.sha256, hashed.phash)
             if match is None:
                 break
@@ -743,12 +747,11 @@ class Crawler:
             # A duplicate is committed only once the image it names is stored: if that
             # write fails, this copy is decided again (and may be the one stored).
             if winner is None or await asyncio.shield(winner):
-                return Outcome(
-                    candidate,
-                    Status.DUPLICATE,
+                return replace(
+                    decoded,
+                    status=Status.DUPLICATE,
                     duplicate_of=match.sha256,
                     distance=match.distance,
-                    **common,
                 )
         if state is not None:
             state.stored += 1
@@ -757,7 +760,7 @@ class Crawler:
         self._writing[hashed.sha256] = done
         body = fetched.body if hashed.body is None else hashed.body  # (--convert-to)
         unit = asyncio.ensure_future(
-            self._write_and_record(candidate, hashed, body, common, state, done)
+            self._write_and_record(decoded, hashed, body, state, done)
         )
         self._commits.add(unit)
         unit.add_done_callback(self._commits.discard)
@@ -768,10 +771,9 @@ class Crawler:
 
     async def _write_and_record(
         self,
-        candidate: Candidate,
+        decoded: Outcome,
         hashed: Hashed,
         body: bytes,
-        common: dict[str, Any],
         state: QueryState | None,
         done: asyncio.Future[bool],
     ) -> None:
@@ -779,18 +781,26 @@ class Crawler:
         stored = False
         try:
             try:
-                where = await self._store(candidate, hashed, body, common["fetched_at"])
+                placed = await self.sink.put(decoded.candidate, hashed, body, decoded.fetched_at)
             except OSError as exc:
                 if (fault := storage_fault_of(exc)) is not None:
                     self._storage_fault(fault)  # stays pending: nothing is recorded
                     return
-                self._record(self._write_failed(candidate, exc, common))
+                self._record(_write_failed(decoded, exc))
                 return
             except ValueError as exc:
-                self._record(self._write_failed(candidate, exc, common))
+                self._record(_write_failed(decoded, exc))
                 return
             self.events.emit(FileWritten(hashed.sha256))
-            self._record(Outcome(candidate, Status.STORED, **where, **common))
+            self._record(
+                replace(
+                    decoded,
+                    status=Status.STORED,
+                    path=placed.path,
+                    shard_offset=placed.shard_offset,
+                    shard_end=placed.shard_end,
+                )
+            )
             stored = True
         finally:
             if state is not None:
@@ -802,23 +812,6 @@ class Crawler:
                     state.notify()
             self._writing.pop(hashed.sha256, None)
             done.set_result(stored)  # after the record: a duplicate's row follows the winner's
-
-    @staticmethod
-    def _write_failed(candidate: Candidate, exc: Exception, common: dict[str, Any]) -> Outcome:
-        return Outcome(
-            candidate,
-            Status.FAILED,
-            error_class="write_error",
-            detail=str(exc)[:200],
-            **common,
-        )
-
-    async def _store(
-        self, candidate: Candidate, hashed: Hashed, body: bytes, fetched_at: float
-    ) -> dict[str, Any]:
-        """Put the image in place through the sink; returns the Outcome's location fields."""
-        placed = await self.sink.put(candidate, hashed, body, fetched_at)
-        return placed.fields()
 
     # -- end of run ----------------------------------------------------------------------
 
@@ -893,6 +886,10 @@ def storage_fault_of(exc: BaseException | None) -> OSError | None:
             return OSError(errno.ENOSPC, "No space left on device (the checkpoint)")
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def _write_failed(decoded: Outcome, exc: Exception) -> Outcome:
+    return replace(decoded, status=Status.FAILED, error_class="write_error", detail=str(exc)[:200])
 
 
 def _outcomes_to(callback: Callable[[Outcome], object]) -> Callable[[Event], None]:

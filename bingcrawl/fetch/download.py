@@ -32,6 +32,7 @@ from typing import Self
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
+from aiolimiter import AsyncLimiter
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -105,10 +106,13 @@ class DownloadConfig:
     ``n`` is uniform in ``[0, min(backoff_max, backoff_base * 2**(n-1))]``, at least the
     server's ``Retry-After`` and never more than ``backoff_max``. ``formats`` are the sniffed
     formats kept (others fail as ``unsupported_format`` without downloading the rest).
+    ``host_rate`` caps the requests per second sent to one host (every redirect hop and retry
+    counts; 0: no cap beyond ``per_host``), evenly spaced, never in a burst.
     """
 
     concurrency: int = 64
     per_host: int = 8
+    host_rate: float = 0.0
     max_bytes: int = 20 * _MiB
     timeout: float = 30.0
     connect_timeout: float = 10.0
@@ -128,6 +132,7 @@ class DownloadConfig:
     def __post_init__(self) -> None:
         _require_int("--concurrency", self.concurrency, 1)
         _require_int("--per-host", self.per_host, 1)
+        _require_number("--host-rate", self.host_rate, allow_zero=True)
         _require_int("--max-bytes", self.max_bytes, 1)
         _require_number("--timeout", self.timeout, allow_zero=False)
         _require_number("--connect-timeout", self.connect_timeout, allow_zero=False)
@@ -175,6 +180,45 @@ class _Body:
     final_url: str
     content_type: str | None
     status: int
+
+
+class HostRates:
+    """``--host-rate``: at most ``rate`` requests per second to any one host, evenly spaced.
+
+    One :class:`aiolimiter.AsyncLimiter` per host with a capacity of one request that drains
+    in ``1 / rate`` seconds: a leaky bucket with no burst, fair to its waiters in order. A
+    crawl over millions of hosts keeps only the limiters that still hold a request in their
+    bucket: once the table reaches ``sweep_at`` hosts, drained ones are dropped (a drained
+    limiter is the same as a new one).
+    """
+
+    __slots__ = ("_limits", "_next_sweep", "_sweep_at", "rate")
+
+    def __init__(self, rate: float, *, sweep_at: int = 4096) -> None:
+        self.rate = rate
+        self._limits: dict[str, AsyncLimiter] = {}
+        self._sweep_at = self._next_sweep = sweep_at
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    def __len__(self) -> int:
+        return len(self._limits)
+
+    async def wait(self, host: str) -> None:
+        """Return when a request to ``host`` may be sent (at once if it is its turn)."""
+        limiter = self._limits.get(host)
+        if limiter is None:
+            if len(self._limits) >= self._next_sweep:
+                self._sweep()
+            limiter = self._limits[host] = AsyncLimiter(1, 1.0 / self.rate)
+        await limiter.acquire()
+
+    def _sweep(self) -> None:
+        self._limits = {h: lim for h, lim in self._limits.items() if not lim.has_capacity()}
+        # Sweep again once the table has doubled from what is still busy: amortised O(1).
+        self._next_sweep = max(self._sweep_at, 2 * len(self._limits))
 
 
 class _Deadline:
@@ -294,6 +338,7 @@ class Downloader:
     ) -> None:
         self._config = config
         self._rng = rng if rng is not None else random.Random()
+        self._host_limits = HostRates(config.host_rate)
         self._sleep = sleep
         self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
@@ -462,6 +507,11 @@ class Downloader:
             refusal = url_refusal(current, cfg.policy)
             if refusal is not None:
                 return _Failure(refusal.error_class, f"{refusal.detail} (at {current})")
+            if self._host_limits.enabled:
+                # Waiting for the host's turn says nothing about the server: not on the clock.
+                deadline.pause()
+                await self._host_limits.wait(current.host or "")
+                deadline.resume()
             try:
                 async with session.get(
                     current,

@@ -16,6 +16,7 @@ A new layout (a cloud bucket, a parquet of bytes) is a new class with :meth:`put
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,19 +37,13 @@ class Placed:
     shard_offset: int | None = None
     shard_end: int | None = None
 
-    def fields(self) -> dict[str, Any]:
-        """The outcome's location fields."""
-        if self.shard_offset is None:
-            return {"path": self.path}
-        return {"path": self.path, "shard_offset": self.shard_offset, "shard_end": self.shard_end}
-
 
 class ImageSink(Protocol):
     """Puts stored images in place. ``put`` may be called concurrently; it returns once the
     image is complete on disk (a storage fault raises ``OSError``)."""
 
     async def put(
-        self, candidate: Candidate, hashed: Hashed, body: bytes, fetched_at: float
+        self, candidate: Candidate, hashed: Hashed, body: bytes, fetched_at: float | None
     ) -> Placed: ...
 
     def close(self) -> None:
@@ -69,7 +64,7 @@ class FileSink:
         self.writer = ImageFileWriter(out, durable=durable)
 
     async def put(
-        self, candidate: Candidate, hashed: Hashed, body: bytes, fetched_at: float
+        self, candidate: Candidate, hashed: Hashed, body: bytes, fetched_at: float | None
     ) -> Placed:
         name = f"{member_key(hashed)}.{hashed.ext}"
         return Placed(await asyncio.wrap_future(self.writer.submit(candidate.label, name, body)))
@@ -87,7 +82,7 @@ class ShardSink:
         self.writer = ShardWriter(out, shard_size=shard_size, group_by=group_by, durable=durable)
 
     async def put(
-        self, candidate: Candidate, hashed: Hashed, body: bytes, fetched_at: float
+        self, candidate: Candidate, hashed: Hashed, body: bytes, fetched_at: float | None
     ) -> Placed:
         key = member_key(hashed)
         future = self.writer.submit(
@@ -100,7 +95,9 @@ class ShardSink:
         self.writer.close()
 
 
-def member_meta(candidate: Candidate, hashed: Hashed, fetched_at: float) -> dict[str, Any]:
+def member_meta(
+    candidate: Candidate, hashed: Hashed, fetched_at: float | None
+) -> dict[str, Any]:
     """A shard member's manifest fields: all of them but the shard's path and the offset,
     which the member's own place in the shard gives."""
     return {
@@ -120,7 +117,7 @@ def member_meta(candidate: Candidate, hashed: Hashed, fetched_at: float) -> dict
         "height": hashed.height,
         "format": hashed.format,
         "bytes": hashed.size,
-        "fetched_at": utc_iso(fetched_at),
+        "fetched_at": utc_iso(time.time() if fetched_at is None else fetched_at),
         "member": f"{member_key(hashed)}.{hashed.ext}",
     }
 

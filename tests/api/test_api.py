@@ -29,7 +29,7 @@ def readme_examples() -> list[str]:
     return [str(block) for block in re.findall(r"```python\n(.*?)```", section, re.S)]
 
 
-@pytest.mark.parametrize("number", [0, 1])
+@pytest.mark.parametrize("number", [0, 1, 2])
 def test_the_readme_examples_run(
     number: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -47,9 +47,15 @@ def test_the_readme_examples_run(
         assert exit_code == 0
         assert {Path(json.loads(m)["path"]).suffix for m in manifest} == {".jpg"}
         assert "Status.STORED" in printed.getvalue() or "stored" in printed.getvalue()
-    else:
+    elif number == 1:
         assert int(last[1]) == 5
         assert int(last[2]) >= 5  # every candidate's outcome, stored or not
+    else:
+        stored = int(last[1])
+        printed_paths = [line.split()[0] for line in printed.getvalue().splitlines()[:-1]]
+        assert 0 < stored == len(printed_paths) == len(manifest) <= 8
+        assert all(p.startswith("images/owls/") for p in printed_paths)
+        assert all((tmp_path / "data" / p).is_file() for p in printed_paths)
 
 
 def corpus() -> CorpusConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -138,8 +139,11 @@ async def test_qps_is_used_but_never_exceeded(
     assert len(searches) >= 30
     assert server.state.statuses().get(429, 0) == 0
     times = sorted(r.time for r in searches)
-    rate = (len(times) - 1) / (times[-1] - times[0])
-    assert rate >= 0.85 * qps
+    gaps = sorted(b - a for a, b in itertools.pairwise(times))
+    # Used: most calls follow the previous one after about 1/qps (the median gap; a machine
+    # that stalls the process now and then lengthens a few gaps, not the median). Never
+    # exceeded: the emulator, which enforces the same QPS, answered no 429.
+    assert gaps[len(gaps) // 2] <= 1.25 / qps, gaps
 
 
 async def test_retry_after_is_honoured(emulator_factory: EmulatorFactory, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bingcrawl.errors import ConfigError
-from bingcrawl.fetch.download import DownloadConfig, Downloader
+from bingcrawl.fetch.download import DownloadConfig, Downloader, HostRates
 from bingcrawl.fetch.netpolicy import NetworkPolicy
 from bingcrawl.records import Candidate, DownloadFailure, Fetched
 from tests.support.net import CANARY_HOST, RawServer, ScriptedResolver
@@ -693,3 +693,50 @@ def test_config_validation_names_the_option(field_name: str, value: object, opti
     with pytest.raises(ConfigError) as info:
         DownloadConfig(**{field_name: value})  # type: ignore[arg-type]
     assert info.value.option == option
+
+
+# -- --host-rate: requests per second to one host (aiolimiter) ----------------------------------
+
+
+async def test_host_rate_spaces_every_request_to_a_host(dl_host: ImageHost) -> None:
+    # 10 requests/s: six images and a three-hop redirect chain, all started at once, reach
+    # the host at least 0.1 s apart (every hop counts). A lower bound only: a slow machine
+    # spaces them more, never less.
+    async with Downloader(_config(host_rate=10.0, per_host=8)) as downloader:
+        urls = [dl_host.url("/img.png")] * 6 + [dl_host.url("/redirect/2")]
+        results = await asyncio.gather(*(downloader.fetch(_candidate(u)) for u in urls))
+    assert all(isinstance(r, Fetched) for r in results)
+    stamps = sorted(t for name, ts in dl_host.stamps.items() for t in ts)
+    assert len(stamps) == 6 + 3
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert min(gaps) >= 0.1 - 0.01, gaps  # (the limiter and the server read different clocks)
+
+
+async def test_waiting_for_the_hosts_turn_is_not_on_the_attempts_clock(
+    dl_host: ImageHost,
+) -> None:
+    # 2 requests/s with a 0.3 s deadline: the fourth request waits ~1.5 s for its turn and
+    # still succeeds, since only the server's time counts against the deadline.
+    async with Downloader(_config(host_rate=2.0, timeout=0.3)) as downloader:
+        urls = [dl_host.url("/img.png")] * 4
+        results = await asyncio.gather(*(downloader.fetch(_candidate(u)) for u in urls))
+    assert [type(r).__name__ for r in results] == ["Fetched"] * 4
+
+
+async def test_host_rates_keep_only_busy_hosts() -> None:
+    # A rate so high that every bucket has drained by the next call: at each sweep every
+    # limiter but the newest goes, so the table stays at the sweep size, not the hosts seen.
+    rates = HostRates(1e12, sweep_at=8)
+    for i in range(100):
+        await rates.wait(f"host-{i}.example")
+    assert len(rates) <= 8
+    slow = HostRates(0.001, sweep_at=8)  # one request per 1,000 s: nothing drains
+    for i in range(20):
+        await slow.wait(f"host-{i}.example")
+    assert len(slow) == 20  # a host still holding its request is never forgotten
+    assert not HostRates(0).enabled
+
+
+def test_host_rate_is_validated_with_its_option_name() -> None:
+    with pytest.raises(ConfigError, match="--host-rate"):
+        _config(host_rate=-1.0)
