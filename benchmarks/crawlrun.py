@@ -1,12 +1,14 @@
-"""Child side of a bingcrawl benchmark run: the real CLI path, plus an event-loop lag monitor.
+"""Child side of a bingcrawl benchmark run: the public API, plus an event-loop lag monitor.
 
     python -m benchmarks.crawlrun --result FILE -- crawl QUERY ... --out DIR [bingcrawl flags]
 
-The flags after ``--`` are parsed by bingcrawl's own parser and resolved by its own
-``build_config``, and the crawl runs through ``bingcrawl.cli.run_crawl`` (signal handling
-included), so what is measured is what ``bingcrawl crawl`` does. The only addition is
-:func:`bingcrawl.obs.looplag.monitor_lag` around the run, which the CLI does not expose;
-its cost is one timer every 10 ms. The result file holds the run's stats and the lag.
+The flags after ``--`` are the ``bingcrawl crawl`` flags, parsed by the declarations every
+entry point shares (:func:`bingcrawl.options.crawl_parser`) and validated by the same
+:func:`bingcrawl.options.build_config`; the crawl then runs as a library user runs one,
+``async with bingcrawl.Crawler(config) as crawler: await crawler.run()``, with SIGINT and
+SIGTERM calling :meth:`~bingcrawl.Crawler.stop`. Nothing of ``bingcrawl.cli`` is imported.
+The only addition is :func:`bingcrawl.obs.looplag.monitor_lag` around the run; its cost is
+one timer every 10 ms. The result file holds the run's stats and the lag.
 
 ``--tracemalloc N`` also traces Python allocations (several times slower: for memory
 questions only): every 5 s, when more is allocated than at any earlier check, the N source
@@ -20,18 +22,20 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import bingcrawl
 from benchmarks.measure import peak_rss_kb
 from bingcrawl import eventloop
-from bingcrawl.cli import build_config, build_parser, run_crawl
-from bingcrawl.errors import BingCrawlError
+from bingcrawl.engine.crawler import STOPS
 from bingcrawl.obs.logs import configure_logging
 from bingcrawl.obs.looplag import monitor_lag
+from bingcrawl.options import build_config, crawl_parser
 
 log = logging.getLogger("benchmarks.crawlrun")
 
@@ -62,8 +66,18 @@ async def _crawl(config: Any, trace: int) -> dict[str, Any]:
     if trace:
         tracemalloc.start()
         watcher = asyncio.create_task(_watch_allocations(trace, found))
-    async with monitor_lag() as lag:
-        stats = await run_crawl(config)
+    async with monitor_lag() as lag, bingcrawl.Crawler(config) as crawler:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, crawler.stop)
+        try:
+            report = await crawler.run()
+        except STOPS:
+            assert crawler.report is not None
+            report = crawler.report
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
     if watcher is not None:
         watcher.cancel()
         _, peak = tracemalloc.get_traced_memory()
@@ -73,8 +87,11 @@ async def _crawl(config: Any, trace: int) -> dict[str, Any]:
             "top": found.get("top", []),
         }
         tracemalloc.stop()
+    if report.error is not None:
+        extra["error"] = str(report.error)
     return extra | {
-        "stats": stats,
+        "exit": report.exit_code,
+        "stats": report.stats,
         "loop_lag_p50_ms": round(lag.percentile(50) * 1000, 2),
         "loop_lag_p99_ms": round(lag.percentile(99) * 1000, 2),
         "loop_lag_max_ms": round(lag.max * 1000, 2),
@@ -91,20 +108,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tracemalloc", type=int, default=0, metavar="N")
     own = p.parse_args(argv[:split])
     crawl_argv = argv[split + 1 :]
-    args = build_parser().parse_args(crawl_argv)
+    parser = crawl_parser()
+    # What the command adds around the crawl options (logging, the loop).
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-format", default="text")
+    parser.add_argument("--event-loop", default="auto")
+    args = parser.parse_args(crawl_argv[1:] if crawl_argv[:1] == ["crawl"] else crawl_argv)
     configure_logging(args.log_level, args.log_format)
     t0 = time.time()
     result: dict[str, Any] = {"argv": crawl_argv, "started": t0}
     try:
-        config = build_config(args, os.environ)
+        config = build_config(args, os.environ, progress=False)
         result["event_loop"] = eventloop.resolve(args.event_loop)
         result.update(eventloop.run(_crawl(config, own.tracemalloc), args.event_loop))
-        code = 0
-    except BingCrawlError as exc:
+    except bingcrawl.BingCrawlError as exc:
         log.error("crawl failed: %s", exc)
         result["error"] = str(exc)
-        code = exc.exit_code
-    result["exit"] = code
+        result["exit"] = exc.exit_code
+    code = int(result["exit"])
     # VmHWM, not ru_maxrss: Linux starts a child's ru_maxrss at its spawner's peak.
     result["self_maxrss_kb"] = peak_rss_kb()
     result["wall_s"] = round(time.time() - t0, 3)
