@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import io
 import logging
 import math
@@ -151,6 +152,12 @@ def build_gzip_bomb(inflated: int = GZIP_BOMB_BYTES) -> bytes:
     return header + first + zeros + _final_empty_block() + trailer
 
 
+@functools.cache
+def gzip_bomb() -> bytes:
+    """:func:`build_gzip_bomb` at its default size, built once per process."""
+    return build_gzip_bomb()
+
+
 def _html_page(spec: ImageSpec) -> bytes:
     return (
         "<!DOCTYPE html>\n<html><head><title>"
@@ -194,7 +201,7 @@ class ImageHost:
         self.active = 0
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._bomb_png: bytes | None = None
-        self._gzip_bomb: bytes | None = None
+        self._gzip_bomb: asyncio.Future[bytes] | None = None
         self._fault_handlers = self._handlers()
         missing = set(FAULT_KINDS) - set(self._fault_handlers)
         assert not missing, f"no handler for {missing}"
@@ -300,10 +307,14 @@ class ImageHost:
         return await self._stream(request, spec, size, with_length=spec.fault == "oversize")
 
     async def _gzip(self, request: web.Request, spec: ImageSpec) -> web.StreamResponse:
+        # One build for every request that arrives while it runs (and, through the cache,
+        # for every host of the process): concurrent first requests must not each spend
+        # ~0.3 s of CPU and keep a client waiting for its headers past its deadline.
         if self._gzip_bomb is None:
-            self._gzip_bomb = await asyncio.to_thread(build_gzip_bomb)
+            self._gzip_bomb = asyncio.ensure_future(asyncio.to_thread(gzip_bomb))
+        body = await asyncio.shield(self._gzip_bomb)
         headers = {"Content-Encoding": "gzip"}
-        return self._simple(request, 200, self._gzip_bomb, "image/jpeg", headers)
+        return self._simple(request, 200, body, "image/jpeg", headers)
 
     async def _redirect(self, request: web.Request, spec: ImageSpec) -> web.StreamResponse:
         if spec.fault == "redirect":

@@ -41,7 +41,8 @@ class Counters:
     (``stored_before``: a resumed run shows the whole dataset and this run's part of it).
 
     Kept up to date by subscribing to the crawl's events (:meth:`on_event`); nothing else
-    writes them but the crawler's own ``stored_before`` and ``in_flight``.
+    writes them but the crawler, once, for ``stored_before`` and the start-up
+    ``queries_total``.
     """
 
     started: float = field(default_factory=time.monotonic)
@@ -58,7 +59,6 @@ class Counters:
     near_duplicates: int = 0
     failed: int = 0
     skipped: int = 0
-    in_flight: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     api_by_status: Counter[tuple[str, int]] = field(default_factory=Counter)
     first_stored_at: float | None = None
