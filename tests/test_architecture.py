@@ -38,12 +38,15 @@ ALLOWED: dict[str, set[str]] = {
     "urllist": {"errors"},
     "obs": {"errors", "records", "events"},
     "bing": {"errors", "records", "obs"},
+    "providers": {"errors", "records", "obs", "bing"},
     "imaging": {"errors", "records"},
     "fetch": {"errors", "records", "imaging"},
     "dedup": {"errors", "records"},
     "store": {"errors", "records"},
     "config": {"errors", "records", "bing", "fetch", "urllist"},
-    "sources": {"errors", "records", "events", "obs", "bing", "config", "store", "urllist"},
+    "sources": {
+        "errors", "records", "events", "obs", "bing", "providers", "config", "store", "urllist",
+    },
     "engine": {
         "errors", "records", "events", "obs", "config", "dedup", "fetch", "imaging", "store",
         "sources",

@@ -47,6 +47,8 @@ from bingcrawl.events import (
     QueryStopped,
 )
 from bingcrawl.obs.logs import log_context
+from bingcrawl.providers.base import SearchProvider, candidate_from_hit
+from bingcrawl.providers.bing import BingSearch, hit_from_image
 from bingcrawl.records import Candidate, Hashed, HashFailure, Source
 from bingcrawl.store.checkpoint import Checkpoint
 from bingcrawl.store.rows import QueryRow
@@ -80,8 +82,9 @@ LOCALE_PARAMS: Mapping[str, str] = {
     "Accept-Language": "accept_language",
 }
 
-#: One page of a paged source: the images and the API's ``nextOffset`` (None if absent).
-Fetch = Callable[[int], Awaitable[tuple[Sequence[Image], int | None]]]
+#: One page of a paged source: its items (API images, provider hits) and the next offset
+#: (None if the API gave none: the offset after this page's items).
+Fetch = Callable[[int], Awaitable[tuple[Sequence[T], int | None]]]
 
 # API answers that end one row (the run goes on): a refused request (the row is failed for
 # good), or an API that kept failing with 5xx after the gate spent its retries (the row stays
@@ -177,23 +180,11 @@ def candidate_from_image(
     parent: str | None = None,
 ) -> Candidate | None:
     """A candidate for one API image (None when the image has no content URL)."""
-    if not image.content_url:
+    hit = hit_from_image(image)
+    if hit is None:
         return None
-    return Candidate(
-        url=image.content_url,
-        label=label,
-        query=query,
-        source=source,
-        image_id=image.image_id,
-        name=image.name,
-        host_page_url=image.host_page_url,
-        thumbnail_url=image.thumbnail_url,
-        insights_token=image.image_insights_token,
-        encoding_format=image.encoding_format,
-        reported_width=image.width,
-        reported_height=image.height,
-        license=license,
-        parent=parent,
+    return candidate_from_hit(
+        hit, label=label, query=query, source=source, license=license, parent=parent
     )
 
 
@@ -208,6 +199,7 @@ class SourceContext:
         self.rows: dict[int, QueryRow] = {}
         self._stored: dict[int, int] = {}
         self._client: BingClient | None = None
+        self._provider: SearchProvider | None = None
         self._client_lock = asyncio.Lock()
         #: The quota (or --max-api-calls) error that stopped the API, once one did.
         self.quota: QuotaExceededError | None = None
@@ -218,6 +210,12 @@ class SourceContext:
         self._kept: set[int] = set()
 
     # -- the API ---------------------------------------------------------------------------
+
+    async def provider(self) -> SearchProvider:
+        """The crawl's search provider (Bing's ``/images/search`` on the shared client)."""
+        if self._provider is None:
+            self._provider = BingSearch(await self.client())
+        return self._provider
 
     async def client(self) -> BingClient:
         """The crawl's one API client, opened on first use and closed with the crawler."""
@@ -381,8 +379,8 @@ class SourceContext:
         self,
         row: QueryRow,
         state: QueryTrack,
-        fetch: Fetch,
-        make: Callable[[Image], Candidate | None],
+        fetch: Fetch[T],
+        make: Callable[[T], Candidate | None],
         *,
         stop_when_stale: bool = False,
     ) -> None:
@@ -409,12 +407,12 @@ class SourceContext:
             fresh: list[Candidate] = []
             new_images = 0
             for image in images:
-                keys = [k for k in (image.image_id, image.content_url) if k]
+                candidate = make(image)
+                keys = [k for k in (candidate.image_id, candidate.url) if k] if candidate else []
                 if any(k in seen for k in keys):
                     continue
                 seen.update(keys)
                 new_images += 1
-                candidate = make(image)
                 if candidate is not None:
                     fresh.append(candidate)
             next_offset = api_next if api_next is not None else offset + len(images)

@@ -21,31 +21,18 @@ import logging
 from collections.abc import Hashable, Iterable
 from functools import partial
 
-from bingcrawl.bing.models import Image, Images
-from bingcrawl.bing.params import MAX_QUERY_LENGTH, SearchParams
+from bingcrawl.bing.params import MAX_QUERY_LENGTH
 from bingcrawl.events import QueryAdded
+from bingcrawl.providers.base import Hit, ResultPage, candidate_from_hit
 from bingcrawl.records import Candidate, Source
-from bingcrawl.sources.base import ROW_ERRORS, SourceContext, candidate_from_image, norm_query
+from bingcrawl.sources.base import ROW_ERRORS, SourceContext, norm_query
 from bingcrawl.store.rows import QueryRow
 
-__all__ = ["MAX_QUERY_LENGTH", "QueryQueue", "SearchSource", "suggestions"]
+__all__ = ["MAX_QUERY_LENGTH", "QueryQueue", "SearchSource"]
 
 log = logging.getLogger("bingcrawl.sources.search")
 
-#: The longest query text the API takes (its URL limit).
-
 _SEARCHES = frozenset({Source.SEARCH.value, Source.EXPAND.value})
-
-
-def suggestions(page: Images) -> list[str]:
-    """The texts a first page suggests, in order: expansions, pivots, similar terms."""
-    queries = [
-        *page.query_expansions,
-        *(s for pivot in page.pivot_suggestions for s in pivot.suggestions),
-        *page.similar_terms,
-    ]
-    texts = (" ".join((q.text or q.display_text or "").split()) for q in queries)
-    return [t for t in texts if t and len(t) <= MAX_QUERY_LENGTH]
 
 
 class QueryQueue:
@@ -242,15 +229,18 @@ class SearchSource:
             return False
         return (row.state == "active" and row.pages == 0) or self._needs_catch_up(row)
 
-    def _params(self, row: QueryRow) -> SearchParams:
+    async def _search(self, row: QueryRow, offset: int) -> ResultPage:
+        """One page of ``row``'s results from the crawl's search provider."""
         config = self.ctx.config
-        return SearchParams.from_mapping(
-            {"q": row.text, "count": config.count, **config.filter_map()}
+        provider = await self.ctx.provider()
+        search = partial(
+            provider.search,
+            row.text,
+            offset=offset,
+            count=config.count,
+            filters=config.filter_map(),
         )
-
-    async def _search(self, row: QueryRow, params: SearchParams) -> Images:
-        client = await self.ctx.client()
-        return await self.ctx.call("search", partial(client.search, params))
+        return await self.ctx.call("search", search)
 
     async def _catch_up(self, row: QueryRow) -> None:
         """Ask an already paged query's first page again, only for its suggestions."""
@@ -258,31 +248,33 @@ class SearchSource:
             if not self._needs_catch_up(row):
                 return
             try:
-                page = await self._search(row, self._params(row).with_offset(0))
+                page = await self._search(row, 0)
             except ROW_ERRORS as exc:
                 log.warning("cannot expand %r: %s", row.text, exc)
                 return
-            await self.add_children(row, suggestions(page))
+            await self.add_children(row, page.suggestions)
         finally:
             if row.state != "active" or row.pages > 0:
                 self.queue.expanded(row.id)  # (a row not paged yet expands on its first page)
 
     async def _page(self, row: QueryRow) -> None:
         ctx = self.ctx
-        params = self._params(row)
         parent = ctx.rows.get(row.parent_id) if row.parent_id is not None else None
         source = Source(row.source)
 
-        async def fetch(offset: int) -> tuple[tuple[Image, ...], int | None]:
-            page = await self._search(row, params.with_offset(offset))
+        async def fetch(offset: int) -> tuple[tuple[Hit, ...], int | None]:
+            page = await self._search(row, offset)
             if offset == 0:
-                await self.add_children(row, suggestions(page))
+                await self.add_children(row, page.suggestions)
                 self.queue.expanded(row.id)
-            return page.value, page.next_offset
+            if page.next_offset is not None:
+                return page.hits, page.next_offset
+            # No next offset given: the next page starts after every result of this one.
+            return page.hits, offset + (len(page.hits) if page.count is None else page.count)
 
-        def make(image: Image) -> Candidate | None:
-            return candidate_from_image(
-                image,
+        def make(hit: Hit) -> Candidate | None:
+            return candidate_from_hit(
+                hit,
                 label=row.label,
                 query=row.text,
                 source=source,
