@@ -1,0 +1,303 @@
+"""Openverse (``api.openverse.org``) as a search provider: openly licensed images, keyless.
+
+``GET {endpoint}v1/images/?q=...&page=N&page_size=M`` answers ``{"result_count", "page_count",
+"page_size", "page", "results": [...]}``; every result carries its own license
+(``license``, ``license_version``, ``license_url``), ``creator`` and a ready ``attribution``
+line, which land on the candidate. Paging is by page number: the crawl's result offset maps
+onto ``page = offset // page_size + 1`` (an offset inside a page skips that page's first
+results), and a query ends at its last page or at :data:`MAX_RESULTS`, the most Openverse
+serves for one query.
+
+Anonymous use allows ``page_size`` up to 20; with OAuth2 client credentials
+(``OPENVERSE_CLIENT_ID`` / ``OPENVERSE_CLIENT_SECRET``, registered at
+``POST v1/auth_tokens/register/``) the client first trades them for a bearer token at
+``POST v1/auth_tokens/token/`` and may ask for up to 50. Answers map onto the error tree as
+Bing's do: 401/403 -> :class:`AuthenticationError`, 429 -> :class:`ThrottledError` with the
+``Retry-After`` seconds, 400 -> :class:`InvalidRequestError`, 5xx or a body that is not the
+documented JSON -> :class:`ServerError`; no connection -> :class:`ApiConnectionError`. One
+HTTP request per call, no retries: the crawl's API gate paces and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, Final, Self
+
+import aiohttp
+import orjson
+
+from bingcrawl.errors import (
+    ApiConnectionError,
+    ApiError,
+    AuthenticationError,
+    ConfigError,
+    InvalidRequestError,
+    NotFoundError,
+    ResponseFormatError,
+    ServerError,
+    ThrottledError,
+    parse_retry_after,
+    redact,
+)
+from bingcrawl.providers.base import Hit, ResultPage
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "FILTERS",
+    "MAX_RESULTS",
+    "OpenverseSearch",
+    "page_size_limit",
+    "parse_results",
+]
+
+log = logging.getLogger("bingcrawl.providers.openverse")
+
+DEFAULT_ENDPOINT: Final = "https://api.openverse.org/"
+SEARCH_PATH: Final = "v1/images/"
+TOKEN_PATH: Final = "v1/auth_tokens/token/"
+
+#: The most results Openverse serves for one query, whatever the page size.
+MAX_RESULTS: Final = 240
+#: Largest ``page_size`` without a token, and with one.
+ANONYMOUS_PAGE_SIZE: Final = 20
+AUTHENTICATED_PAGE_SIZE: Final = 50
+
+#: Query parameters of ``/v1/images/`` the crawl may pass as filters.
+FILTERS: Final = frozenset(
+    {
+        "license",
+        "license_type",
+        "category",
+        "aspect_ratio",
+        "size",
+        "source",
+        "extension",
+        "mature",
+    }
+)
+
+MAX_RESPONSE_BYTES: Final = 8 * 1024 * 1024
+_NOT_SENT: Final = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+
+
+def page_size_limit(authenticated: bool) -> int:
+    """The largest ``page_size`` Openverse accepts from this client."""
+    return AUTHENTICATED_PAGE_SIZE if authenticated else ANONYMOUS_PAGE_SIZE
+
+
+def _text(value: object) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _hit(result: Mapping[str, Any]) -> Hit | None:
+    url = _text(result.get("url"))
+    if url is None:
+        return None
+    code = _text(result.get("license"))
+    version = _text(result.get("license_version"))
+    license = None if code is None else f"{code} {version}" if version else code
+    return Hit(
+        url=url,
+        image_id=_text(result.get("id")),
+        name=_text(result.get("title")),
+        host_page_url=_text(result.get("foreign_landing_url")),
+        thumbnail_url=_text(result.get("thumbnail")),
+        encoding_format=_text(result.get("filetype")),
+        width=_int(result.get("width")),
+        height=_int(result.get("height")),
+        license=license,
+        license_url=_text(result.get("license_url")),
+        creator=_text(result.get("creator")),
+        attribution=_text(result.get("attribution")),
+    )
+
+
+def parse_results(
+    body: object, *, offset: int, page_size: int
+) -> ResultPage:
+    """The page of an ``/v1/images/`` answer asked at ``offset`` (see the module docstring)."""
+    if not isinstance(body, dict) or not isinstance(body.get("results"), list):
+        raise ResponseFormatError("openverse: the answer has no 'results' list")
+    page = offset // page_size + 1
+    results = [r for r in body["results"] if isinstance(r, dict)]
+    skip = offset % page_size  # an offset inside a page (another --count earlier)
+    hits = tuple(h for h in map(_hit, results[skip:]) if h is not None)
+    page_count = _int(body.get("page_count"))
+    result_count = _int(body.get("result_count"))
+    end = page * page_size
+    last = (
+        not results
+        or (page_count is not None and page >= page_count)
+        or (result_count is not None and end >= result_count)
+        or end >= MAX_RESULTS
+    )
+    # The next offset "not past this page's offset" is the end of the query.
+    return ResultPage(hits, offset if last else end, count=len(results) - skip)
+
+
+def _error(status: int, body: bytes, headers: Mapping[str, str], key: str | None) -> ApiError:
+    try:
+        detail: object = orjson.loads(body).get("detail")
+    except (orjson.JSONDecodeError, AttributeError):
+        detail = body[:200].decode("utf-8", "replace")
+    text = redact(f"openverse: HTTP {status}: {detail}", key)
+    if status == 429:
+        return ThrottledError(
+            text, retry_after=parse_retry_after(headers.get("Retry-After")), status=status
+        )
+    if status in (401, 403):
+        return AuthenticationError(text, status=status)
+    if status == 400:
+        parameter = next(iter(detail), None) if isinstance(detail, dict) else None
+        return InvalidRequestError(text, status=status, parameter=parameter)
+    if status in (404, 410):
+        return NotFoundError(text, status=status)
+    return ServerError(text, status=status)
+
+
+class OpenverseSearch:
+    """An Openverse client: one session, one request per :meth:`search` call."""
+
+    name = "openverse"
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        *,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        user_agent: str = "bingcrawl",
+        timeout: float = 20.0,
+        on_response: Callable[[str, int], None] | None = None,
+        connector: aiohttp.BaseConnector | None = None,
+    ) -> None:
+        if bool(client_id) != bool(client_secret):
+            raise ConfigError(
+                "OPENVERSE_CLIENT_ID", "give both the client id and the client secret, or neither"
+            )
+        self._base = endpoint if endpoint.endswith("/") else endpoint + "/"
+        self._credentials = (client_id, client_secret) if client_id and client_secret else None
+        self._token: str | None = None
+        self._token_lock = asyncio.Lock()
+        self._user_agent = user_agent
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
+        self._on_response = on_response
+        self._connector = connector
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def page_size(self) -> int:
+        """The largest page this client may ask for."""
+        return page_size_limit(self._credentials is not None)
+
+    async def __aenter__(self) -> Self:
+        self._session = aiohttp.ClientSession(
+            connector=self._connector,
+            connector_owner=self._connector is None,
+            timeout=self._timeout,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def search(
+        self, query: str, *, offset: int, count: int, filters: Mapping[str, str]
+    ) -> ResultPage:
+        unknown = set(filters) - FILTERS
+        if unknown:
+            raise ConfigError(
+                sorted(unknown)[0], "is not a filter Openverse takes (provider openverse)"
+            )
+        page_size = max(1, min(count, self.page_size))
+        params = {
+            "q": query,
+            "page": str(offset // page_size + 1),
+            "page_size": str(page_size),
+            **filters,
+        }
+        headers = {"Accept": "application/json"}
+        if self._credentials is not None:
+            headers["Authorization"] = f"Bearer {await self._bearer()}"
+        body = await self._request("search", "GET", SEARCH_PATH, params=params, headers=headers)
+        return parse_results(body, offset=offset, page_size=page_size)
+
+    async def _bearer(self) -> str:
+        async with self._token_lock:
+            if self._token is None:
+                assert self._credentials is not None
+                client_id, secret = self._credentials
+                form = {
+                    "grant_type": "client_credentials",
+                    "client_id": client_id,
+                    "client_secret": secret,
+                }
+                answer = await self._request("token", "POST", TOKEN_PATH, data=form)
+                token = answer.get("access_token") if isinstance(answer, dict) else None
+                if not isinstance(token, str) or not token:
+                    raise AuthenticationError("openverse: the token answer has no access_token")
+                self._token = token
+            return self._token
+
+    async def _request(
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: Mapping[str, str] | None = None,
+    ) -> Any:
+        session = self._session
+        if session is None:
+            raise RuntimeError("use 'async with OpenverseSearch(...)' before searching")
+        secret = self._credentials[1] if self._credentials else None
+        try:
+            async with session.request(
+                method,
+                self._base + path,
+                params=params,
+                data=data,
+                headers={"User-Agent": self._user_agent, **(headers or {})},
+                allow_redirects=False,
+            ) as response:
+                status, answer_headers = response.status, response.headers
+                body = await response.content.read(MAX_RESPONSE_BYTES + 1)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            sent = not isinstance(exc, _NOT_SENT)
+            if sent and self._on_response is not None:
+                self._on_response(endpoint, 0)
+            raise ApiConnectionError(
+                redact(f"{endpoint}: cannot reach Openverse at {self._base} ({exc})", secret),
+                sent=sent,
+            ) from exc
+        if self._on_response is not None:
+            self._on_response(endpoint, status)
+        if len(body) > MAX_RESPONSE_BYTES:
+            raise ResponseFormatError(f"openverse {endpoint}: answer too large", status=status)
+        if not 200 <= status < 300:
+            raise _error(status, body, answer_headers, secret)
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise ResponseFormatError(
+                f"openverse {endpoint}: HTTP {status} with a body that is not JSON",
+                status=status,
+            ) from None
