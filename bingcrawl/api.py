@@ -60,7 +60,12 @@ def make_config(
         columns = UrlColumns(namespace.url_col, namespace.caption_col, namespace.label_col)
         namespace.urls = [*namespace.urls, write_url_items(url_items, Path(out), columns)]
     environ = os.environ if env is None else env
-    keys = ("BING_SEARCH_V7_SUBSCRIPTION_KEY", "BING_SEARCH_V7_ENDPOINT")
+    keys = (
+        "BING_SEARCH_V7_SUBSCRIPTION_KEY",
+        "BING_SEARCH_V7_ENDPOINT",
+        "OPENVERSE_CLIENT_ID",
+        "OPENVERSE_CLIENT_SECRET",
+    )
     return build_config(
         namespace, {k: environ[k] for k in keys if k in environ}, specs=specs, progress=progress
     )

@@ -20,7 +20,7 @@ from typing import Any, Final
 from bingcrawl.bing.params import DEFAULT_ENDPOINT, CropArea
 from bingcrawl.errors import ConfigError, InvalidParameterError
 from bingcrawl.fetch.download import DownloadConfig
-from bingcrawl.records import CONVERT_TO, HASH_ALGOS, OUTPUT_FORMATS
+from bingcrawl.records import CONVERT_TO, HASH_ALGOS, OUTPUT_FORMATS, PROVIDERS
 from bingcrawl.urllist import url_format
 
 __all__ = [
@@ -28,12 +28,14 @@ __all__ = [
     "DEFAULT_NEAR_DUP_DISTANCE",
     "FILTER_FLAGS",
     "PARAM_TO_FLAG",
+    "PROVIDER_ONLY_FLAGS",
     "RESULT_OPTIONS",
     "CrawlConfig",
     "QuerySpec",
     "check_out_dir",
     "parse_queries_file",
     "prepare_out_dir",
+    "provider_filters",
     "safe_label",
     "validate_filters",
 ]
@@ -60,6 +62,14 @@ FILTER_FLAGS: dict[str, str] = {
     "--max-height": "maxHeight",
     "--min-file-size": "minFileSize",
     "--max-file-size": "maxFileSize",
+    # Openverse's own filters (see bingcrawl.providers.openverse.OPTION_PARAMS).
+    "--license-type": "license_type",
+    "--category": "category",
+}
+#: The filter flags only some providers honour, and those providers.
+PROVIDER_ONLY_FLAGS: dict[str, tuple[str, ...]] = {
+    "--license-type": ("openverse",),
+    "--category": ("openverse",),
 }
 #: Bing query parameter (case-folded) -> the option that sets it, for error messages.
 PARAM_TO_FLAG = {v.casefold(): k for k, v in FILTER_FLAGS.items()} | {
@@ -109,6 +119,24 @@ def safe_label(text: str, *, lower: bool = True) -> str:
     if slug.split(".")[0].casefold() in _WINDOWS_RESERVED:
         slug = f"{slug}_"
     return slug
+
+
+def provider_filters(
+    provider: str, options: Mapping[str, object], *, count: int = 150
+) -> tuple[tuple[str, str], ...]:
+    """The canonical filters of ``provider`` for the filter options given (flag -> value,
+    None for not given). A filter the provider cannot honour, or a value it does not take,
+    raises :class:`ConfigError` naming the option and the provider, before any request."""
+    given = {flag: value for flag, value in options.items() if value is not None}
+    if provider == "openverse":
+        from bingcrawl.providers.openverse import openverse_filters
+
+        return openverse_filters({flag: str(value) for flag, value in given.items()})
+    for flag in given:
+        if provider not in PROVIDER_ONLY_FLAGS.get(flag, (provider,)):
+            only = ", ".join(PROVIDER_ONLY_FLAGS[flag])
+            raise ConfigError(flag, f"provider {provider} has no such filter (only {only})")
+    return validate_filters({FILTER_FLAGS[flag]: v for flag, v in given.items()}, count=count)
 
 
 def validate_filters(
@@ -228,7 +256,13 @@ class CrawlConfig:
     queries: tuple[QuerySpec, ...] = ()
     key: str | None = field(default=None, repr=False)
     endpoint: str = DEFAULT_ENDPOINT
-    #: Bing query parameters applied to every search (reference spelling, validated by the client).
+    #: The search service (one of PROVIDERS); ``endpoint`` is its base URL.
+    provider: str = "bing"
+    #: OAuth2 client credentials of providers that take them (Openverse), or None.
+    client_id: str | None = field(default=None, repr=False)
+    client_secret: str | None = field(default=None, repr=False)
+    #: The provider's query parameters applied to every search (Bing: reference spelling;
+    #: Openverse: its own), canonical and validated.
     filters: tuple[tuple[str, str], ...] = ()
     limit: int = 100
     count: int = 150
@@ -316,7 +350,16 @@ class CrawlConfig:
         if not self.endpoint.startswith(("http://", "https://")):
             raise ConfigError("--endpoint", f"must be an http(s) URL, got {self.endpoint!r}")
         self._check_sources()
-        object.__setattr__(self, "filters", validate_filters(self.filters, count=self.count))
+        if self.provider not in PROVIDERS:
+            raise ConfigError("--provider", f"must be one of {', '.join(PROVIDERS)}")
+        if self.provider == "openverse":
+            from bingcrawl.providers.openverse import check_filters
+
+            check_filters(dict(self.filters))
+            self._refuse_bing_only()
+        else:
+            canonical = validate_filters(self.filters, count=self.count)
+            object.__setattr__(self, "filters", canonical)
         labels: dict[str, str] = {}
         for q in self.queries:
             if labels.setdefault(q.text.casefold(), q.label) != q.label:
@@ -365,6 +408,19 @@ class CrawlConfig:
         """The search filters as a dict."""
         return dict(self.filters)
 
+    def _refuse_bing_only(self) -> None:
+        """Sources that only Bing's API has (its details, visual search, trending and query
+        suggestions) are refused for other providers, before any request."""
+        bing_only = {
+            "--expand": self.expand_depth > 0,
+            "--similar": self.similar > 0,
+            "--seed-images": self.seed_images is not None,
+            "--trending": self.trending,
+        }
+        for flag, used in bing_only.items():
+            if used:
+                raise ConfigError(flag, f"needs --provider bing (not {self.provider})")
+
     def fingerprint(self) -> dict[str, Any]:
         """The options that change the result set (:data:`RESULT_OPTIONS`); a resumed run
         must match them."""
@@ -392,6 +448,8 @@ RESULT_OPTIONS: Final[Mapping[str, tuple[tuple[str, ...], Callable[[CrawlConfig]
     "max_pixels": (("--max-pixels",), lambda c: c.max_pixels),
     "max_bytes": (("--max-bytes",), lambda c: c.download.max_bytes),
     "output_format": (("--output-format",), lambda c: c.output_format),
+    # Only for another provider than Bing: crawls made before providers stay resumable.
+    "provider": (("--provider",), lambda c: UNSET if c.provider == "bing" else c.provider),
     # Only when converting: a crawl made before the option existed stays resumable, and
     # switching a dataset's format half-way is refused like any other option.
     "convert_to": (("--convert-to",), lambda c: UNSET if c.convert_to == "keep" else c.convert_to),

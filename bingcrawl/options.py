@@ -25,10 +25,10 @@ from bingcrawl.config import (
     RESULT_OPTIONS,
     CrawlConfig,
     QuerySpec,
-    validate_filters,
+    provider_filters,
 )
 from bingcrawl.errors import ConfigError, InvalidParameterError
-from bingcrawl.records import CONVERT_TO, OUTPUT_FORMATS
+from bingcrawl.records import CONVERT_TO, OUTPUT_FORMATS, PROVIDERS
 
 __all__ = [
     "ENDPOINT_ENV",
@@ -74,6 +74,11 @@ def _filter_help(param: str) -> str:
         "minFileSize": f"bytes, at most {bp.MAX_FILE_SIZE}",
         "maxFileSize": f"bytes, at most {bp.MAX_FILE_SIZE}",
     }
+    if param in ("license_type", "category"):
+        from bingcrawl.providers.openverse import OPTION_PARAMS
+
+        accepted = ", ".join(OPTION_PARAMS[f"--{param.replace('_', '-')}"][1])
+        return f"provider openverse only: the `{param}` parameter: {accepted} (comma-separated)"
     return f"the `{param}` parameter: {listed[param]} (case-insensitive)"
 
 
@@ -98,13 +103,25 @@ def add_crawl_options(p: argparse.ArgumentParser) -> None:
     api = p.add_argument_group("API")
     api.add_argument("--key", help=f"subscription key (or ${KEY_ENV}, or --key-file)")
     api.add_argument("--key-file", type=Path, help="file holding the subscription key")
-    api.add_argument("--endpoint", help=f"API base URL (or ${ENDPOINT_ENV})")
+    api.add_argument(
+        "--provider",
+        default="bing",
+        choices=list(PROVIDERS),
+        help="the search service: bing (a key; the default) or openverse (openly licensed "
+        "images, no key; $OPENVERSE_CLIENT_ID and $OPENVERSE_CLIENT_SECRET raise its limits)",
+    )
+    api.add_argument(
+        "--endpoint",
+        help=f"the provider's API base URL (default: its public one; Bing also reads "
+        f"${ENDPOINT_ENV})",
+    )
     api.add_argument(
         "--qps",
         type=float,
-        default=3.0,
+        default=None,
         help="API requests per second, never exceeded in any second (a fraction above 1 "
-        "rounds down)",
+        "rounds down); default: the provider's (bing 3, openverse 0.3: 20 calls a minute is "
+        "its anonymous limit)",
     )
     api.add_argument("--count", type=int, default=150, help="results per page, at most 150")
     api.add_argument(
@@ -325,6 +342,21 @@ def _check_sources(args: argparse.Namespace, has_queries: bool, filters: Mapping
             ) from None
 
 
+#: ``--qps`` when none is given, by provider: Bing's S1 tier allows 3 calls a second;
+#: Openverse allows an anonymous client 20 a minute (and 200 a day).
+DEFAULT_QPS: dict[str, float] = {"bing": 3.0, "openverse": 0.3}
+
+
+def _default_endpoint(provider: str, env: Mapping[str, str]) -> str:
+    if provider == "openverse":
+        from bingcrawl.providers.openverse import DEFAULT_ENDPOINT as OPENVERSE
+
+        return OPENVERSE
+    from bingcrawl.config import DEFAULT_ENDPOINT
+
+    return env.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
+
+
 def _read_key(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
     if args.key:
         return str(args.key)
@@ -355,7 +387,6 @@ def build_config(
     valid; nothing is created (the crawl makes the directory when it opens).
     """
     from bingcrawl.config import (
-        DEFAULT_ENDPOINT,
         DEFAULT_NEAR_DUP_DISTANCE,
         check_out_dir,
         parse_queries_file,
@@ -378,8 +409,8 @@ def build_config(
             "QUERY",
             "give at least one query, --queries-file, --trending, --seed-images or --urls",
         )
-    filters = {param: getattr(args, f"filter_{param}") for param in FILTER_FLAGS.values()}
-    canonical = dict(validate_filters(filters, count=args.count))
+    options = {flag: getattr(args, f"filter_{param}") for flag, param in FILTER_FLAGS.items()}
+    canonical = dict(provider_filters(args.provider, options, count=args.count))
     download = DownloadConfig(
         concurrency=args.concurrency,
         per_host=args.per_host,
@@ -391,19 +422,26 @@ def build_config(
     )
     _check_sources(args, bool(specs), canonical)
     key = _read_key(args, env)
-    # Only a URL list needs no API (unless --similar asks about its images).
+    # Only a URL list needs no API (unless --similar asks about its images); Openverse
+    # needs no key.
     needs_api = bool(specs or args.trending or args.seed_images or args.similar)
-    if not key and needs_api:
+    if not key and needs_api and args.provider == "bing":
         raise ConfigError(
             "--key",
-            f"a subscription key is needed to search (--key, --key-file or ${KEY_ENV}); "
-            "without one, try `bingcrawl demo`",
+            f"a subscription key is needed to search Bing (--key, --key-file or ${KEY_ENV}); "
+            "without one, search openly licensed images with --provider openverse, or try "
+            "`bingcrawl demo`",
         )
     config = CrawlConfig(
         out=args.out,
         queries=tuple(specs),
         key=key,
-        endpoint=args.endpoint or env.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT,
+        endpoint=args.endpoint or _default_endpoint(args.provider, env),
+        provider=args.provider,
+        client_id=env.get("OPENVERSE_CLIENT_ID") or None if args.provider == "openverse" else None,
+        client_secret=(
+            env.get("OPENVERSE_CLIENT_SECRET") or None if args.provider == "openverse" else None
+        ),
         filters=tuple(canonical.items()),
         limit=100 if args.limit is None else args.limit,
         url_limit=args.limit,
@@ -417,7 +455,7 @@ def build_config(
         urls_files=tuple(args.urls),
         url_columns=(args.url_col, args.caption_col, args.label_col),
         count=args.count,
-        qps=args.qps,
+        qps=DEFAULT_QPS[args.provider] if args.qps is None else args.qps,
         max_active_queries=args.max_active_queries,
         max_api_calls=args.max_api_calls,
         api_retries=args.api_retries,

@@ -26,6 +26,9 @@ QUERY_STATES: Final[tuple[str, ...]] = ("active", "exhausted", "failed", "done")
 #: ``--convert-to`` values: keep the downloaded format, or store every image as jpg or png.
 CONVERT_TO: Final[tuple[str, ...]] = ("keep", "jpg", "png")
 
+#: ``--provider`` values: the search services a crawl can page (``bingcrawl.providers``).
+PROVIDERS: Final[tuple[str, ...]] = ("bing", "openverse")
+
 #: ``--output-format`` values: one file per image, or webdataset tar shards.
 OUTPUT_FORMATS: Final[tuple[str, ...]] = ("files", "webdataset")
 
@@ -34,6 +37,7 @@ __all__ = [
     "EXTENSIONS",
     "HASH_ALGOS",
     "OUTPUT_FORMATS",
+    "PROVIDERS",
     "QUERY_STATES",
     "Candidate",
     "DownloadFailure",

@@ -43,7 +43,7 @@ ALLOWED: dict[str, set[str]] = {
     "fetch": {"errors", "records", "imaging"},
     "dedup": {"errors", "records"},
     "store": {"errors", "records"},
-    "config": {"errors", "records", "bing", "fetch", "urllist"},
+    "config": {"errors", "records", "bing", "providers", "fetch", "urllist"},
     "sources": {
         "errors", "records", "events", "obs", "bing", "providers", "config", "store", "urllist",
     },
@@ -52,7 +52,7 @@ ALLOWED: dict[str, set[str]] = {
         "sources",
     },
     "emulator": {"errors", "records", "eventloop", "imaging"},
-    "options": {"errors", "records", "bing", "config", "fetch", "urllist", "obs"},
+    "options": {"errors", "records", "bing", "providers", "config", "fetch", "urllist", "obs"},
     "api": {"errors", "records", "eventloop", "config", "engine", "options", "urllist"},
     "cli": {
         "errors", "records", "eventloop", "events", "obs", "bing", "config", "fetch", "store",

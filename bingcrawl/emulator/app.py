@@ -35,7 +35,7 @@ from email.utils import format_datetime
 
 from aiohttp import web
 
-from bingcrawl.emulator import api, insights
+from bingcrawl.emulator import api, insights, openverse
 from bingcrawl.emulator.config import EmulatorConfig
 from bingcrawl.emulator.corpus import Corpus
 from bingcrawl.emulator.imagehost import ImageHost
@@ -283,4 +283,5 @@ def create_app(
         app.router.add_get(f"{base}/trending", api.trending)
         app.router.add_post(f"{base}/visualsearch", insights.visual_search)
     app.router.add_get("/th", api.thumbnail)
+    app.add_routes(openverse.routes())  # Openverse's /v1/images/, same corpus
     return app

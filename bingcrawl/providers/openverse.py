@@ -47,8 +47,12 @@ from bingcrawl.providers.base import Hit, ResultPage
 __all__ = [
     "DEFAULT_ENDPOINT",
     "FILTERS",
+    "LICENSES",
     "MAX_RESULTS",
+    "OPTION_PARAMS",
     "OpenverseSearch",
+    "check_filters",
+    "openverse_filters",
     "page_size_limit",
     "parse_results",
 ]
@@ -56,6 +60,8 @@ __all__ = [
 log = logging.getLogger("bingcrawl.providers.openverse")
 
 DEFAULT_ENDPOINT: Final = "https://api.openverse.org/"
+#: Openverse asks API clients to identify themselves (no browser disguise here).
+USER_AGENT: Final = "bingcrawl/0.1 (image dataset crawler; aiohttp)"
 SEARCH_PATH: Final = "v1/images/"
 TOKEN_PATH: Final = "v1/auth_tokens/token/"
 
@@ -65,19 +71,72 @@ MAX_RESULTS: Final = 240
 ANONYMOUS_PAGE_SIZE: Final = 20
 AUTHENTICATED_PAGE_SIZE: Final = 50
 
+#: Openverse's license codes (``license=``, comma-separated).
+LICENSES: Final = (
+    "by", "by-sa", "by-nd", "by-nc", "by-nc-sa", "by-nc-nd", "cc0", "pdm", "sampling+",
+    "nc-sampling+",
+)  # fmt: skip
+
+#: The crawl options Openverse honours: flag -> (its parameter, the values it accepts; each
+#: option takes one value or a comma-separated list of them).
+OPTION_PARAMS: Final[Mapping[str, tuple[str, tuple[str, ...]]]] = {
+    "--license": ("license", LICENSES),
+    "--license-type": ("license_type", ("all", "all-cc", "commercial", "modification")),
+    "--category": ("category", ("photograph", "illustration", "digitized_artwork")),
+    "--aspect": ("aspect_ratio", ("tall", "wide", "square")),
+    "--size": ("size", ("small", "medium", "large")),
+}
+#: ``--safe-search``: Openverse leaves mature results out unless ``mature=true``.
+_MATURE: Final = {"off": "true", "moderate": None, "strict": None}
+
 #: Query parameters of ``/v1/images/`` the crawl may pass as filters.
-FILTERS: Final = frozenset(
-    {
-        "license",
-        "license_type",
-        "category",
-        "aspect_ratio",
-        "size",
-        "source",
-        "extension",
-        "mature",
+FILTERS: Final = frozenset({param for param, _ in OPTION_PARAMS.values()} | {"mature"})
+
+
+def openverse_filters(options: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The ``/v1/images/`` parameters of the crawl options given (flag -> value), canonical
+    (lower case, sorted). A flag Openverse cannot honour, or a value it does not take, raises
+    :class:`ConfigError` naming the option and the provider, before any request."""
+    params: dict[str, str] = {}
+    for flag, value in options.items():
+        text = str(value).strip().casefold()
+        if flag == "--safe-search":
+            if text not in _MATURE:
+                raise ConfigError(flag, f"invalid value {value!r}; accepted: Off, Moderate, Strict")
+            if (mature := _MATURE[text]) is not None:
+                params["mature"] = mature
+            continue
+        if flag not in OPTION_PARAMS:
+            takes = ", ".join([*OPTION_PARAMS, "--safe-search"])
+            raise ConfigError(
+                flag, f"provider openverse cannot honour this filter (it takes {takes})"
+            )
+        param, accepted = OPTION_PARAMS[flag]
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        wrong = [v for v in values if v not in accepted]
+        if not values or wrong:
+            raise ConfigError(
+                flag,
+                f"invalid value {value!r} for provider openverse; accepted: "
+                f"{', '.join(accepted)} (several separated by commas)",
+            )
+        params[param] = ",".join(values)
+    return tuple(sorted(params.items()))
+
+
+def check_filters(filters: Mapping[str, str]) -> None:
+    """Refuse parameters that are not canonical Openverse filters (a config built in code)."""
+    flag_of = {param: flag for flag, (param, _) in OPTION_PARAMS.items()} | {
+        "mature": "--safe-search"
     }
-)
+    for param, value in filters.items():
+        if param not in flag_of:
+            raise ConfigError(param, "is not a filter Openverse takes (provider openverse)")
+        if param == "mature":
+            if value != "true":
+                raise ConfigError("--safe-search", f"mature={value!r}: only 'true' (Off) is sent")
+            continue
+        openverse_filters({flag_of[param]: value})
 
 MAX_RESPONSE_BYTES: Final = 8 * 1024 * 1024
 _NOT_SENT: Final = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
@@ -173,7 +232,7 @@ class OpenverseSearch:
         *,
         client_id: str | None = None,
         client_secret: str | None = None,
-        user_agent: str = "bingcrawl",
+        user_agent: str = USER_AGENT,
         timeout: float = 20.0,
         on_response: Callable[[str, int], None] | None = None,
         connector: aiohttp.BaseConnector | None = None,
@@ -220,11 +279,7 @@ class OpenverseSearch:
     async def search(
         self, query: str, *, offset: int, count: int, filters: Mapping[str, str]
     ) -> ResultPage:
-        unknown = set(filters) - FILTERS
-        if unknown:
-            raise ConfigError(
-                sorted(unknown)[0], "is not a filter Openverse takes (provider openverse)"
-            )
+        check_filters(filters)
         page_size = max(1, min(count, self.page_size))
         params = {
             "q": query,

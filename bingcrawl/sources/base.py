@@ -49,6 +49,8 @@ from bingcrawl.events import (
 from bingcrawl.obs.logs import log_context
 from bingcrawl.providers.base import SearchProvider, candidate_from_hit
 from bingcrawl.providers.bing import BingSearch, hit_from_image
+from bingcrawl.providers.openverse import USER_AGENT as OPENVERSE_USER_AGENT
+from bingcrawl.providers.openverse import OpenverseSearch
 from bingcrawl.records import Candidate, Hashed, HashFailure, Source
 from bingcrawl.store.checkpoint import Checkpoint
 from bingcrawl.store.rows import QueryRow
@@ -200,6 +202,7 @@ class SourceContext:
         self._stored: dict[int, int] = {}
         self._client: BingClient | None = None
         self._provider: SearchProvider | None = None
+        self._provider_lock = asyncio.Lock()
         self._client_lock = asyncio.Lock()
         #: The quota (or --max-api-calls) error that stopped the API, once one did.
         self.quota: QuotaExceededError | None = None
@@ -212,10 +215,23 @@ class SourceContext:
     # -- the API ---------------------------------------------------------------------------
 
     async def provider(self) -> SearchProvider:
-        """The crawl's search provider (Bing's ``/images/search`` on the shared client)."""
-        if self._provider is None:
-            self._provider = BingSearch(await self.client())
-        return self._provider
+        """The crawl's search provider, opened on first use and closed with the crawl
+        (Bing's ``/images/search`` shares the one API client)."""
+        async with self._provider_lock:
+            if self._provider is None:
+                if self.config.provider == "openverse":
+                    self._provider = await self.host.enter_context().enter_async_context(
+                        OpenverseSearch(
+                            self.config.endpoint,
+                            client_id=self.config.client_id,
+                            client_secret=self.config.client_secret,
+                            user_agent=self.config.user_agent or OPENVERSE_USER_AGENT,
+                            on_response=self._account,
+                        )
+                    )
+                else:
+                    self._provider = BingSearch(await self.client())
+            return self._provider
 
     async def client(self) -> BingClient:
         """The crawl's one API client, opened on first use and closed with the crawler."""

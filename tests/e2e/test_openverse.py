@@ -1,0 +1,122 @@
+"""A crawl through the Openverse provider, end to end against the emulator's /v1/images/:
+no key, page-numbered paging to the 240-result cap, licenses per image in the manifest,
+throttling waited out, a stopped crawl resumed without asking a page twice, and the options
+Openverse cannot honour refused before any request."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import bingcrawl
+from bingcrawl.emulator.openverse import LICENSE_OF
+from bingcrawl.engine.crawler import Crawler
+from bingcrawl.errors import QuotaExceededError
+from tests.support.crawls import EmulatorFactory, crawl_config, key_of, read_manifest
+from tests.support.emulator import clean_corpus
+
+OPENVERSE_LICENSES = {f"{code} {version}" for code, version in LICENSE_OF.values()}
+
+
+def openverse_config(server: object, out: Path, queries: list[str], **kw: object) -> object:
+    config = crawl_config(server, out, queries, **kw)  # type: ignore[arg-type]
+    return dataclasses.replace(config, provider="openverse", key=None)
+
+
+def page_requests(server: object) -> list[tuple[str, str]]:
+    log = server.state.requests(endpoint="openverse")  # type: ignore[attr-defined]
+    return [(r.params["q"], r.params["page"]) for r in log if r.status == 200]
+
+
+async def test_a_keyless_openverse_crawl_stores_every_result_with_its_license(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    server = await emulator_factory(corpus=clean_corpus(results_per_query=300))
+    config = openverse_config(server, tmp_path, ["red panda"], limit=1000, count=50)
+    async with Crawler(config) as crawler:  # type: ignore[arg-type]
+        report = await crawler.run()
+    manifest = read_manifest(tmp_path)
+    specs = server.corpus.query_results("red panda")
+    # 240 is the most Openverse serves for one query; anonymous pages hold 20.
+    assert report.stored == len(manifest) == 240
+    assert {key_of(m["content_url"]) for m in manifest} == {s.key for s in specs[:240]}
+    assert page_requests(server) == [("red panda", str(p)) for p in range(1, 13)]
+    assert {r.params["page_size"] for r in server.state.requests(endpoint="openverse")} == {"20"}
+    by_key = {s.key: s for s in specs}
+    for m in manifest:
+        code, version = LICENSE_OF[by_key[key_of(m["content_url"])].license]
+        assert m["license"] == f"{code} {version}"  # the image's own license
+    assert server.state.requests(endpoint="search") == []  # not one Bing call
+
+
+async def test_a_license_filter_and_throttling(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    # The emulator allows 2 calls a second, the crawler is told 50: it meets 429s.
+    server = await emulator_factory(qps=2.0, corpus=clean_corpus(results_per_query=300))
+    config = openverse_config(server, tmp_path, ["owl", "fox"], limit=1000, qps=50.0)
+    config = dataclasses.replace(config, filters=(("license", "by,cc0"),))  # type: ignore[type-var]
+    async with Crawler(config) as crawler:  # type: ignore[arg-type]
+        await crawler.run()
+    log = server.state.requests(endpoint="openverse")
+    assert any(r.status == 429 for r in log), "never throttled: the test proves nothing"
+    assert all(r.params["license"] == "by,cc0" for r in log)
+    manifest = read_manifest(tmp_path)
+    assert manifest
+    assert {m["license"] for m in manifest} <= {"by 4.0", "cc0 1.0"}
+    wanted = {
+        s.key
+        for q in ("owl", "fox")
+        for s in server.corpus.query_results(q)
+        if LICENSE_OF[s.license][0] in ("by", "cc0")
+    }
+    assert {key_of(m["content_url"]) for m in manifest} == wanted  # nothing lost to a 429
+
+
+async def test_a_stopped_crawl_resumes_without_asking_a_page_twice(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    server = await emulator_factory(corpus=clean_corpus(results_per_query=100))
+    config = openverse_config(server, tmp_path, ["heron"], limit=1000, max_api_calls=2)
+    async with Crawler(config) as crawler:  # type: ignore[arg-type]
+        with pytest.raises(QuotaExceededError):
+            await crawler.run()
+    assert len(read_manifest(tmp_path)) == 40  # two pages of 20
+    resumed = dataclasses.replace(config, max_api_calls=None)  # type: ignore[type-var]
+    async with Crawler(resumed) as crawler:  # type: ignore[arg-type]
+        await crawler.run()
+    pages = page_requests(server)
+    assert Counter(pages).most_common(1)[0][1] == 1, pages  # no page asked twice
+    assert [p for _, p in pages] == ["1", "2", "3", "4", "5"]
+    assert len(read_manifest(tmp_path)) == 100
+
+
+def test_what_openverse_cannot_honour_is_refused_before_any_request(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    config = bingcrawl.make_config(["red panda"], out, provider="openverse", env={})
+    assert config.key is None  # keyless
+    assert config.endpoint == "https://api.openverse.org/"
+    assert config.qps == 0.3  # its anonymous limit, 20 calls a minute
+    assert config.fingerprint()["provider"] == "openverse"
+    licensed = bingcrawl.make_config(
+        ["owl"], out, provider="openverse", license="BY,cc0", size="large", env={}
+    )
+    assert licensed.filter_map() == {"license": "by,cc0", "size": "large"}
+    refusals = {
+        "--image-type": {"image_type": "Photo"},
+        "--license": {"license": "Public"},  # a Bing value, not an Openverse one
+        "--expand": {"expand": 1},
+        "--similar": {"similar": 5},
+        "--trending": {"trending": True},
+    }
+    for flag, options in refusals.items():
+        with pytest.raises(bingcrawl.ConfigError, match=f"^{flag}: .*openverse"):
+            bingcrawl.make_config(["owl"], out, provider="openverse", env={}, **options)
+    with pytest.raises(bingcrawl.ConfigError, match=r"^--license-type: provider bing"):
+        bingcrawl.make_config(["owl"], out, key="k", license_type="commercial")
+    with pytest.raises(bingcrawl.ConfigError, match="--provider openverse"):
+        bingcrawl.make_config(["owl"], out, env={})  # the missing-key error names the way out
+    assert not out.exists()
