@@ -122,6 +122,13 @@ class Candidate:
     reported_height: int | None = None
     license: str | None = None
     parent: str | None = None
+    #: Where the image's own license is stated, who made it and a ready credit line, as the
+    #: provider gave them (Openverse); None where it gives none (Bing).
+    license_url: str | None = None
+    creator: str | None = None
+    attribution: str | None = None
+    #: The search service that found it (``bing``, ``openverse``); None for URL lists.
+    provider: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,7 @@ def candidate_from_hit(
     source: Source,
     license: str | None,
     parent: str | None = None,
+    provider: str | None = None,
 ) -> Candidate:
     """A candidate for one hit; the hit's own license wins over the filter's (``license``)."""
     return Candidate(
@@ -97,4 +98,8 @@ def candidate_from_hit(
         reported_height=hit.height,
         license=hit.license or license,
         parent=parent,
+        license_url=hit.license_url,
+        creator=hit.creator,
+        attribution=hit.attribution,
+        provider=provider,
     )

@@ -186,8 +186,9 @@ def candidate_from_image(
     if hit is None:
         return None
     return candidate_from_hit(
-        hit, label=label, query=query, source=source, license=license, parent=parent
-    )
+        hit, label=label, query=query, source=source, license=license, parent=parent,
+        provider="bing",
+    )  # fmt: skip
 
 
 class SourceContext:

@@ -280,6 +280,7 @@ class SearchSource:
                 source=source,
                 license=self.license,
                 parent=parent.text if parent is not None else None,
+                provider=ctx.config.provider,
             )
 
         await ctx.page_row(row, ctx.track(row), fetch, make)

@@ -91,6 +91,11 @@ _MANIFEST: tuple[_Field, ...] = (
     # webdataset output: the image's member in the shard at ``path`` and its byte offset
     ("member", _MEMBER, "str"),
     ("shard_offset", "shard_offset", "int"),
+    # licenses as data (issue 15): stated per image by providers that have them
+    ("license_url", "license_url", "str"),
+    ("creator", "creator", "str"),
+    ("attribution", "attribution", "str"),
+    ("provider", "provider", "str"),
 )
 
 _CANDIDATE: tuple[_Field, ...] = (
@@ -122,6 +127,10 @@ _CANDIDATE: tuple[_Field, ...] = (
     ("license", "license", "str"),
     ("reported_width", "reported_width", "int"),
     ("reported_height", "reported_height", "int"),
+    ("license_url", "license_url", "str"),
+    ("creator", "creator", "str"),
+    ("attribution", "attribution", "str"),
+    ("provider", "provider", "str"),
 )
 
 _DUPLICATE: tuple[_Field, ...] = (

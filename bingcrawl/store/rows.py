@@ -106,14 +106,15 @@ QUERY_COLUMNS = (
 
 CANDIDATE_COLUMNS = (
     "id, url, label, query, source, query_id, image_id, name, host_page_url, thumbnail_url, "
-    "insights_token, encoding_format, reported_width, reported_height, license, parent"
+    "insights_token, encoding_format, reported_width, reported_height, license, parent, "
+    "license_url, creator, attribution, provider"
 )
 
 INSERT_CANDIDATE = (
     "INSERT INTO candidates (url_key, url, query_id, label, query, source, parent, image_id, "
     "name, host_page_url, thumbnail_url, insights_token, encoding_format, reported_width, "
-    "reported_height, license, created_at, updated_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "reported_height, license, license_url, creator, attribution, provider, created_at, "
+    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 UPDATE_OUTCOME = (
@@ -168,6 +169,10 @@ def candidate_from_row(row: tuple[Any, ...]) -> Candidate:
         reported_height=row[13],
         license=row[14],
         parent=row[15],
+        license_url=row[16],
+        creator=row[17],
+        attribution=row[18],
+        provider=row[19],
     )
 
 
@@ -189,7 +194,8 @@ def insert_candidates(
         (
             key, c.url, query_id, c.label, c.query, str(c.source), c.parent, c.image_id,
             c.name, c.host_page_url, c.thumbnail_url, c.insights_token, c.encoding_format,
-            c.reported_width, c.reported_height, c.license, now, now,
+            c.reported_width, c.reported_height, c.license, c.license_url, c.creator,
+            c.attribution, c.provider, now, now,
         )
         for key, c in fresh.items()
         if key not in known

@@ -187,8 +187,17 @@ _V4: tuple[str, ...] = (
     "WHERE status = 'stored'",
 )
 
+_V5: tuple[str, ...] = (
+    # Licenses as data (search providers that state them per image: Openverse) and the
+    # provider that found each candidate. Older rows keep NULL: nothing was known.
+    "ALTER TABLE candidates ADD COLUMN license_url TEXT",
+    "ALTER TABLE candidates ADD COLUMN creator TEXT",
+    "ALTER TABLE candidates ADD COLUMN attribution TEXT",
+    "ALTER TABLE candidates ADD COLUMN provider TEXT",
+)
+
 #: ``MIGRATIONS[i]`` upgrades a version-``i`` database to version ``i + 1``. Append only.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 
 #: The schema version this bingcrawl writes.
 SCHEMA_VERSION = len(MIGRATIONS)

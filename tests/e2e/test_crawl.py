@@ -60,6 +60,8 @@ async def test_crawl_stores_exactly_the_ground_truth(
     assert sorted(r["sha256"] for r in manifest) == sorted(set(truth.values()))
     for row in manifest:
         assert row.keys() >= MANIFEST_FIELDS
+        assert row["provider"] == "bing"  # Bing states no license of its own: the filter's
+        assert (row["license_url"], row["creator"], row["attribution"]) == (None, None, None)
         data = (tmp_path / row["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == row["sha256"]
         assert len(data) == row["bytes"]

@@ -49,6 +49,11 @@ async def test_a_keyless_openverse_crawl_stores_every_result_with_its_license(
     for m in manifest:
         code, version = LICENSE_OF[by_key[key_of(m["content_url"])].license]
         assert m["license"] == f"{code} {version}"  # the image's own license
+        # ... and the rest of what Openverse states about it (DESIGN.md, "Providers")
+        assert m["provider"] == "openverse"
+        assert m["license_url"].startswith("https://creativecommons.org/")
+        assert m["creator"].startswith("Photographer ")
+        assert m["attribution"].startswith(f'"{m["name"]}" by {m["creator"]}')
     assert server.state.requests(endpoint="search") == []  # not one Bing call
 
 

@@ -32,6 +32,8 @@ CONTRACT_FIELDS = {
     "path", "label", "query", "source", "content_url", "host_page_url", "image_id", "name",
     "sha256", "phash", "width", "height", "format", "bytes", "license", "fetched_at",
     "parent", "thumbnail_url", "member", "shard_offset",
+    # licenses as data (issue 15, DESIGN.md "Providers")
+    "license_url", "creator", "attribution", "provider",
 }  # fmt: skip
 
 
@@ -92,7 +94,8 @@ async def test_manifest_has_the_contract_fields(out: Path, crawled: dict[str, An
         "name": c.name, "sha256": first.sha256, "phash": "fedcba9876543210", "width": 640,
         "height": 480, "format": "jpeg", "bytes": len(b"first image"), "license": "Public",
         "fetched_at": rows[0]["fetched_at"], "parent": None, "thumbnail_url": c.thumbnail_url,
-        "member": None, "shard_offset": None,
+        "member": None, "shard_offset": None, "license_url": None, "creator": None,
+        "attribution": None, "provider": None,
     }  # fmt: skip
     fetched = datetime.fromisoformat(rows[0]["fetched_at"].replace("Z", "+00:00"))
     assert fetched.utcoffset() == timedelta(0)
