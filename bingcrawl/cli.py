@@ -126,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--all", action="store_true", help="every candidate with its status")
     ex.add_argument(
+        "--license",
+        metavar="CODES",
+        help="only rows under these licenses, comma-separated (by,by-sa,cc0...; the first word "
+        "of a row's license, any case)",
+    )
+    ex.add_argument(
         "--duplicates", action="store_true", help="duplicate clusters, stored image first"
     )
     ex.add_argument(
@@ -135,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="destination file, or - for stdout (jsonl and csv) (default: "
         "DIR/export/<manifest|candidates|duplicates>.<format>; the crawl's own "
         "DIR/manifest.jsonl is never overwritten)",
+    )
+    cr = add("credits", "the attribution file of a dataset: each image's license and credit")
+    cr.add_argument("dir", type=Path, metavar="DIR", help="the crawl's --out directory")
+    cr.add_argument(
+        "--format", dest="fmt", default="md", choices=["md", "csv"], help="Markdown or CSV"
+    )
+    cr.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="destination file, or - for stdout (default: DIR/CREDITS.md or DIR/CREDITS.csv)",
     )
     em = add("emulator", "a Bing Image Search v7 emulator with an image host")
     from bingcrawl.emulator.cli import add_arguments as add_emulator_arguments
@@ -285,6 +302,7 @@ def _export(args: argparse.Namespace) -> int:
         fmt=args.fmt,
         all_candidates=args.all,
         duplicates=args.duplicates,
+        licenses=None if args.license is None else args.license.split(","),
         dest=sys.stdout.buffer
         if to_stdout
         else (None if args.output is None else Path(args.output)),
@@ -292,6 +310,18 @@ def _export(args: argparse.Namespace) -> int:
     # stdout carries data only: the summary is talk, for stderr.
     where = "stdout" if result.path is None else str(result.path)
     print(f"{result.rows} rows -> {where}", file=sys.stderr)
+    return 0
+
+
+def _credits(args: argparse.Namespace) -> int:
+    from bingcrawl.store.credits import write_credits
+
+    _require_checkpoint(args.dir)
+    to_stdout = args.output == "-"
+    dest = sys.stdout.buffer if to_stdout else (None if args.output is None else Path(args.output))
+    result = write_credits(args.dir, fmt=args.fmt, dest=dest)
+    where = "stdout" if result.path is None else str(result.path)
+    print(f"credits of {result.rows} images -> {where}", file=sys.stderr)
     return 0
 
 
@@ -338,6 +368,8 @@ def _main(argv: Sequence[str] | None, env: Mapping[str, str] | None) -> int:
             return asyncio.run(_status(args))
         if args.command == "export":
             return _export(args)
+        if args.command == "credits":
+            return _credits(args)
         if args.command == "emulator":
             from bingcrawl.emulator.cli import run as run_emulator
 

@@ -23,7 +23,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
@@ -47,6 +47,8 @@ __all__ = [
     "atomic_open",
     "atomic_write_bytes",
     "export",
+    "manifest_rows",
+    "snapshot",
     "status_report",
     "write_manifest",
     "write_stats",
@@ -205,6 +207,11 @@ def _rows(cursor: sqlite3.Cursor, fields: Sequence[_Field]) -> Iterator[dict[str
             yield {name: _convert(kind, v) for (name, kind), v in zip(names, row, strict=True)}
 
 
+def manifest_rows(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
+    """The manifest's rows (every stored image, in id order), read on ``conn``."""
+    return _manifest_rows(conn)
+
+
 def _manifest_rows(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
     sql = f"SELECT {_select(_MANIFEST)} FROM candidates WHERE status = 'stored' ORDER BY id"
     return _rows(conn.execute(sql), _MANIFEST)
@@ -233,6 +240,12 @@ def _duplicate_rows(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
             (head["cluster"],),
         )
         yield from _rows(members, _DUPLICATE)
+
+
+def snapshot(source: DbSource) -> AbstractContextManager[sqlite3.Connection]:
+    """A read-only connection to ``source``'s checkpoint inside one read transaction: what
+    is read through it describes one consistent state."""
+    return _snapshot(source)
 
 
 @contextmanager
@@ -366,9 +379,15 @@ def export(
     duplicates: bool = False,
     durable: bool = False,
     source: DbSource | None = None,
+    licenses: Sequence[str] | None = None,
 ) -> ExportResult:
     """Export the stored images (the manifest rows), every candidate with its status
     (``all_candidates``) or the duplicate clusters (``duplicates``) as jsonl, csv or parquet.
+
+    ``licenses`` keeps only the rows whose license is one of these codes (``by``, ``by-sa``,
+    ``cc0``... or a Bing filter value such as ``Public``): the first word of the row's
+    ``license``, compared case-insensitively (``by 4.0`` is ``by``). Rows with no license
+    are left out.
 
     ``dest`` is a file path (written atomically; its directory is created if needed), an
     open binary stream (e.g. ``sys.stdout.buffer``; jsonl and csv only), or None for
@@ -381,7 +400,18 @@ def export(
     if all_candidates and duplicates:
         raise ConfigError("--duplicates", "cannot be combined with --all")
     kind = "duplicates" if duplicates else "candidates" if all_candidates else "manifest"
-    fields, rows_of = _KINDS[kind]
+    fields, all_rows = _KINDS[kind]
+    rows_of = all_rows
+    if licenses is not None:
+        if duplicates:
+            raise ConfigError("--license", "cannot be combined with --duplicates")
+        wanted = {code.strip().casefold() for code in licenses if code.strip()}
+        if not wanted:
+            raise ConfigError("--license", "give one or more license codes, e.g. by,by-sa,cc0")
+
+        def rows_of(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
+            return (r for r in all_rows(conn) if license_code(r.get("license")) in wanted)
+
     out = Path(out)
     db = source if source is not None else out
     if dest is not None and not isinstance(dest, str | os.PathLike):
@@ -398,6 +428,13 @@ def export(
     with _snapshot(db) as conn, atomic_open(target.parent, target.name, durable=durable) as fh:
         n = _write_rows(fmt, fh, rows_of(conn), fields)
     return ExportResult(path=target, rows=n)
+
+
+def license_code(license: object) -> str | None:
+    """The code of a stored license, case-folded: its first word (``by 4.0`` -> ``by``)."""
+    if not isinstance(license, str) or not license.strip():
+        return None
+    return license.split()[0].casefold()
 
 
 def _write_rows(

@@ -5,13 +5,17 @@ Openverse cannot honour refused before any request."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
+import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 import bingcrawl
+from bingcrawl.cli import main
 from bingcrawl.emulator.openverse import LICENSE_OF
 from bingcrawl.engine.crawler import Crawler
 from bingcrawl.errors import QuotaExceededError
@@ -125,3 +129,40 @@ def test_what_openverse_cannot_honour_is_refused_before_any_request(tmp_path: Pa
     with pytest.raises(bingcrawl.ConfigError, match="--provider openverse"):
         bingcrawl.make_config(["owl"], out, env={})  # the missing-key error names the way out
     assert not out.exists()
+
+
+async def test_credits_and_a_license_filtered_export(
+    emulator_factory: EmulatorFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = await emulator_factory(corpus=clean_corpus(results_per_query=60))
+    out = tmp_path / "out"
+    config = openverse_config(server, out, ["kingfisher"], limit=1000)
+    async with Crawler(config) as crawler:  # type: ignore[arg-type]
+        await crawler.run()
+    manifest = read_manifest(out)
+    assert len(manifest) == 60
+
+    assert main(["credits", str(out)]) == 0
+    text = (out / "CREDITS.md").read_text()
+    licenses = Counter(m["license"] for m in manifest)
+    for license, n in licenses.items():
+        assert f"| {license} | {n} |" in text  # the count per license, at a glance
+    entries = [line for line in text.splitlines() if line.startswith("- `images/")]
+    assert len(entries) == 60
+    by_path = {m["path"]: m for m in manifest}
+    for entry in entries:
+        path = entry.split("`")[1]
+        assert by_path[path]["creator"] in entry  # the provider's own credit line
+        assert entry.endswith(f"Source: <{by_path[path]['host_page_url']}>")
+
+    assert main(["credits", str(out), "--format", "csv", "-o", "-"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {r["path"] for r in rows} == set(by_path)
+    assert all(r["attribution"] == by_path[r["path"]]["attribution"] for r in rows)
+
+    export = tmp_path / "open.jsonl"
+    assert main(["export", str(out), "--license", "BY,cc0", "-o", str(export)]) == 0
+    kept = [json.loads(line) for line in export.read_text().splitlines()]
+    expected = [m for m in manifest if m["license"].split()[0] in ("by", "cc0")]
+    assert 0 < len(kept) == len(expected) < len(manifest)
+    assert {k["path"] for k in kept} == {m["path"] for m in expected}
