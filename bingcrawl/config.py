@@ -128,6 +128,10 @@ def provider_filters(
     None for not given). A filter the provider cannot honour, or a value it does not take,
     raises :class:`ConfigError` naming the option and the provider, before any request."""
     given = {flag: value for flag, value in options.items() if value is not None}
+    if provider == "wikimedia":
+        for flag in given:
+            raise ConfigError(flag, "provider wikimedia takes no filter (its search has none)")
+        return ()
     if provider == "openverse":
         from bingcrawl.providers.openverse import openverse_filters
 
@@ -356,6 +360,10 @@ class CrawlConfig:
             from bingcrawl.providers.openverse import check_filters
 
             check_filters(dict(self.filters))
+            self._refuse_bing_only()
+        elif self.provider == "wikimedia":
+            if self.filters:
+                raise ConfigError(self.filters[0][0], "provider wikimedia takes no filter")
             self._refuse_bing_only()
         else:
             canonical = validate_filters(self.filters, count=self.count)

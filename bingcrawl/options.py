@@ -107,8 +107,9 @@ def add_crawl_options(p: argparse.ArgumentParser) -> None:
         "--provider",
         default="bing",
         choices=list(PROVIDERS),
-        help="the search service: bing (a key; the default) or openverse (openly licensed "
-        "images, no key; $OPENVERSE_CLIENT_ID and $OPENVERSE_CLIENT_SECRET raise its limits)",
+        help="the search service: bing (a key; the default), openverse (openly licensed "
+        "images, no key; $OPENVERSE_CLIENT_ID and $OPENVERSE_CLIENT_SECRET raise its limits) "
+        "or wikimedia (Wikimedia Commons, no key)",
     )
     api.add_argument(
         "--endpoint",
@@ -121,7 +122,7 @@ def add_crawl_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="API requests per second, never exceeded in any second (a fraction above 1 "
         "rounds down); default: the provider's (bing 3, openverse 0.3: 20 calls a minute is "
-        "its anonymous limit)",
+        "its anonymous limit, wikimedia 1)",
     )
     api.add_argument("--count", type=int, default=150, help="results per page, at most 150")
     api.add_argument(
@@ -344,7 +345,7 @@ def _check_sources(args: argparse.Namespace, has_queries: bool, filters: Mapping
 
 #: ``--qps`` when none is given, by provider: Bing's S1 tier allows 3 calls a second;
 #: Openverse allows an anonymous client 20 a minute (and 200 a day).
-DEFAULT_QPS: dict[str, float] = {"bing": 3.0, "openverse": 0.3}
+DEFAULT_QPS: dict[str, float] = {"bing": 3.0, "openverse": 0.3, "wikimedia": 1.0}
 
 
 def _default_endpoint(provider: str, env: Mapping[str, str]) -> str:
@@ -352,6 +353,10 @@ def _default_endpoint(provider: str, env: Mapping[str, str]) -> str:
         from bingcrawl.providers.openverse import DEFAULT_ENDPOINT as OPENVERSE
 
         return OPENVERSE
+    if provider == "wikimedia":
+        from bingcrawl.providers.wikimedia import DEFAULT_ENDPOINT as WIKIMEDIA
+
+        return WIKIMEDIA
     from bingcrawl.config import DEFAULT_ENDPOINT
 
     return env.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT

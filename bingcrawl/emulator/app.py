@@ -35,7 +35,7 @@ from email.utils import format_datetime
 
 from aiohttp import web
 
-from bingcrawl.emulator import api, insights, openverse
+from bingcrawl.emulator import api, insights, openverse, wikimedia
 from bingcrawl.emulator.config import EmulatorConfig
 from bingcrawl.emulator.corpus import Corpus
 from bingcrawl.emulator.imagehost import ImageHost
@@ -284,4 +284,5 @@ def create_app(
         app.router.add_post(f"{base}/visualsearch", insights.visual_search)
     app.router.add_get("/th", api.thumbnail)
     app.add_routes(openverse.routes())  # Openverse's /v1/images/, same corpus
+    app.add_routes(wikimedia.routes())  # Wikimedia Commons' /w/api.php, same corpus
     return app

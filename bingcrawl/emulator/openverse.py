@@ -13,7 +13,6 @@ credentials); a client over the QPS window or over its quota gets 429 with ``Ret
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
@@ -23,7 +22,8 @@ from aiohttp import web
 
 from bingcrawl.emulator.api import links_for
 from bingcrawl.emulator.corpus import ImageSpec
-from bingcrawl.emulator.state import CORPUS, STATE, ApiRequest, EmulatorState, retry_after_seconds
+from bingcrawl.emulator.services import serve_logged
+from bingcrawl.emulator.state import CORPUS, EmulatorState, retry_after_seconds
 
 __all__ = ["LICENSE_OF", "MAX_RESULTS", "SEARCH_PATH", "TOKEN_PATH", "images", "routes", "token"]
 
@@ -127,31 +127,12 @@ def _select(
 
 async def images(request: web.Request) -> web.Response:
     """``GET /v1/images/``: the service rules, then one page of the query's results."""
-    state: EmulatorState = request.app[STATE]
-    arrived, wall = state.clock(), state.wall_clock()
-    response, outcome = await _answer(request, state, arrived)
-    state.record(
-        ApiRequest(
-            time=arrived,
-            wall_time=wall,
-            endpoint="openverse",
-            method=request.method,
-            key=_bearer(request),
-            status=response.status,
-            outcome=outcome,
-            params=dict(request.query),
-            client_id=None,
-        )
-    )
-    return response
+    return await serve_logged(request, "openverse", _answer, key=_bearer(request))
 
 
 async def _answer(
     request: web.Request, state: EmulatorState, arrived: float
 ) -> tuple[web.Response, str]:
-    config = state.config
-    if config.api_latency > 0:
-        await asyncio.sleep(config.api_latency)
     token = _bearer(request)
     client = token or f"anon:{request.remote}"
     wait = state.admit(client, arrived)

@@ -113,6 +113,9 @@ class DownloadConfig:
     concurrency: int = 64
     per_host: int = 8
     host_rate: float = 0.0
+    #: Hosts that ask for fewer downloads at a time than ``per_host``: (host, limit) pairs.
+    #: Wikimedia's robot policy asks for two at a time from its file host.
+    host_limits: tuple[tuple[str, int], ...] = (("upload.wikimedia.org", 2),)
     max_bytes: int = 20 * _MiB
     timeout: float = 30.0
     connect_timeout: float = 10.0
@@ -133,6 +136,8 @@ class DownloadConfig:
         _require_int("--concurrency", self.concurrency, 1)
         _require_int("--per-host", self.per_host, 1)
         _require_number("--host-rate", self.host_rate, allow_zero=True)
+        for host, limit in self.host_limits:
+            _require_int(f"host limit of {host}", limit, 1)
         _require_int("--max-bytes", self.max_bytes, 1)
         _require_number("--timeout", self.timeout, allow_zero=False)
         _require_number("--connect-timeout", self.connect_timeout, allow_zero=False)
@@ -339,6 +344,9 @@ class Downloader:
         self._config = config
         self._rng = rng if rng is not None else random.Random()
         self._host_limits = HostRates(config.host_rate)
+        # Hosts with their own, lower concurrency (created lazily: a semaphore binds its loop).
+        self._host_caps = dict(config.host_limits)
+        self._host_slots: dict[str, asyncio.Semaphore] = {}
         self._sleep = sleep
         self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
@@ -507,10 +515,16 @@ class Downloader:
             refusal = url_refusal(current, cfg.policy)
             if refusal is not None:
                 return _Failure(refusal.error_class, f"{refusal.detail} (at {current})")
+            host = current.host or ""
             if self._host_limits.enabled:
                 # Waiting for the host's turn says nothing about the server: not on the clock.
                 deadline.pause()
-                await self._host_limits.wait(current.host or "")
+                await self._host_limits.wait(host)
+                deadline.resume()
+            slot = self._slot(host)
+            if slot is not None:
+                deadline.pause()  # (the same for a slot of a host with its own limit)
+                await slot.acquire()
                 deadline.resume()
             try:
                 async with session.get(
@@ -524,6 +538,9 @@ class Downloader:
                     target = self._redirect_target(resp, current)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 return _classify(exc)
+            finally:
+                if slot is not None:
+                    slot.release()
             if isinstance(target, _Failure):
                 return target
             redirects += 1
@@ -536,6 +553,16 @@ class Downloader:
                 return _Failure(ErrorClass.TOO_MANY_REDIRECTS, f"redirect loop back to {key}")
             seen.add(key)
             current = target
+
+    def _slot(self, host: str) -> asyncio.Semaphore | None:
+        """The semaphore of a host with its own concurrency limit (None for the others)."""
+        cap = self._host_caps.get(host)
+        if cap is None:
+            return None
+        slot = self._host_slots.get(host)
+        if slot is None:
+            slot = self._host_slots[host] = asyncio.Semaphore(cap)
+        return slot
 
     @staticmethod
     def _redirect_target(resp: aiohttp.ClientResponse, current: URL) -> URL | _Failure:

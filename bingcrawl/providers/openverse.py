@@ -23,14 +23,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import aiohttp
 import orjson
 
 from bingcrawl.errors import (
-    ApiConnectionError,
     ApiError,
     AuthenticationError,
     ConfigError,
@@ -43,6 +41,7 @@ from bingcrawl.errors import (
     redact,
 )
 from bingcrawl.providers.base import Hit, ResultPage
+from bingcrawl.providers.http import JsonApi
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -138,8 +137,6 @@ def check_filters(filters: Mapping[str, str]) -> None:
             continue
         openverse_filters({flag_of[param]: value})
 
-MAX_RESPONSE_BYTES: Final = 8 * 1024 * 1024
-_NOT_SENT: Final = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
 
 def page_size_limit(authenticated: bool) -> int:
@@ -221,10 +218,11 @@ def _error(status: int, body: bytes, headers: Mapping[str, str], key: str | None
     return ServerError(text, status=status)
 
 
-class OpenverseSearch:
+class OpenverseSearch(JsonApi):
     """An Openverse client: one session, one request per :meth:`search` call."""
 
     name = "openverse"
+    service = "Openverse"
 
     def __init__(
         self,
@@ -241,40 +239,22 @@ class OpenverseSearch:
             raise ConfigError(
                 "OPENVERSE_CLIENT_ID", "give both the client id and the client secret, or neither"
             )
-        self._base = endpoint if endpoint.endswith("/") else endpoint + "/"
+        super().__init__(
+            endpoint,
+            user_agent=user_agent,
+            timeout=timeout,
+            on_response=on_response,
+            connector=connector,
+            secret=client_secret,
+        )
         self._credentials = (client_id, client_secret) if client_id and client_secret else None
         self._token: str | None = None
         self._token_lock = asyncio.Lock()
-        self._user_agent = user_agent
-        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
-        self._on_response = on_response
-        self._connector = connector
-        self._session: aiohttp.ClientSession | None = None
 
     @property
     def page_size(self) -> int:
         """The largest page this client may ask for."""
         return page_size_limit(self._credentials is not None)
-
-    async def __aenter__(self) -> Self:
-        self._session = aiohttp.ClientSession(
-            connector=self._connector,
-            connector_owner=self._connector is None,
-            timeout=self._timeout,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            trust_env=False,
-        )
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
 
     async def search(
         self, query: str, *, offset: int, count: int, filters: Mapping[str, str]
@@ -290,7 +270,7 @@ class OpenverseSearch:
         headers = {"Accept": "application/json"}
         if self._credentials is not None:
             headers["Authorization"] = f"Bearer {await self._bearer()}"
-        body = await self._request("search", "GET", SEARCH_PATH, params=params, headers=headers)
+        body = await self._json("search", "GET", SEARCH_PATH, params=params, headers=headers)
         return parse_results(body, offset=offset, page_size=page_size)
 
     async def _bearer(self) -> str:
@@ -303,14 +283,14 @@ class OpenverseSearch:
                     "client_id": client_id,
                     "client_secret": secret,
                 }
-                answer = await self._request("token", "POST", TOKEN_PATH, data=form)
+                answer = await self._json("token", "POST", TOKEN_PATH, data=form)
                 token = answer.get("access_token") if isinstance(answer, dict) else None
                 if not isinstance(token, str) or not token:
                     raise AuthenticationError("openverse: the token answer has no access_token")
                 self._token = token
             return self._token
 
-    async def _request(
+    async def _json(
         self,
         endpoint: str,
         method: str,
@@ -320,39 +300,9 @@ class OpenverseSearch:
         headers: Mapping[str, str] | None = None,
         data: Mapping[str, str] | None = None,
     ) -> Any:
-        session = self._session
-        if session is None:
-            raise RuntimeError("use 'async with OpenverseSearch(...)' before searching")
-        secret = self._credentials[1] if self._credentials else None
-        try:
-            async with session.request(
-                method,
-                self._base + path,
-                params=params,
-                data=data,
-                headers={"User-Agent": self._user_agent, **(headers or {})},
-                allow_redirects=False,
-            ) as response:
-                status, answer_headers = response.status, response.headers
-                body = await response.content.read(MAX_RESPONSE_BYTES + 1)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            sent = not isinstance(exc, _NOT_SENT)
-            if sent and self._on_response is not None:
-                self._on_response(endpoint, 0)
-            raise ApiConnectionError(
-                redact(f"{endpoint}: cannot reach Openverse at {self._base} ({exc})", secret),
-                sent=sent,
-            ) from exc
-        if self._on_response is not None:
-            self._on_response(endpoint, status)
-        if len(body) > MAX_RESPONSE_BYTES:
-            raise ResponseFormatError(f"openverse {endpoint}: answer too large", status=status)
-        if not 200 <= status < 300:
-            raise _error(status, body, answer_headers, secret)
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise ResponseFormatError(
-                f"openverse {endpoint}: HTTP {status} with a body that is not JSON",
-                status=status,
-            ) from None
+        answer = await self.request(
+            endpoint, method, path, params=params, headers=headers, data=data
+        )
+        if not 200 <= answer.status < 300:
+            raise _error(answer.status, answer.body, answer.headers, self._secret)
+        return answer.json("openverse")

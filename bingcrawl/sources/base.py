@@ -51,6 +51,8 @@ from bingcrawl.providers.base import SearchProvider, candidate_from_hit
 from bingcrawl.providers.bing import BingSearch, hit_from_image
 from bingcrawl.providers.openverse import USER_AGENT as OPENVERSE_USER_AGENT
 from bingcrawl.providers.openverse import OpenverseSearch
+from bingcrawl.providers.wikimedia import USER_AGENT as WIKIMEDIA_USER_AGENT
+from bingcrawl.providers.wikimedia import WikimediaSearch
 from bingcrawl.records import Candidate, Hashed, HashFailure, Source
 from bingcrawl.store.checkpoint import Checkpoint
 from bingcrawl.store.rows import QueryRow
@@ -227,6 +229,14 @@ class SourceContext:
                             client_id=self.config.client_id,
                             client_secret=self.config.client_secret,
                             user_agent=self.config.user_agent or OPENVERSE_USER_AGENT,
+                            on_response=self._account,
+                        )
+                    )
+                elif self.config.provider == "wikimedia":
+                    self._provider = await self.host.enter_context().enter_async_context(
+                        WikimediaSearch(
+                            self.config.endpoint,
+                            user_agent=self.config.user_agent or WIKIMEDIA_USER_AGENT,
                             on_response=self._account,
                         )
                     )

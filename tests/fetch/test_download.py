@@ -740,3 +740,31 @@ async def test_host_rates_keep_only_busy_hosts() -> None:
 def test_host_rate_is_validated_with_its_option_name() -> None:
     with pytest.raises(ConfigError, match="--host-rate"):
         _config(host_rate=-1.0)
+
+
+async def test_a_host_with_its_own_limit_gets_no_more_downloads_at_a_time(
+    dl_host: ImageHost,
+) -> None:
+    # Wikimedia's file host asks for two at a time; here the test server plays that host.
+    dl_host.saturate_at = 2
+    config = _config(per_host=8, host_limits=(("127.0.0.1", 2),))
+    async with Downloader(config) as downloader:
+        urls = [dl_host.url(f"/limited/{i}") for i in range(6)]
+        results = await asyncio.gather(*(downloader.fetch(_candidate(u)) for u in urls))
+    assert all(isinstance(r, Fetched) for r in results)
+    assert dl_host.max_in_flight == 2
+    assert DownloadConfig().host_limits == (("upload.wikimedia.org", 2),)
+    with pytest.raises(ConfigError, match="host limit of x"):
+        _config(host_limits=(("x", 0),))
+
+
+async def test_without_its_own_limit_a_host_gets_per_host_at_a_time(
+    dl_host: ImageHost,
+) -> None:
+    # The control of the test above: the server holds requests until three are in flight,
+    # which only happens without a limit of two.
+    dl_host.saturate_at = 3
+    async with Downloader(_config(per_host=8, host_limits=())) as downloader:
+        urls = [dl_host.url(f"/limited/{i}") for i in range(6)]
+        await asyncio.gather(*(downloader.fetch(_candidate(u)) for u in urls))
+    assert dl_host.max_in_flight >= 3
