@@ -136,6 +136,10 @@ def provider_filters(
         from bingcrawl.providers.openverse import openverse_filters
 
         return openverse_filters({flag: str(value) for flag, value in given.items()})
+    if provider == "brave":
+        from bingcrawl.providers.brave import brave_filters
+
+        return brave_filters({flag: str(value) for flag, value in given.items()})
     for flag in given:
         if provider not in PROVIDER_ONLY_FLAGS.get(flag, (provider,)):
             only = ", ".join(PROVIDER_ONLY_FLAGS[flag])
@@ -364,6 +368,13 @@ class CrawlConfig:
         elif self.provider == "wikimedia":
             if self.filters:
                 raise ConfigError(self.filters[0][0], "provider wikimedia takes no filter")
+            self._refuse_bing_only()
+        elif self.provider == "brave":
+            from bingcrawl.providers.brave import OPTION_PARAMS
+
+            for param, _ in self.filters:
+                if param not in OPTION_PARAMS.values():
+                    raise ConfigError(param, "is not a filter Brave takes (provider brave)")
             self._refuse_bing_only()
         else:
             canonical = validate_filters(self.filters, count=self.count)

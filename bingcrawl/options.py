@@ -101,7 +101,11 @@ def add_crawl_options(p: argparse.ArgumentParser) -> None:
         "and of --urls lists without a label column",
     )
     api = p.add_argument_group("API")
-    api.add_argument("--key", help=f"subscription key (or ${KEY_ENV}, or --key-file)")
+    api.add_argument(
+        "--key",
+        help=f"the provider's key: Bing's subscription key (or ${KEY_ENV}), Brave's token (or "
+        "$BRAVE_SEARCH_API_KEY); or --key-file",
+    )
     api.add_argument("--key-file", type=Path, help="file holding the subscription key")
     api.add_argument(
         "--provider",
@@ -109,7 +113,8 @@ def add_crawl_options(p: argparse.ArgumentParser) -> None:
         choices=list(PROVIDERS),
         help="the search service: bing (a key; the default), openverse (openly licensed "
         "images, no key; $OPENVERSE_CLIENT_ID and $OPENVERSE_CLIENT_SECRET raise its limits) "
-        "or wikimedia (Wikimedia Commons, no key)",
+        "wikimedia (Wikimedia Commons, no key) or brave (Brave Search, a key: --key or "
+        "$BRAVE_SEARCH_API_KEY)",
     )
     api.add_argument(
         "--endpoint",
@@ -122,7 +127,7 @@ def add_crawl_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="API requests per second, never exceeded in any second (a fraction above 1 "
         "rounds down); default: the provider's (bing 3, openverse 0.3: 20 calls a minute is "
-        "its anonymous limit, wikimedia 1)",
+        "its anonymous limit, wikimedia 1, brave 1: its free plan)",
     )
     api.add_argument("--count", type=int, default=150, help="results per page, at most 150")
     api.add_argument(
@@ -345,7 +350,7 @@ def _check_sources(args: argparse.Namespace, has_queries: bool, filters: Mapping
 
 #: ``--qps`` when none is given, by provider: Bing's S1 tier allows 3 calls a second;
 #: Openverse allows an anonymous client 20 a minute (and 200 a day).
-DEFAULT_QPS: dict[str, float] = {"bing": 3.0, "openverse": 0.3, "wikimedia": 1.0}
+DEFAULT_QPS: dict[str, float] = {"bing": 3.0, "openverse": 0.3, "wikimedia": 1.0, "brave": 1.0}
 
 
 def _default_endpoint(provider: str, env: Mapping[str, str]) -> str:
@@ -357,9 +362,17 @@ def _default_endpoint(provider: str, env: Mapping[str, str]) -> str:
         from bingcrawl.providers.wikimedia import DEFAULT_ENDPOINT as WIKIMEDIA
 
         return WIKIMEDIA
+    if provider == "brave":
+        from bingcrawl.providers.brave import DEFAULT_ENDPOINT as BRAVE
+
+        return BRAVE
     from bingcrawl.config import DEFAULT_ENDPOINT
 
     return env.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
+
+
+#: Where each provider that needs a key finds it when no --key or --key-file is given.
+KEY_ENVS: dict[str, str] = {"bing": KEY_ENV, "brave": "BRAVE_SEARCH_API_KEY"}
 
 
 def _read_key(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
@@ -372,7 +385,8 @@ def _read_key(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
             raise ConfigError(
                 "--key-file", f"cannot read {args.key_file}: {exc.strerror}"
             ) from None
-    return env.get(KEY_ENV) or None
+    variable = KEY_ENVS.get(args.provider)
+    return (env.get(variable) or None) if variable else None
 
 
 def build_config(
@@ -430,12 +444,12 @@ def build_config(
     # Only a URL list needs no API (unless --similar asks about its images); Openverse
     # needs no key.
     needs_api = bool(specs or args.trending or args.seed_images or args.similar)
-    if not key and needs_api and args.provider == "bing":
+    if not key and needs_api and args.provider in KEY_ENVS:
         raise ConfigError(
             "--key",
-            f"a subscription key is needed to search Bing (--key, --key-file or ${KEY_ENV}); "
-            "without one, search openly licensed images with --provider openverse, or try "
-            "`bingcrawl demo`",
+            f"a key is needed to search {args.provider} (--key, --key-file or "
+            f"${KEY_ENVS[args.provider]}); without one, search openly licensed images with "
+            "--provider openverse or wikimedia, or try `bingcrawl demo`",
         )
     config = CrawlConfig(
         out=args.out,

@@ -49,6 +49,7 @@ from bingcrawl.events import (
 from bingcrawl.obs.logs import log_context
 from bingcrawl.providers.base import SearchProvider, candidate_from_hit
 from bingcrawl.providers.bing import BingSearch, hit_from_image
+from bingcrawl.providers.brave import BraveSearch
 from bingcrawl.providers.openverse import USER_AGENT as OPENVERSE_USER_AGENT
 from bingcrawl.providers.openverse import OpenverseSearch
 from bingcrawl.providers.wikimedia import USER_AGENT as WIKIMEDIA_USER_AGENT
@@ -229,6 +230,16 @@ class SourceContext:
                             client_id=self.config.client_id,
                             client_secret=self.config.client_secret,
                             user_agent=self.config.user_agent or OPENVERSE_USER_AGENT,
+                            on_response=self._account,
+                        )
+                    )
+                elif self.config.provider == "brave":
+                    if not self.config.key:
+                        raise ConfigError("--key", "provider brave needs a key")
+                    self._provider = await self.host.enter_context().enter_async_context(
+                        BraveSearch(
+                            self.config.key,
+                            self.config.endpoint,
                             on_response=self._account,
                         )
                     )
