@@ -17,10 +17,9 @@ not the documented JSON -> :class:`ServerError`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
-import aiohttp
 import orjson
 
 from bingcrawl.errors import (
@@ -157,27 +156,12 @@ class BraveSearch(JsonApi):
 
     name = "brave"
     service = "Brave Search"
+    default_endpoint = DEFAULT_ENDPOINT
 
-    def __init__(
-        self,
-        key: str,
-        endpoint: str = DEFAULT_ENDPOINT,
-        *,
-        user_agent: str = "bingcrawl/0.1",
-        timeout: float = 20.0,
-        on_response: Callable[[str, int], None] | None = None,
-        connector: aiohttp.BaseConnector | None = None,
-    ) -> None:
+    def __init__(self, key: str, endpoint: str | None = None, **transport: Any) -> None:
         if not key or not key.strip():
             raise ConfigError("--key", f"provider brave needs a key (--key or ${KEY_ENV})")
-        super().__init__(
-            endpoint,
-            user_agent=user_agent,
-            timeout=timeout,
-            on_response=on_response,
-            connector=connector,
-            secret=key.strip(),
-        )
+        super().__init__(endpoint, secret=key.strip(), **transport)
 
     async def search(
         self, query: str, *, offset: int, count: int, filters: Mapping[str, str]

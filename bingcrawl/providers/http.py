@@ -50,19 +50,23 @@ class JsonApi:
 
     #: The service's name in messages.
     service = "api"
+    #: The service's public base URL, and the User-Agent sent when none is given.
+    default_endpoint = ""
+    default_user_agent = "bingcrawl/0.1"
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: str | None = None,
         *,
-        user_agent: str,
+        user_agent: str | None = None,
         timeout: float = 20.0,
         on_response: Callable[[str, int], None] | None = None,
         connector: aiohttp.BaseConnector | None = None,
         secret: str | None = None,
     ) -> None:
+        endpoint = endpoint or self.default_endpoint
         self._base = endpoint if endpoint.endswith("/") else endpoint + "/"
-        self._user_agent = user_agent
+        self._user_agent = user_agent or self.default_user_agent
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
         self._on_response = on_response
         self._connector = connector

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
-import aiohttp
 import orjson
 
 from bingcrawl.errors import (
@@ -223,30 +222,22 @@ class OpenverseSearch(JsonApi):
 
     name = "openverse"
     service = "Openverse"
+    default_endpoint = DEFAULT_ENDPOINT
+    default_user_agent = USER_AGENT
 
     def __init__(
         self,
-        endpoint: str = DEFAULT_ENDPOINT,
+        endpoint: str | None = None,
         *,
         client_id: str | None = None,
         client_secret: str | None = None,
-        user_agent: str = USER_AGENT,
-        timeout: float = 20.0,
-        on_response: Callable[[str, int], None] | None = None,
-        connector: aiohttp.BaseConnector | None = None,
+        **transport: Any,
     ) -> None:
         if bool(client_id) != bool(client_secret):
             raise ConfigError(
                 "OPENVERSE_CLIENT_ID", "give both the client id and the client secret, or neither"
             )
-        super().__init__(
-            endpoint,
-            user_agent=user_agent,
-            timeout=timeout,
-            on_response=on_response,
-            connector=connector,
-            secret=client_secret,
-        )
+        super().__init__(endpoint, secret=client_secret, **transport)
         self._credentials = (client_id, client_secret) if client_id and client_secret else None
         self._token: str | None = None
         self._token_lock = asyncio.Lock()

@@ -21,10 +21,8 @@ from __future__ import annotations
 import html
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
-
-import aiohttp
 
 from bingcrawl.errors import (
     ApiError,
@@ -150,23 +148,8 @@ class WikimediaSearch(JsonApi):
 
     name = "wikimedia"
     service = "Wikimedia Commons"
-
-    def __init__(
-        self,
-        endpoint: str = DEFAULT_ENDPOINT,
-        *,
-        user_agent: str = USER_AGENT,
-        timeout: float = 20.0,
-        on_response: Callable[[str, int], None] | None = None,
-        connector: aiohttp.BaseConnector | None = None,
-    ) -> None:
-        super().__init__(
-            endpoint,
-            user_agent=user_agent,
-            timeout=timeout,
-            on_response=on_response,
-            connector=connector,
-        )
+    default_endpoint = DEFAULT_ENDPOINT
+    default_user_agent = USER_AGENT
 
     async def search(
         self, query: str, *, offset: int, count: int, filters: Mapping[str, str]
