@@ -64,6 +64,7 @@ def make_config(
         "BING_SEARCH_V7_SUBSCRIPTION_KEY",
         "BING_SEARCH_V7_ENDPOINT",
         "BRAVE_SEARCH_API_KEY",
+        "SERPAPI_API_KEY",
         "OPENVERSE_CLIENT_ID",
         "OPENVERSE_CLIENT_SECRET",
     )

@@ -122,7 +122,11 @@ def safe_label(text: str, *, lower: bool = True) -> str:
 
 
 def provider_filters(
-    provider: str, options: Mapping[str, object], *, count: int = 150
+    provider: str,
+    options: Mapping[str, object],
+    *,
+    count: int = 150,
+    serpapi_engine: str = "bing_images",
 ) -> tuple[tuple[str, str], ...]:
     """The canonical filters of ``provider`` for the filter options given (flag -> value,
     None for not given). A filter the provider cannot honour, or a value it does not take,
@@ -140,6 +144,10 @@ def provider_filters(
         from bingcrawl.providers.brave import brave_filters
 
         return brave_filters({flag: str(value) for flag, value in given.items()})
+    if provider == "serpapi":
+        from bingcrawl.providers.serpapi import serpapi_filters
+
+        return serpapi_filters(serpapi_engine, {flag: str(v) for flag, v in given.items()})
     for flag in given:
         if provider not in PROVIDER_ONLY_FLAGS.get(flag, (provider,)):
             only = ", ".join(PROVIDER_ONLY_FLAGS[flag])
@@ -269,6 +277,8 @@ class CrawlConfig:
     #: OAuth2 client credentials of providers that take them (Openverse), or None.
     client_id: str | None = field(default=None, repr=False)
     client_secret: str | None = field(default=None, repr=False)
+    #: SerpApi's engine: bing_images (Bing's filters kept) or google_images.
+    serpapi_engine: str = "bing_images"
     #: The provider's query parameters applied to every search (Bing: reference spelling;
     #: Openverse: its own), canonical and validated.
     filters: tuple[tuple[str, str], ...] = ()
@@ -376,6 +386,12 @@ class CrawlConfig:
                 if param not in OPTION_PARAMS.values():
                     raise ConfigError(param, "is not a filter Brave takes (provider brave)")
             self._refuse_bing_only()
+        elif self.provider == "serpapi":
+            from bingcrawl.providers.serpapi import ENGINES
+
+            if self.serpapi_engine not in ENGINES:
+                raise ConfigError("--serpapi-engine", f"must be one of {', '.join(ENGINES)}")
+            self._refuse_bing_only()
         else:
             canonical = validate_filters(self.filters, count=self.count)
             object.__setattr__(self, "filters", canonical)
@@ -469,6 +485,10 @@ RESULT_OPTIONS: Final[Mapping[str, tuple[tuple[str, ...], Callable[[CrawlConfig]
     "output_format": (("--output-format",), lambda c: c.output_format),
     # Only for another provider than Bing: crawls made before providers stay resumable.
     "provider": (("--provider",), lambda c: UNSET if c.provider == "bing" else c.provider),
+    "serpapi_engine": (
+        ("--serpapi-engine",),
+        lambda c: c.serpapi_engine if c.provider == "serpapi" else UNSET,
+    ),
     # Only when converting: a crawl made before the option existed stays resumable, and
     # switching a dataset's format half-way is refused like any other option.
     "convert_to": (("--convert-to",), lambda c: UNSET if c.convert_to == "keep" else c.convert_to),

@@ -104,7 +104,7 @@ def add_crawl_options(p: argparse.ArgumentParser) -> None:
     api.add_argument(
         "--key",
         help=f"the provider's key: Bing's subscription key (or ${KEY_ENV}), Brave's token (or "
-        "$BRAVE_SEARCH_API_KEY); or --key-file",
+        "$BRAVE_SEARCH_API_KEY), SerpApi's (or $SERPAPI_API_KEY); or --key-file",
     )
     api.add_argument("--key-file", type=Path, help="file holding the subscription key")
     api.add_argument(
@@ -113,8 +113,15 @@ def add_crawl_options(p: argparse.ArgumentParser) -> None:
         choices=list(PROVIDERS),
         help="the search service: bing (a key; the default), openverse (openly licensed "
         "images, no key; $OPENVERSE_CLIENT_ID and $OPENVERSE_CLIENT_SECRET raise its limits) "
-        "wikimedia (Wikimedia Commons, no key) or brave (Brave Search, a key: --key or "
-        "$BRAVE_SEARCH_API_KEY)",
+        "wikimedia (Wikimedia Commons, no key), brave (Brave Search, a key: --key or "
+        "$BRAVE_SEARCH_API_KEY) or serpapi (Bing or Google Images through SerpApi, a key: "
+        "--key or $SERPAPI_API_KEY)",
+    )
+    api.add_argument(
+        "--serpapi-engine",
+        default="bing_images",
+        choices=["bing_images", "google_images"],
+        help="with --provider serpapi: bing_images (Bing's filters kept) or google_images",
     )
     api.add_argument(
         "--endpoint",
@@ -127,7 +134,7 @@ def add_crawl_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="API requests per second, never exceeded in any second (a fraction above 1 "
         "rounds down); default: the provider's (bing 3, openverse 0.3: 20 calls a minute is "
-        "its anonymous limit, wikimedia 1, brave 1: its free plan)",
+        "its anonymous limit, wikimedia 1, brave 1: its free plan, serpapi 1)",
     )
     api.add_argument("--count", type=int, default=150, help="results per page, at most 150")
     api.add_argument(
@@ -350,7 +357,13 @@ def _check_sources(args: argparse.Namespace, has_queries: bool, filters: Mapping
 
 #: ``--qps`` when none is given, by provider: Bing's S1 tier allows 3 calls a second;
 #: Openverse allows an anonymous client 20 a minute (and 200 a day).
-DEFAULT_QPS: dict[str, float] = {"bing": 3.0, "openverse": 0.3, "wikimedia": 1.0, "brave": 1.0}
+DEFAULT_QPS: dict[str, float] = {
+    "bing": 3.0,
+    "openverse": 0.3,
+    "wikimedia": 1.0,
+    "brave": 1.0,
+    "serpapi": 1.0,
+}
 
 
 def _default_endpoint(provider: str, env: Mapping[str, str]) -> str:
@@ -366,13 +379,21 @@ def _default_endpoint(provider: str, env: Mapping[str, str]) -> str:
         from bingcrawl.providers.brave import DEFAULT_ENDPOINT as BRAVE
 
         return BRAVE
+    if provider == "serpapi":
+        from bingcrawl.providers.serpapi import DEFAULT_ENDPOINT as SERPAPI
+
+        return SERPAPI
     from bingcrawl.config import DEFAULT_ENDPOINT
 
     return env.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
 
 
 #: Where each provider that needs a key finds it when no --key or --key-file is given.
-KEY_ENVS: dict[str, str] = {"bing": KEY_ENV, "brave": "BRAVE_SEARCH_API_KEY"}
+KEY_ENVS: dict[str, str] = {
+    "bing": KEY_ENV,
+    "brave": "BRAVE_SEARCH_API_KEY",
+    "serpapi": "SERPAPI_API_KEY",
+}
 
 
 def _read_key(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
@@ -429,7 +450,11 @@ def build_config(
             "give at least one query, --queries-file, --trending, --seed-images or --urls",
         )
     options = {flag: getattr(args, f"filter_{param}") for flag, param in FILTER_FLAGS.items()}
-    canonical = dict(provider_filters(args.provider, options, count=args.count))
+    canonical = dict(
+        provider_filters(
+            args.provider, options, count=args.count, serpapi_engine=args.serpapi_engine
+        )
+    )
     download = DownloadConfig(
         concurrency=args.concurrency,
         per_host=args.per_host,
@@ -457,6 +482,7 @@ def build_config(
         key=key,
         endpoint=args.endpoint or _default_endpoint(args.provider, env),
         provider=args.provider,
+        serpapi_engine=args.serpapi_engine,
         client_id=env.get("OPENVERSE_CLIENT_ID") or None if args.provider == "openverse" else None,
         client_secret=(
             env.get("OPENVERSE_CLIENT_SECRET") or None if args.provider == "openverse" else None

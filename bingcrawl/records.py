@@ -27,7 +27,7 @@ QUERY_STATES: Final[tuple[str, ...]] = ("active", "exhausted", "failed", "done")
 CONVERT_TO: Final[tuple[str, ...]] = ("keep", "jpg", "png")
 
 #: ``--provider`` values: the search services a crawl can page (``bingcrawl.providers``).
-PROVIDERS: Final[tuple[str, ...]] = ("bing", "openverse", "wikimedia", "brave")
+PROVIDERS: Final[tuple[str, ...]] = ("bing", "openverse", "wikimedia", "brave", "serpapi")
 
 #: ``--output-format`` values: one file per image, or webdataset tar shards.
 OUTPUT_FORMATS: Final[tuple[str, ...]] = ("files", "webdataset")

@@ -35,7 +35,7 @@ from email.utils import format_datetime
 
 from aiohttp import web
 
-from bingcrawl.emulator import api, brave, insights, openverse, wikimedia
+from bingcrawl.emulator import api, brave, insights, openverse, serpapi, wikimedia
 from bingcrawl.emulator.config import EmulatorConfig
 from bingcrawl.emulator.corpus import Corpus
 from bingcrawl.emulator.imagehost import ImageHost
@@ -286,4 +286,5 @@ def create_app(
     app.add_routes(openverse.routes())  # Openverse's /v1/images/, same corpus
     app.add_routes(wikimedia.routes())  # Wikimedia Commons' /w/api.php, same corpus
     app.add_routes(brave.routes())  # Brave Search's /res/v1/images/search, same corpus
+    app.add_routes(serpapi.routes())  # SerpApi's /search.json (bing/google images)
     return app

@@ -52,6 +52,7 @@ from bingcrawl.providers.bing import BingSearch, hit_from_image
 from bingcrawl.providers.brave import BraveSearch
 from bingcrawl.providers.openverse import USER_AGENT as OPENVERSE_USER_AGENT
 from bingcrawl.providers.openverse import OpenverseSearch
+from bingcrawl.providers.serpapi import SerpApiSearch
 from bingcrawl.providers.wikimedia import USER_AGENT as WIKIMEDIA_USER_AGENT
 from bingcrawl.providers.wikimedia import WikimediaSearch
 from bingcrawl.records import Candidate, Hashed, HashFailure, Source
@@ -240,6 +241,17 @@ class SourceContext:
                         BraveSearch(
                             self.config.key,
                             self.config.endpoint,
+                            on_response=self._account,
+                        )
+                    )
+                elif self.config.provider == "serpapi":
+                    if not self.config.key:
+                        raise ConfigError("--key", "provider serpapi needs a key")
+                    self._provider = await self.host.enter_context().enter_async_context(
+                        SerpApiSearch(
+                            self.config.key,
+                            self.config.endpoint,
+                            engine=self.config.serpapi_engine,
                             on_response=self._account,
                         )
                     )

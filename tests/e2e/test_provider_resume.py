@@ -21,6 +21,7 @@ PAGING = {
     "openverse": ("openverse", lambda p: (int(p["page"]) - 1) * int(p["page_size"])),
     "wikimedia": ("wikimedia", lambda p: int(p["gsroffset"])),
     "brave": ("brave", lambda p: 0),  # one page a query
+    "serpapi": ("serpapi", lambda p: int(p["first"]) - 1),
 }
 
 
