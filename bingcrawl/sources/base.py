@@ -50,10 +50,8 @@ from bingcrawl.obs.logs import log_context
 from bingcrawl.providers.base import SearchProvider, candidate_from_hit
 from bingcrawl.providers.bing import BingSearch, hit_from_image
 from bingcrawl.providers.brave import BraveSearch
-from bingcrawl.providers.openverse import USER_AGENT as OPENVERSE_USER_AGENT
 from bingcrawl.providers.openverse import OpenverseSearch
 from bingcrawl.providers.serpapi import SerpApiSearch
-from bingcrawl.providers.wikimedia import USER_AGENT as WIKIMEDIA_USER_AGENT
 from bingcrawl.providers.wikimedia import WikimediaSearch
 from bingcrawl.records import Candidate, Hashed, HashFailure, Source
 from bingcrawl.store.checkpoint import Checkpoint
@@ -166,6 +164,29 @@ class SourceHost(Protocol):
         ...
 
 
+def provider_client(
+    config: CrawlConfig, on_response: Callable[[str, int], None]
+) -> OpenverseSearch | WikimediaSearch | BraveSearch | SerpApiSearch:
+    """The (unopened) client of ``config.provider``, for every provider but Bing."""
+    common: dict[str, Any] = {"user_agent": config.user_agent, "on_response": on_response}
+    if config.provider == "openverse":
+        return OpenverseSearch(
+            config.endpoint,
+            client_id=config.client_id,
+            client_secret=config.client_secret,
+            **common,
+        )
+    if config.provider == "wikimedia":
+        return WikimediaSearch(config.endpoint, **common)
+    if not config.key:
+        raise ConfigError("--key", f"provider {config.provider} needs a key")
+    if config.provider == "brave":
+        return BraveSearch(config.key, config.endpoint, **common)
+    if config.provider == "serpapi":
+        return SerpApiSearch(config.key, config.endpoint, engine=config.serpapi_engine, **common)
+    raise ConfigError("--provider", f"no client for provider {config.provider!r}")
+
+
 def retryable(exc: BaseException) -> bool:
     """True for a row error a later run may not meet (a 5xx, a throttle that never ended)."""
     return isinstance(exc, RETRYABLE_ROW_ERRORS) and not isinstance(exc, ResponseFormatError)
@@ -223,49 +244,17 @@ class SourceContext:
         """The crawl's search provider, opened on first use and closed with the crawl
         (Bing's ``/images/search`` shares the one API client)."""
         async with self._provider_lock:
-            if self._provider is None:
-                if self.config.provider == "openverse":
-                    self._provider = await self.host.enter_context().enter_async_context(
-                        OpenverseSearch(
-                            self.config.endpoint,
-                            client_id=self.config.client_id,
-                            client_secret=self.config.client_secret,
-                            user_agent=self.config.user_agent or OPENVERSE_USER_AGENT,
-                            on_response=self._account,
-                        )
-                    )
-                elif self.config.provider == "brave":
-                    if not self.config.key:
-                        raise ConfigError("--key", "provider brave needs a key")
-                    self._provider = await self.host.enter_context().enter_async_context(
-                        BraveSearch(
-                            self.config.key,
-                            self.config.endpoint,
-                            on_response=self._account,
-                        )
-                    )
-                elif self.config.provider == "serpapi":
-                    if not self.config.key:
-                        raise ConfigError("--key", "provider serpapi needs a key")
-                    self._provider = await self.host.enter_context().enter_async_context(
-                        SerpApiSearch(
-                            self.config.key,
-                            self.config.endpoint,
-                            engine=self.config.serpapi_engine,
-                            on_response=self._account,
-                        )
-                    )
-                elif self.config.provider == "wikimedia":
-                    self._provider = await self.host.enter_context().enter_async_context(
-                        WikimediaSearch(
-                            self.config.endpoint,
-                            user_agent=self.config.user_agent or WIKIMEDIA_USER_AGENT,
-                            on_response=self._account,
-                        )
-                    )
-                else:
-                    self._provider = BingSearch(await self.client())
-            return self._provider
+            if self._provider is not None:
+                return self._provider
+            made: SearchProvider
+            if self.config.provider == "bing":
+                made = BingSearch(await self.client())
+            else:
+                made = await self.host.enter_context().enter_async_context(
+                    provider_client(self.config, self._account)
+                )
+            self._provider = made
+            return made
 
     async def client(self) -> BingClient:
         """The crawl's one API client, opened on first use and closed with the crawler."""
