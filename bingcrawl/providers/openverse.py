@@ -13,9 +13,11 @@ Anonymous use allows ``page_size`` up to 20; with OAuth2 client credentials
 ``POST v1/auth_tokens/register/``) the client first trades them for a bearer token at
 ``POST v1/auth_tokens/token/`` and may ask for up to 50. Answers map onto the error tree as
 Bing's do: 401/403 -> :class:`AuthenticationError`, 429 -> :class:`ThrottledError` with the
-``Retry-After`` seconds, 400 -> :class:`InvalidRequestError`, 5xx or a body that is not the
-documented JSON -> :class:`ServerError`; no connection -> :class:`ApiConnectionError`. One
-HTTP request per call, no retries: the crawl's API gate paces and retries.
+``Retry-After`` seconds (a wait over :data:`DAILY_LIMIT_WAIT` is the spent daily limit:
+:class:`QuotaExceededError`, exit 4, resumable), 400 -> :class:`InvalidRequestError`, 5xx or
+a body that is not the documented JSON -> :class:`ServerError`; no connection ->
+:class:`ApiConnectionError`. One HTTP request per call, no retries: the crawl's API gate paces
+and retries.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from bingcrawl.errors import (
     ConfigError,
     InvalidRequestError,
     NotFoundError,
+    QuotaExceededError,
     ResponseFormatError,
     ServerError,
     ThrottledError,
@@ -65,6 +68,8 @@ TOKEN_PATH: Final = "v1/auth_tokens/token/"
 
 #: The most results Openverse serves for one query, whatever the page size.
 MAX_RESULTS: Final = 240
+#: A 429 asking for a longer wait than this (seconds) is the spent daily limit, not a burst.
+DAILY_LIMIT_WAIT: Final = 600.0
 #: Largest ``page_size`` without a token, and with one.
 ANONYMOUS_PAGE_SIZE: Final = 20
 AUTHENTICATED_PAGE_SIZE: Final = 50
@@ -197,6 +202,14 @@ def parse_results(
     return ResultPage(hits, offset if last else end, count=len(results) - skip)
 
 
+def _seconds(value: str | None) -> float | None:
+    """A delta-seconds ``Retry-After`` as it was sent (None otherwise)."""
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 def _error(status: int, body: bytes, headers: Mapping[str, str], key: str | None) -> ApiError:
     try:
         detail: object = orjson.loads(body).get("detail")
@@ -204,9 +217,16 @@ def _error(status: int, body: bytes, headers: Mapping[str, str], key: str | None
         detail = body[:200].decode("utf-8", "replace")
     text = redact(f"openverse: HTTP {status}: {detail}", key)
     if status == 429:
-        return ThrottledError(
-            text, retry_after=parse_retry_after(headers.get("Retry-After")), status=status
-        )
+        wait = parse_retry_after(headers.get("Retry-After"))  # (capped: a pause, not a day)
+        asked = _seconds(headers.get("Retry-After"))
+        if asked is not None and asked > DAILY_LIMIT_WAIT:
+            # The sustained (daily) limit is spent: a stop that resumes, not a day's wait.
+            return QuotaExceededError(
+                f"{text} (Openverse's daily limit; a re-run resumes in about "
+                f"{asked / 3600:.0f} h, or sooner with OPENVERSE_CLIENT_ID/SECRET)",
+                status=status,
+            )
+        return ThrottledError(text, retry_after=wait, status=status)
     if status in (401, 403):
         return AuthenticationError(text, status=status)
     if status == 400:

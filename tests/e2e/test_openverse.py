@@ -64,14 +64,23 @@ async def test_a_keyless_openverse_crawl_stores_every_result_with_its_license(
 async def test_a_license_filter_and_throttling(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
-    # The emulator allows 2 calls a second, the crawler is told 50: it meets 429s.
-    server = await emulator_factory(qps=2.0, corpus=clean_corpus(results_per_query=300))
+    # The emulator allows 2 calls a second, the crawler is told 50: it meets 429s; and
+    # server errors (500, 503) on a seeded fifth of the calls.
+    server = await emulator_factory(
+        qps=2.0,
+        corpus=clean_corpus(results_per_query=300),
+        p_server_error=0.2,
+        p_non_json_200=0.1,
+    )
     config = openverse_config(server, tmp_path, ["owl", "fox"], limit=1000, qps=50.0)
-    config = dataclasses.replace(config, filters=(("license", "by,cc0"),))  # type: ignore[type-var]
+    config = dataclasses.replace(  # type: ignore[type-var]
+        config, filters=(("license", "by,cc0"),), api_backoff=0.05
+    )
     async with Crawler(config) as crawler:  # type: ignore[arg-type]
         await crawler.run()
     log = server.state.requests(endpoint="openverse")
     assert any(r.status == 429 for r in log), "never throttled: the test proves nothing"
+    assert any(r.status >= 500 for r in log), "no server error: the test proves nothing"
     assert all(r.params["license"] == "by,cc0" for r in log)
     manifest = read_manifest(tmp_path)
     assert manifest
@@ -166,3 +175,17 @@ async def test_credits_and_a_license_filtered_export(
     expected = [m for m in manifest if m["license"].split()[0] in ("by", "cc0")]
     assert 0 < len(kept) == len(expected) < len(manifest)
     assert {k["path"] for k in kept} == {m["path"] for m in expected}
+
+
+async def test_a_spent_daily_limit_is_a_clean_stop_not_a_days_wait(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    # The emulator answers a spent budget as Openverse does: 429 with a Retry-After of hours.
+    server = await emulator_factory(monthly_quota=1, corpus=clean_corpus(results_per_query=60))
+    config = openverse_config(server, tmp_path, ["wren"], limit=1000)
+    async with Crawler(config) as crawler:  # type: ignore[arg-type]
+        with pytest.raises(QuotaExceededError, match="daily limit"):
+            await crawler.run()
+    assert crawler.report is not None
+    assert crawler.report.exit_code == 4
+    assert len(read_manifest(tmp_path)) == 20  # the one page answered

@@ -18,6 +18,7 @@ from bingcrawl.errors import (
     AuthenticationError,
     ConfigError,
     InvalidRequestError,
+    QuotaExceededError,
     ResponseFormatError,
     ServerError,
     ThrottledError,
@@ -147,6 +148,8 @@ async def test_client_credentials_are_traded_for_a_bearer_token(
     ("status", "headers", "body", "error"),
     [
         (429, {"Retry-After": "7"}, b'{"detail": "Request was throttled."}', ThrottledError),
+        (429, {"Retry-After": "80000"}, b'{"detail": "Request was throttled."}',
+         QuotaExceededError),  # the daily limit: a day's wait is a stop, not a pause
         (401, {}, b'{"detail": "Invalid token."}', AuthenticationError),
         (400, {}, b'{"detail": {"page_size": ["too large"]}}', InvalidRequestError),
         (503, {}, b"<html>down</html>", ServerError),
