@@ -465,7 +465,9 @@ class Checkpoint:
         The row is batched: a kill -9 right after the answer can lose it. A budget that must
         hold across kills also counts each call with :meth:`count_api_call_sent`.
         """
-        self._w().post(rows.COUNT_API_CALL, (endpoint, status))
+        writer = self._w()
+        writer.post(rows.COUNT_API_CALL, (endpoint, status))
+        writer.post(rows.COUNT_API_CALL_TODAY, (endpoint,))
         self._api_answered += 1
 
     async def count_api_call_sent(self, endpoint: str) -> int:

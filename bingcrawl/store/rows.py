@@ -24,6 +24,7 @@ from bingcrawl.store.schema import to_signed
 __all__ = [
     "CANDIDATE_COLUMNS",
     "COUNT_API_CALL",
+    "COUNT_API_CALL_TODAY",
     "QUERY_COLUMNS",
     "RESET_ORPHAN_DUPLICATES",
     "STORED_LOCATIONS",
@@ -126,6 +127,11 @@ UPDATE_OUTCOME = (
 COUNT_API_CALL = (
     "INSERT INTO api_calls (endpoint, status, count) VALUES (?, ?, 1) "
     "ON CONFLICT (endpoint, status) DO UPDATE SET count = count + 1"
+)
+
+COUNT_API_CALL_TODAY = (
+    "INSERT INTO api_calls_daily (day, endpoint, count) VALUES (date('now'), ?, 1) "
+    "ON CONFLICT (day, endpoint) DO UPDATE SET count = count + 1"
 )
 
 

@@ -196,8 +196,15 @@ _V5: tuple[str, ...] = (
     "ALTER TABLE candidates ADD COLUMN provider TEXT",
 )
 
+_V6: tuple[str, ...] = (
+    # API calls per UTC day, for providers with a daily budget (Openverse's anonymous 200 a
+    # day): `status` shows today's. Older calls were not dated.
+    "CREATE TABLE api_calls_daily (day TEXT NOT NULL, endpoint TEXT NOT NULL, "
+    "count INTEGER NOT NULL, PRIMARY KEY (day, endpoint))",
+)
+
 #: ``MIGRATIONS[i]`` upgrades a version-``i`` database to version ``i + 1``. Append only.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 
 #: The schema version this bingcrawl writes.
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -68,6 +68,8 @@ class StatusSummary:
     totals: Mapping[str, int]
     errors: Mapping[str, int]
     api_calls: tuple[ApiCallCount, ...]
+    #: API calls answered today (UTC): what a provider's daily budget counts.
+    api_calls_today: int = 0
 
     @property
     def api_calls_total(self) -> int:
@@ -82,6 +84,7 @@ class StatusSummary:
             "errors": dict(self.errors),
             "api_calls": {
                 "total": self.api_calls_total,
+                "today_utc": self.api_calls_today,
                 "by_endpoint": [
                     {"endpoint": c.endpoint, "status": c.status, "count": c.count}
                     for c in self.api_calls
@@ -145,7 +148,7 @@ class StatusSummary:
             lines.append("failures by error class:")
             lines.extend(f"  {name}: {n}" for name, n in self.errors.items())
         lines.append("")
-        lines.append(f"API calls: {self.api_calls_total}")
+        lines.append(f"API calls: {self.api_calls_total} ({self.api_calls_today} today, UTC)")
         lines.extend(f"  {c.endpoint} {c.status}: {c.count}" for c in self.api_calls)
         failed = [q for q in self.queries if q.error]
         if failed:
@@ -213,11 +216,15 @@ def _build(conn: sqlite3.Connection) -> StatusSummary:
             "SELECT endpoint, status, count FROM api_calls ORDER BY endpoint, status"
         )
     )
+    (today,) = conn.execute(
+        "SELECT coalesce(sum(count), 0) FROM api_calls_daily WHERE day = date('now')"
+    ).fetchone()
     return StatusSummary(
         queries=queries,
         totals=MappingProxyType(totals),
         errors=MappingProxyType(errors),
         api_calls=api,
+        api_calls_today=int(today),
     )
 
 

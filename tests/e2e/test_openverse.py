@@ -19,6 +19,7 @@ from bingcrawl.cli import main
 from bingcrawl.emulator.openverse import LICENSE_OF
 from bingcrawl.engine.crawler import Crawler
 from bingcrawl.errors import QuotaExceededError
+from bingcrawl.store.output import status_report
 from tests.support.crawls import EmulatorFactory, crawl_config, key_of, read_manifest
 from tests.support.emulator import clean_corpus
 
@@ -168,6 +169,10 @@ async def test_credits_and_a_license_filtered_export(
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert {r["path"] for r in rows} == set(by_path)
     assert all(r["attribution"] == by_path[r["path"]]["attribution"] for r in rows)
+
+    # A daily budget is visible: today's calls (UTC) next to the total.
+    calls = json.loads(status_report(out, as_json=True))["api_calls"]
+    assert calls["today_utc"] == calls["total"] == 3  # pages of 20, to 60
 
     export = tmp_path / "open.jsonl"
     assert main(["export", str(out), "--license", "BY,cc0", "-o", str(export)]) == 0
