@@ -42,7 +42,7 @@ from bingcrawl.config import safe_label
 from bingcrawl.emulator import EmulatorConfig, EmulatorServer
 from bingcrawl.emulator.cli import config_from_args
 from bingcrawl.store.recovery import TEMP_NAME
-from tests.obs.test_container import ROOT, crawler_env, dockerfile_env, final_stage, seconds
+from tests.support.container import ROOT, crawler_env, dockerfile_env, final_stage, seconds
 
 #: PID 1 of the image is ``tini -- bingcrawl``. This stand-in does tini's part: it forwards
 #: SIGTERM/SIGINT to its one child, exits with the child's status (128 + N if killed by
