@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bingcrawl.emulator import EmulatorConfig, EmulatorServer
-from tests.security.harness import HeaderLog
+from tests.support.hostile import HeaderLog
 from tests.support.net import CANARY_HOST, RawServer
 
 __all__ = ["CANARY_HOST", "EmulatorStarter"]

@@ -23,7 +23,7 @@ import pytest
 from bingcrawl.config import MAX_LABEL_LENGTH, safe_label
 from bingcrawl.emulator import EmulatorConfig, EmulatorServer
 from bingcrawl.emulator.corpus import EXTENSIONS, CorpusConfig, ImageSpec
-from tests.security.harness import db_rows, run_main
+from tests.support.hostile import db_rows, run_main
 
 #: Labels an attacker (or a careless queries file) could write, with the query of each.
 HOSTILE_LABELS = (

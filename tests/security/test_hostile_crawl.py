@@ -31,7 +31,8 @@ from bingcrawl.emulator import EmulatorConfig, EmulatorServer
 from bingcrawl.emulator.corpus import FAULT_KINDS, CorpusConfig
 from bingcrawl.emulator.imagehost import HUGE_BYTES, ImageHostConfig
 from bingcrawl.store.recovery import IMAGE_NAME
-from tests.security.harness import (
+from tests.support.crawls import EXPECTED_ERROR
+from tests.support.hostile import (
     CliRun,
     ScriptedApi,
     db_rows,
@@ -40,7 +41,6 @@ from tests.security.harness import (
     run_cli,
     serve,
 )
-from tests.support.crawls import EXPECTED_ERROR
 from tests.support.net import CANARY_HOST, RawServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -22,7 +22,7 @@ from aiohttp import web
 from bingcrawl.emulator import EmulatorConfig
 from bingcrawl.emulator.corpus import CorpusConfig
 from tests.security.conftest import EmulatorStarter
-from tests.security.harness import (
+from tests.support.hostile import (
     KEY_HEADER,
     CliRun,
     HeaderLog,

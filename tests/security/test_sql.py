@@ -19,7 +19,7 @@ import pytest
 
 from bingcrawl.emulator import EmulatorConfig, EmulatorServer
 from bingcrawl.emulator.corpus import CorpusConfig
-from tests.security.harness import db_rows, run_main
+from tests.support.hostile import db_rows, run_main
 
 
 class StatementLog:
