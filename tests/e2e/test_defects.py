@@ -45,7 +45,8 @@ from bingcrawl.records import Candidate, Source
 from bingcrawl.sources.base import SourceContext
 from bingcrawl.store.sinks import FileSink
 from tests.support import tmpfs
-from tests.support.crawls import EmulatorFactory, crawl_config, db, read_manifest, small_corpus
+from tests.support.crawls import crawl_config, db, read_manifest, small_corpus
+from tests.support.emulator import StartEmulator
 
 
 def picture(name: str) -> bytes:
@@ -418,7 +419,7 @@ def closed_port() -> int:
 
 
 async def test_an_unreachable_api_stops_the_run_and_the_next_run_resumes(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
     dead = SimpleNamespace(base_url=f"http://127.0.0.1:{closed_port()}/")
     queries = ["red panda", "lighthouse"]
@@ -439,7 +440,7 @@ async def test_an_unreachable_api_stops_the_run_and_the_next_run_resumes(
     assert answered == 0  # refused connections are not API calls
     assert sent in ([], [("0",)])
 
-    server = await emulator_factory()
+    server = await start_emulator()
     cfg = crawl_config(server, tmp_path, queries, limit=5)
     async with Crawler(cfg) as crawler:
         report = await crawler.run()

@@ -13,7 +13,8 @@ from pathlib import Path
 from bingcrawl.emulator.corpus import CorpusConfig
 from bingcrawl.engine.crawler import Crawler
 from bingcrawl.store.shards import read_member
-from tests.support.crawls import EmulatorFactory, crawl_config, read_manifest, small_corpus
+from tests.support.crawls import crawl_config, read_manifest, small_corpus
+from tests.support.emulator import StartEmulator
 
 QUERIES = ("tar one", "tar two")
 
@@ -48,9 +49,9 @@ def check_shards(out: Path) -> list[dict[str, object]]:
 
 
 async def test_webdataset_shards_hold_the_dataset(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=small_corpus(fault_rate=0.0, results_per_query=40))
+    server = await start_emulator(corpus=small_corpus(fault_rate=0.0, results_per_query=40))
     config = crawl_config(
         server, tmp_path, QUERIES, limit=1000, output_format="webdataset", shard_size=15
     )
@@ -103,11 +104,11 @@ async def test_crash_mid_shard_truncates_the_torn_tail(tmp_path: Path) -> None:
 
 
 async def test_a_shard_torn_below_its_committed_end_is_cut_to_its_whole_members(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
     # Power loss without --durable can cut a shard below what the checkpoint committed. The
     # torn tar used to stay beside the next shard, and the re-fetched images appeared twice.
-    server = await emulator_factory(corpus=small_corpus(fault_rate=0.0, results_per_query=30))
+    server = await start_emulator(corpus=small_corpus(fault_rate=0.0, results_per_query=30))
     config = crawl_config(
         server, tmp_path, ["tar one"], limit=1000, output_format="webdataset", shard_size=1000
     )
@@ -133,9 +134,9 @@ async def test_a_shard_torn_below_its_committed_end_is_cut_to_its_whole_members(
 
 
 async def test_each_json_member_carries_the_manifest_fields(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=small_corpus(fault_rate=0.0, results_per_query=10))
+    server = await start_emulator(corpus=small_corpus(fault_rate=0.0, results_per_query=10))
     config = crawl_config(server, tmp_path, ["tar one"], limit=1000, output_format="webdataset")
     async with Crawler(config) as crawler:
         await crawler.run()
