@@ -68,36 +68,36 @@ async def test_webdataset_shards_hold_the_dataset(
     assert not (tmp_path / "images").exists() or not any((tmp_path / "images").rglob("*.*"))
 
 
-async def test_crash_mid_shard_truncates_the_torn_tail(tmp_path: Path) -> None:
-    from bingcrawl.emulator import EmulatorConfig, EmulatorServer
+async def test_crash_mid_shard_truncates_the_torn_tail(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    from bingcrawl.emulator import EmulatorConfig
 
     corpus = CorpusConfig(
         results_per_query=60, fault_rate=0.0, exact_dup_rate=0.0, near_dup_rate=0.0,
         cross_query_rate=0.0,
     )  # fmt: skip
-    async with EmulatorServer(EmulatorConfig(qps=None, corpus=corpus)) as server:
-        out = tmp_path / "out"
-        argv = [
-            sys.executable, "-m", "bingcrawl", "crawl", *QUERIES, "--out", str(out),
-            "--key", "k", "--endpoint", server.base_url, "--allow-network", "127.0.0.1/32",
-            "--output-format", "webdataset", "--shard-size", "1000", "--limit", "1000",
-            "--hash-workers", "0", "--no-progress", "--log-level", "WARNING",
-        ]  # fmt: skip
-        # Die right after the 30th image is appended to its shard, before its outcome.
-        env = {"BINGCRAWL_CRASH_AT": "file_written:30", "PATH": "/usr/bin:/bin"}
-        proc = await asyncio.create_subprocess_exec(*argv, env=env)
-        assert await proc.wait() == -9
-        db = sqlite3.connect(out / "checkpoint.sqlite")
-        committed = db.execute(
-            "SELECT count(*) FROM candidates WHERE status = 'stored'"
-        ).fetchone()[0]
-        db.close()
-        shard_bytes = sum(p.stat().st_size for p in (out / "shards").glob("*.tar"))
-        assert shard_bytes > 0
-        assert committed < 30  # the last appends were never recorded: a torn tail to cut
+    server = await start_emulator(EmulatorConfig(qps=None, corpus=corpus))
+    out = tmp_path / "out"
+    argv = [
+        sys.executable, "-m", "bingcrawl", "crawl", *QUERIES, "--out", str(out),
+        "--key", "k", "--endpoint", server.base_url, "--allow-network", "127.0.0.1/32",
+        "--output-format", "webdataset", "--shard-size", "1000", "--limit", "1000",
+        "--hash-workers", "0", "--no-progress", "--log-level", "WARNING",
+    ]  # fmt: skip
+    # Die right after the 30th image is appended to its shard, before its outcome.
+    env = {"BINGCRAWL_CRASH_AT": "file_written:30", "PATH": "/usr/bin:/bin"}
+    proc = await asyncio.create_subprocess_exec(*argv, env=env)
+    assert await proc.wait() == -9
+    db = sqlite3.connect(out / "checkpoint.sqlite")
+    committed = db.execute("SELECT count(*) FROM candidates WHERE status = 'stored'").fetchone()[0]
+    db.close()
+    shard_bytes = sum(p.stat().st_size for p in (out / "shards").glob("*.tar"))
+    assert shard_bytes > 0
+    assert committed < 30  # the last appends were never recorded: a torn tail to cut
 
-        proc = await asyncio.create_subprocess_exec(*argv)
-        assert await proc.wait() == 0
+    proc = await asyncio.create_subprocess_exec(*argv)
+    assert await proc.wait() == 0
     manifest = check_shards(out)
     assert len(manifest) == 120
     assert len({r["sha256"] for r in manifest}) == 120

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from bingcrawl.cli import build_config, build_parser
-from bingcrawl.emulator import EmulatorConfig, EmulatorServer
+from bingcrawl.emulator import EmulatorConfig
 from bingcrawl.obs.envconfig import apply_env_defaults, env_variables
 from bingcrawl.obs.metrics import MetricsServer, MetricsSnapshot
 from tests.support.container import (
@@ -34,6 +34,7 @@ from tests.support.container import (
     interpolate,
     seconds,
 )
+from tests.support.emulator import StartEmulator
 
 #: Variables for Compose itself (interpolation only), not for bingcrawl.
 COMPOSE_ONLY = {"METRICS_PUBLISH_PORT"}
@@ -199,13 +200,15 @@ def test_env_example_documents_every_interpolated_variable() -> None:
     assert interpolated <= set(env_example_vars())
 
 
-async def test_emulator_healthcheck_command_succeeds(compose: dict[str, Any]) -> None:
+async def test_emulator_healthcheck_command_succeeds(
+    start_emulator: StartEmulator, compose: dict[str, Any]
+) -> None:
     test = compose["services"]["emulator"]["healthcheck"]["test"]
     assert test[:3] == ["CMD", "python", "-c"]
-    async with EmulatorServer(EmulatorConfig()) as server:
-        code = test[3].replace(":8000/", f":{server.port}/")
-        assert code != test[3]
-        status, out = await run_python(code, {})
+    server = await start_emulator(EmulatorConfig())
+    code = test[3].replace(":8000/", f":{server.port}/")
+    assert code != test[3]
+    status, out = await run_python(code, {})
     assert status == 0, out
     assert out.startswith("healthy")
 
