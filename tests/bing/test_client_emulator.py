@@ -37,9 +37,8 @@ from bingcrawl.errors import (
     ServerError,
     ThrottledError,
 )
+from tests.support.bing import make_image
 from tests.support.emulator import StartEmulator
-
-from .conftest import make_image
 
 KEY = "emulator-test-key-0123456789"
 RESULTS = 120
