@@ -16,9 +16,10 @@ import pytest
 
 import bingcrawl
 from bingcrawl.cli import main
-from bingcrawl.emulator import EmulatorConfig, EmulatorServer
+from bingcrawl.emulator import EmulatorConfig
 from bingcrawl.emulator.corpus import CorpusConfig
 from bingcrawl.emulator.server import emulator_process
+from tests.support.emulator import StartEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,15 +77,17 @@ def flags(options: dict[str, Any]) -> list[str]:
     return argv
 
 
-async def test_python_and_the_command_line_give_the_same_dataset(tmp_path: Path) -> None:
-    async with EmulatorServer(EmulatorConfig(qps=None, corpus=corpus())) as server:
-        queries = ["red panda", "owl"]
-        report = await asyncio.to_thread(
-            bingcrawl.crawl, queries, tmp_path / "py", endpoint=server.base_url, **OPTIONS
-        )
-        argv = ["crawl", *queries, "--out", str(tmp_path / "cli"), "--endpoint", server.base_url]
-        argv += [*flags(OPTIONS), "--no-progress", "--log-level", "ERROR"]
-        assert await asyncio.to_thread(main, argv, {}) == 0
+async def test_python_and_the_command_line_give_the_same_dataset(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    server = await start_emulator(EmulatorConfig(qps=None, corpus=corpus()))
+    queries = ["red panda", "owl"]
+    report = await asyncio.to_thread(
+        bingcrawl.crawl, queries, tmp_path / "py", endpoint=server.base_url, **OPTIONS
+    )
+    argv = ["crawl", *queries, "--out", str(tmp_path / "cli"), "--endpoint", server.base_url]
+    argv += [*flags(OPTIONS), "--no-progress", "--log-level", "ERROR"]
+    assert await asyncio.to_thread(main, argv, {}) == 0
     assert (report.reason, report.exit_code) == ("completed", 0)
     assert report.stored > 0
 
@@ -133,14 +136,16 @@ def test_bad_options_fail_when_the_config_is_built(tmp_path: Path) -> None:
         bingcrawl.CrawlConfig(out=out, filters=(("license", "Bogus"),))
 
 
-async def test_an_early_stop_is_a_report_with_its_reason(tmp_path: Path) -> None:
-    async with EmulatorServer(EmulatorConfig(qps=None, corpus=corpus())) as server:
-        seen: list[bingcrawl.Outcome] = []
-        report = await asyncio.to_thread(
-            bingcrawl.crawl, ["one", "two"], tmp_path, endpoint=server.base_url,
-            max_api_calls=1, on_outcome=seen.append, count=10,
-            **{**OPTIONS, "limit": 100},
-        )  # fmt: skip
+async def test_an_early_stop_is_a_report_with_its_reason(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    server = await start_emulator(EmulatorConfig(qps=None, corpus=corpus()))
+    seen: list[bingcrawl.Outcome] = []
+    report = await asyncio.to_thread(
+        bingcrawl.crawl, ["one", "two"], tmp_path, endpoint=server.base_url,
+        max_api_calls=1, on_outcome=seen.append, count=10,
+        **{**OPTIONS, "limit": 100},
+    )  # fmt: skip
     assert report.reason == "quota"
     assert report.quota_exhausted
     assert isinstance(report.error, bingcrawl.QuotaExceededError)

@@ -10,7 +10,8 @@ import pytest
 
 from benchmarks.baselines import bare_aiohttp, seed_blog
 from benchmarks.urlset import EmulatorSpec, UrlSet
-from bingcrawl.emulator import EmulatorConfig, EmulatorServer
+from bingcrawl.emulator import EmulatorConfig
+from tests.support.emulator import StartEmulator
 
 SPEC = EmulatorSpec(image_latency=0.0, api_latency=0.0, results_per_query=50)
 
@@ -26,12 +27,12 @@ async def served(urls: list[str]) -> dict[str, str]:
     return out
 
 
-async def test_bare_loop_writes_every_body(tmp_path: Path) -> None:
-    async with EmulatorServer(EmulatorConfig(corpus=SPEC.corpus_config(), qps=None)) as server:
-        urls = UrlSet(server.base_url, SPEC, 1).urls()[:30]
-        missing = f"{server.base_url}img/does-not-exist.jpg"
-        counts = await bare_aiohttp.fetch_all([*urls, missing], tmp_path, concurrency=8)
-        truth = await served(urls)
+async def test_bare_loop_writes_every_body(start_emulator: StartEmulator, tmp_path: Path) -> None:
+    server = await start_emulator(EmulatorConfig(corpus=SPEC.corpus_config(), qps=None))
+    urls = UrlSet(server.base_url, SPEC, 1).urls()[:30]
+    missing = f"{server.base_url}img/does-not-exist.jpg"
+    counts = await bare_aiohttp.fetch_all([*urls, missing], tmp_path, concurrency=8)
+    truth = await served(urls)
     assert counts == {"ok": 30, "failed": 1}
     files = sorted(tmp_path.iterdir())
     assert len(files) == 30
@@ -41,18 +42,16 @@ async def test_bare_loop_writes_every_body(tmp_path: Path) -> None:
 
 
 async def test_seed_loop_pages_with_a_sleep_and_names_files_from_urls(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    start_emulator: StartEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slept: list[float] = []
     monkeypatch.setattr(seed_blog, "_sleep", slept.append)
-    async with EmulatorServer(EmulatorConfig(corpus=SPEC.corpus_config(), qps=None)) as server:
-        expected = UrlSet(server.base_url, SPEC, 1).urls()
-        # The loop is blocking by design (urllib): run it off this event loop.
-        urls, pages = await asyncio.to_thread(
-            seed_blog.collect, server.base_url, "k", "bench 0", 45
-        )
-        written = await asyncio.to_thread(seed_blog.download, urls[:5], tmp_path)
-        truth = await served(urls[:5])
+    server = await start_emulator(EmulatorConfig(corpus=SPEC.corpus_config(), qps=None))
+    expected = UrlSet(server.base_url, SPEC, 1).urls()
+    # The loop is blocking by design (urllib): run it off this event loop.
+    urls, pages = await asyncio.to_thread(seed_blog.collect, server.base_url, "k", "bench 0", 45)
+    written = await asyncio.to_thread(seed_blog.download, urls[:5], tmp_path)
+    truth = await served(urls[:5])
     # The post keeps what each page says, including the few results a page repeats.
     assert len(urls) == 45
     assert urls[:35] == expected[:35]

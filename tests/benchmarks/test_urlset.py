@@ -9,6 +9,7 @@ import aiohttp
 
 from benchmarks.urlset import EmulatorSpec, UrlSet, query_texts
 from bingcrawl.emulator import EmulatorConfig, EmulatorServer
+from tests.support.emulator import StartEmulator
 
 
 async def search_urls(server: EmulatorServer, query: str) -> list[str]:
@@ -27,26 +28,28 @@ async def search_urls(server: EmulatorServer, query: str) -> list[str]:
             offset = page["nextOffset"]
 
 
-async def test_urls_are_the_search_results_and_are_served(tmp_path: Path) -> None:
+async def test_urls_are_the_search_results_and_are_served(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
     spec = EmulatorSpec(image_latency=0.0, api_latency=0.0, results_per_query=40)
     config = EmulatorConfig(corpus=spec.corpus_config(), qps=None)
-    async with EmulatorServer(config) as server:
-        urlset = UrlSet(server.base_url, spec, queries=2)
-        urls = urlset.urls()
-        assert len(urls) == len(urlset) == 80
-        assert len(set(urls)) == 80
-        found = []
-        for q in urlset.query_list:
-            found += await search_urls(server, q)
-        assert found == urls
-        # No faults and no duplicates: every URL is a distinct image.
-        digests = set()
-        async with aiohttp.ClientSession() as session:
-            for url in urls[:20]:
-                async with session.get(url) as r:
-                    assert r.status == 200
-                    digests.add(hashlib.sha256(await r.read()).hexdigest())
-        assert len(digests) == 20
+    server = await start_emulator(config)
+    urlset = UrlSet(server.base_url, spec, queries=2)
+    urls = urlset.urls()
+    assert len(urls) == len(urlset) == 80
+    assert len(set(urls)) == 80
+    found = []
+    for q in urlset.query_list:
+        found += await search_urls(server, q)
+    assert found == urls
+    # No faults and no duplicates: every URL is a distinct image.
+    digests = set()
+    async with aiohttp.ClientSession() as session:
+        for url in urls[:20]:
+            async with session.get(url) as r:
+                assert r.status == 200
+                digests.add(hashlib.sha256(await r.read()).hexdigest())
+    assert len(digests) == 20
     files = urlset.write(tmp_path / "list")
     assert files["txt"].read_text().splitlines() == urls
     assert files["csv"].read_text().splitlines()[0] == "url"

@@ -47,8 +47,7 @@ from bingcrawl.errors import (
     ServerError,
     ThrottledError,
 )
-
-from .conftest import BASE, CompatResponse, MockApi, make_image
+from tests.support.bing import BASE, CompatResponse, MockApi, make_image
 
 KEY = "0123456789abcdef-SECRET-KEY"
 EMPTY_PAGE = {"_type": "Images", "value": [], "nextOffset": 0}

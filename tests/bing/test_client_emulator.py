@@ -6,10 +6,10 @@ typed answers and errors are checked against it.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,33 +37,42 @@ from bingcrawl.errors import (
     ServerError,
     ThrottledError,
 )
-
-from .conftest import make_image
+from tests.support.bing import make_image
+from tests.support.emulator import StartEmulator
 
 KEY = "emulator-test-key-0123456789"
 RESULTS = 120
 Session = tuple[EmulatorServer, BingClient, list[tuple[str, int]]]
-
-
-@asynccontextmanager
-async def session(
-    *, key: str = KEY, clock: Callable[[], float] = time.monotonic, **config: Any
-) -> AsyncIterator[Session]:
-    """An emulator plus a client pointed at it, with the client's on_response log."""
-    options: dict[str, Any] = {"qps": None, "corpus": CorpusConfig(results_per_query=RESULTS)}
-    options.update(config)
-    seen: list[tuple[str, int]] = []
-    async with (
-        EmulatorServer(EmulatorConfig(**options), clock=clock) as server,
-        BingClient(key, server.base_url, on_response=lambda e, s: seen.append((e, s))) as client,
-    ):
-        yield server, client, seen
+StartSession = Callable[..., Awaitable[Session]]
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Session]:
-    async with session() as running:
-        yield running
+async def start_session(start_emulator: StartEmulator) -> AsyncIterator[StartSession]:
+    """``await start_session(key=..., clock=..., **EmulatorConfig fields)``: an emulator plus a
+    client pointed at it, with the client's on_response log; all closed when the test ends."""
+    async with contextlib.AsyncExitStack() as clients:
+
+        async def start(
+            *, key: str = KEY, clock: Callable[[], float] = time.monotonic, **config: Any
+        ) -> Session:
+            options: dict[str, Any] = {
+                "qps": None,
+                "corpus": CorpusConfig(results_per_query=RESULTS),
+            }
+            options.update(config)
+            seen: list[tuple[str, int]] = []
+            server = await start_emulator(EmulatorConfig(**options), clock=clock)
+            client = await clients.enter_async_context(
+                BingClient(key, server.base_url, on_response=lambda e, s: seen.append((e, s)))
+            )
+            return server, client, seen
+
+        yield start
+
+
+@pytest.fixture
+async def emulator(start_session: StartSession) -> Session:
+    return await start_session()
 
 
 async def test_search_paging_by_next_offset(emulator: Session) -> None:
@@ -213,17 +222,17 @@ async def test_visual_search_upload_passes_the_emulator_limits(emulator: Session
 # -- the error table, produced by the emulator, mapped by the client ---------------------------
 
 
-async def test_unknown_and_disabled_keys() -> None:
-    async with session(key="not-a-known-key", keys=frozenset({KEY})) as (server, client, seen):
-        with pytest.raises(AuthenticationError) as unknown:
-            await client.search(SearchParams("cats"))
-        assert [r.outcome for r in server.state.requests()] == ["unauthorized"]
+async def test_unknown_and_disabled_keys(start_session: StartSession) -> None:
+    server, client, seen = await start_session(key="not-a-known-key", keys=frozenset({KEY}))
+    with pytest.raises(AuthenticationError) as unknown:
+        await client.search(SearchParams("cats"))
+    assert [r.outcome for r in server.state.requests()] == ["unauthorized"]
     assert (unknown.value.status, unknown.value.code) == (401, "InvalidAuthorization")
     assert unknown.value.trace_id
     assert seen == [("search", 401)]
-    async with session(disabled_keys=frozenset({KEY})) as (_, client, _):
-        with pytest.raises(AuthenticationError) as disabled:
-            await client.search(SearchParams("cats"))
+    _, client, _ = await start_session(disabled_keys=frozenset({KEY}))
+    with pytest.raises(AuthenticationError) as disabled:
+        await client.search(SearchParams("cats"))
     assert (disabled.value.status, disabled.value.code, disabled.value.sub_code) == (
         403,
         "InsufficientAuthorization",
@@ -232,27 +241,25 @@ async def test_unknown_and_disabled_keys() -> None:
     assert disabled.value.exit_code == 3
 
 
-async def test_monthly_quota() -> None:
-    async with session(monthly_quota=1) as (_, client, seen):
+async def test_monthly_quota(start_session: StartSession) -> None:
+    _, client, seen = await start_session(monthly_quota=1)
+    await client.search(SearchParams("cats"))
+    with pytest.raises(QuotaExceededError) as info:
         await client.search(SearchParams("cats"))
-        with pytest.raises(QuotaExceededError) as info:
-            await client.search(SearchParams("cats"))
     assert (info.value.status, info.value.code) == (403, "RateLimitExceeded")
     assert info.value.exit_code == 4
     assert seen == [("search", 200), ("search", 403)]
 
 
 @pytest.mark.parametrize("fmt", ["seconds", "date"])
-async def test_qps_throttling_with_retry_after(fmt: str) -> None:
+async def test_qps_throttling_with_retry_after(start_session: StartSession, fmt: str) -> None:
     frozen = 1000.0  # the emulator's window never moves: the second call is always refused
-    async with session(qps=1.0, retry_after_format=fmt, clock=lambda: frozen) as (
-        server,
-        client,
-        seen,
-    ):
+    server, client, seen = await start_session(
+        qps=1.0, retry_after_format=fmt, clock=lambda: frozen
+    )
+    await client.search(SearchParams("cats"))
+    with pytest.raises(ThrottledError) as info:
         await client.search(SearchParams("cats"))
-        with pytest.raises(ThrottledError) as info:
-            await client.search(SearchParams("cats"))
     assert (info.value.status, info.value.code) == (429, "RateLimitExceeded")
     assert info.value.retry_after is not None
     if fmt == "seconds":
@@ -272,10 +279,12 @@ async def test_qps_throttling_with_retry_after(fmt: str) -> None:
         ({"p_non_json_200": 1.0}, ThrottledError, 200),
     ],
 )
-async def test_service_faults(config: dict[str, Any], error: type[ApiError], status: int) -> None:
-    async with session(**config) as (server, client, seen):
-        with pytest.raises(error) as info:
-            await client.search(SearchParams("cats"))
+async def test_service_faults(
+    start_session: StartSession, config: dict[str, Any], error: type[ApiError], status: int
+) -> None:
+    server, client, seen = await start_session(**config)
+    with pytest.raises(error) as info:
+        await client.search(SearchParams("cats"))
     assert type(info.value) is error
     assert info.value.status == status
     if error is ThrottledError:
@@ -285,10 +294,10 @@ async def test_service_faults(config: dict[str, Any], error: type[ApiError], sta
     assert server.state.statuses() == Counter({status: 1})
 
 
-async def test_url_too_long_is_not_found() -> None:
-    async with session(max_url_length=200) as (_, client, seen):
-        with pytest.raises(NotFoundError) as info:
-            await client.search(SearchParams("x" * 300))
+async def test_url_too_long_is_not_found(start_session: StartSession) -> None:
+    _, client, seen = await start_session(max_url_length=200)
+    with pytest.raises(NotFoundError) as info:
+        await client.search(SearchParams("x" * 300))
     assert info.value.status == 404
     assert seen == [("search", 404)]
 
@@ -303,10 +312,10 @@ async def test_invalid_request_names_the_parameter(emulator: Session) -> None:
     assert seen == [("details", 400)]
 
 
-async def test_no_key_in_any_error() -> None:
-    async with session(keys=frozenset({"another"})) as (_, client, _):
-        with pytest.raises(AuthenticationError) as info:
-            await client.search(SearchParams("cats"))
+async def test_no_key_in_any_error(start_session: StartSession) -> None:
+    _, client, _ = await start_session(keys=frozenset({"another"}))
+    with pytest.raises(AuthenticationError) as info:
+        await client.search(SearchParams("cats"))
     assert KEY not in str(info.value)
     assert KEY not in repr(info.value)
     assert KEY not in repr(client)

@@ -19,6 +19,7 @@ from bingcrawl.emulator import EmulatorConfig, EmulatorServer
 from bingcrawl.emulator.corpus import CorpusConfig
 from bingcrawl.emulator.imagehost import ImageHostConfig
 from bingcrawl.errors import ConfigError
+from tests.support.emulator import StartEmulator
 
 FAST = [
     "--allow-network", "127.0.0.1/32", "--no-progress", "--hash-workers", "0",
@@ -27,13 +28,10 @@ FAST = [
 
 
 @pytest.fixture
-async def emulator() -> EmulatorServer:
-    server = EmulatorServer(
+async def emulator(start_emulator: StartEmulator) -> EmulatorServer:
+    return await start_emulator(
         EmulatorConfig(qps=None, corpus=CorpusConfig(results_per_query=40, fault_rate=0.0))
     )
-    await server.__aenter__()
-    yield server  # type: ignore[misc]
-    await server.__aexit__(None, None, None)
 
 
 def run_main(argv: list[str], env: dict[str, str] | None = None) -> int:
@@ -133,11 +131,13 @@ async def test_crawl_status_export_round_trip(
     )
 
 
-async def test_sigterm_exits_143_and_resume_repeats_no_page(tmp_path: Path) -> None:
+async def test_sigterm_exits_143_and_resume_repeats_no_page(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
     config = EmulatorConfig(
         qps=None,
         corpus=CorpusConfig(
-            results_per_query=200,
+            results_per_query=80,
             fault_rate=0.0,
             exact_dup_rate=0.0,
             near_dup_rate=0.0,
@@ -145,46 +145,45 @@ async def test_sigterm_exits_143_and_resume_repeats_no_page(tmp_path: Path) -> N
         ),
         images=ImageHostConfig(latency=0.05),
     )
-    async with EmulatorServer(config) as server:
-        out = tmp_path / "out"
-        argv = [
-            sys.executable, "-m", "bingcrawl", "crawl", "slow one", "slow two", "--out", str(out),
-            "--key", "k", "--endpoint", server.base_url, "--count", "20", "--limit", "200",
-            "--concurrency", "4", "--grace", "2", *FAST,
-        ]  # fmt: skip
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-        )
-        db = out / "checkpoint.sqlite"
-        for _ in range(600):  # wait (bounded) until the crawl has stored something
-            if db.exists() and await asyncio.to_thread(_stored, db) >= 5:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            pytest.fail("the crawl stored nothing")
-        proc.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(proc.communicate(), timeout=10)
-        assert proc.returncode == 143, err.decode()
-        integrity = sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0]
-        assert integrity == "ok"
-        first_run = {
-            (r.params.get("q"), r.params.get("offset")) for r in server.state.requests(status=200)
-        }
-        n_first = len(server.state.requests(status=200))
+    server = await start_emulator(config)
+    out = tmp_path / "out"
+    argv = [
+        sys.executable, "-m", "bingcrawl", "crawl", "slow one", "slow two", "--out", str(out),
+        "--key", "k", "--endpoint", server.base_url, "--count", "10", "--limit", "80",
+        "--concurrency", "4", "--grace", "2", *FAST,
+    ]  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    db = out / "checkpoint.sqlite"
+    for _ in range(600):  # wait (bounded) until the crawl has stored something
+        if db.exists() and await asyncio.to_thread(_stored, db) >= 5:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the crawl stored nothing")
+    proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=10)
+    assert proc.returncode == 143, err.decode()
+    integrity = sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0]
+    assert integrity == "ok"
+    first_run = {
+        (r.params.get("q"), r.params.get("offset")) for r in server.state.requests(status=200)
+    }
+    n_first = len(server.state.requests(status=200))
 
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-        )
-        _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-        assert proc.returncode == 0, err.decode()
-        pages = [
-            (r.params.get("q"), r.params.get("offset")) for r in server.state.requests(status=200)
-        ]
-        assert len(pages) == len(set(pages)), "a page was requested twice"
-        assert set(pages[n_first:]).isdisjoint(first_run)
-        manifest = (out / "manifest.jsonl").read_text().splitlines()
-        assert len(manifest) == 400
-        assert max(server.image_host.requests.values()) <= 2
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    pages = [(r.params.get("q"), r.params.get("offset")) for r in server.state.requests(status=200)]
+    assert len(pages) == len(set(pages)), "a page was requested twice"
+    assert pages[n_first:], "the first run left no page to resume: the test proves nothing"
+    assert set(pages[n_first:]).isdisjoint(first_run)
+    manifest = (out / "manifest.jsonl").read_text().splitlines()
+    assert len(manifest) == 160
+    assert max(server.image_host.requests.values()) <= 2
 
 
 def _stored(db: Path) -> int:

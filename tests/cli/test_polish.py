@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from bingcrawl.cli import build_parser, main
-from bingcrawl.emulator import EmulatorConfig, EmulatorServer
+from bingcrawl.emulator import EmulatorConfig
 from bingcrawl.emulator.corpus import CorpusConfig
 from tests.support import tmpfs
+from tests.support.emulator import Emulators, StartEmulator
 
 FAST = [
     "--allow-network", "127.0.0.1/32", "--no-progress", "--hash-workers", "0",
@@ -36,11 +37,11 @@ def run_main(argv: list[str]) -> int:
 
 @pytest.mark.parametrize("case", ["a file", "under a file", "read-only filesystem"])
 async def test_a_bad_out_is_one_line_naming_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+    start_emulator: StartEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
 ) -> None:
-    server = EmulatorServer(EmulatorConfig(qps=None, corpus=CorpusConfig(results_per_query=5)))
-    async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(server)
+    config = EmulatorConfig(qps=None, corpus=CorpusConfig(results_per_query=5))
+    server = await start_emulator(config)
+    with contextlib.ExitStack() as stack:
         afile = tmp_path / "afile"
         afile.write_text("not a directory")
         out = {
@@ -119,7 +120,9 @@ def crawled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     async def crawl() -> int:
         corpus = CorpusConfig(results_per_query=20, fault_rate=0.0)
-        async with EmulatorServer(EmulatorConfig(qps=None, corpus=corpus)) as server:
+        # a module's fixture, in an event loop of its own: not the start_emulator fixture
+        async with Emulators() as emulators:
+            server = await emulators.start(EmulatorConfig(qps=None, corpus=corpus))
             argv = ["crawl", "cats", "--out", str(out), "--key", "k", "--limit", "6"]
             argv += ["--endpoint", server.base_url, *FAST]
             return await asyncio.to_thread(run_main, argv)

@@ -12,8 +12,8 @@ import pytest
 import bingcrawl
 from bingcrawl.engine.crawler import Crawler
 from bingcrawl.errors import QuotaExceededError
-from tests.support.crawls import EmulatorFactory, crawl_config, key_of, read_manifest
-from tests.support.emulator import clean_corpus
+from tests.support.crawls import crawl_config, key_of, read_manifest
+from tests.support.emulator import StartEmulator, clean_corpus
 
 
 def brave_config(server: Any, out: Path, queries: list[str], **kw: Any) -> Any:
@@ -22,9 +22,9 @@ def brave_config(server: Any, out: Path, queries: list[str], **kw: Any) -> Any:
 
 
 async def test_one_page_a_query_with_the_key_and_throttling(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(qps=1.0, corpus=clean_corpus(results_per_query=300))
+    server = await start_emulator(qps=1.0, corpus=clean_corpus(results_per_query=300))
     queries = ["puffin", "walrus", "ibex"]
     config = brave_config(server, tmp_path, queries, limit=1000, count=120, qps=50.0)
     async with Crawler(config) as crawler:
@@ -42,9 +42,9 @@ async def test_one_page_a_query_with_the_key_and_throttling(
 
 
 async def test_the_monthly_quota_stops_the_crawl_cleanly(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(monthly_quota=1, corpus=clean_corpus(results_per_query=20))
+    server = await start_emulator(monthly_quota=1, corpus=clean_corpus(results_per_query=20))
     config = brave_config(server, tmp_path, ["a", "b"], limit=1000, count=20)
     async with Crawler(config) as crawler:
         with pytest.raises(QuotaExceededError):

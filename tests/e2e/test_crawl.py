@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
+import aiohttp
 import pytest
 from PIL import Image
 
@@ -20,7 +21,6 @@ from tests.support.blocking import watch_blocking
 from tests.support.crawls import (
     EXPECTED_ERROR,
     SUCCESS_FAULTS,
-    EmulatorFactory,
     crawl_config,
     db,
     key_of,
@@ -28,6 +28,7 @@ from tests.support.crawls import (
     served_sha256,
     small_corpus,
 )
+from tests.support.emulator import StartEmulator
 
 MANIFEST_FIELDS = {
     "path", "label", "query", "source", "content_url", "host_page_url", "image_id", "name",
@@ -43,9 +44,9 @@ def candidates(out: Path) -> list[sqlite3.Row]:
 
 
 async def test_crawl_stores_exactly_the_ground_truth(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=small_corpus(fault_rate=0.0))
+    server = await start_emulator(corpus=small_corpus(fault_rate=0.0))
     config = crawl_config(server, tmp_path, QUERIES, limit=1000, count=25)
     async with Crawler(config) as crawler:
         await crawler.run()
@@ -87,14 +88,23 @@ async def test_crawl_stores_exactly_the_ground_truth(
 
 
 async def test_every_fault_ends_with_its_status(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=small_corpus(fault_rate=0.45, results_per_query=80))
+    server = await start_emulator(corpus=small_corpus(fault_rate=0.45, results_per_query=80))
+    specs = {s.key: s for s in server.corpus.query_results("fault parade")}
+    # The emulator builds its gzip bomb (0.5 s of CPU) on the first request for one: built
+    # while the crawl runs on a busy machine, it outlasted the crawl's 1.5 s timeout and the
+    # fault ended as a timeout. A HEAD (no body) builds it first.
+    [bomb, *_] = (key for key, spec in specs.items() if spec.fault == "gzip_bomb")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.head(f"{server.base_url}img/{bomb}") as resp,
+    ):
+        assert resp.status == 200
     config = crawl_config(server, tmp_path, ["fault parade"], limit=1000, count=50, retries=2)
     async with Crawler(config) as crawler:
         await crawler.run()
 
-    specs = {s.key: s for s in server.corpus.query_results("fault parade")}
     faults_seen = Counter(s.fault for s in specs.values() if s.fault)
     assert set(faults_seen) >= set(EXPECTED_ERROR)  # the corpus really exercised every fault
     rows = {key_of(r["url"]): r for r in candidates(tmp_path)}
@@ -118,8 +128,8 @@ async def test_every_fault_ends_with_its_status(
     assert requests[next(k for k, s in specs.items() if s.fault == "transient_503")] == 3
 
 
-async def test_limit_is_exact_per_query(emulator_factory: EmulatorFactory, tmp_path: Path) -> None:
-    server = await emulator_factory()
+async def test_limit_is_exact_per_query(start_emulator: StartEmulator, tmp_path: Path) -> None:
+    server = await start_emulator()
     config = crawl_config(server, tmp_path, QUERIES, limit=7, count=5)
     async with Crawler(config) as crawler:
         await crawler.run()
@@ -128,10 +138,10 @@ async def test_limit_is_exact_per_query(emulator_factory: EmulatorFactory, tmp_p
 
 
 async def test_qps_is_used_but_never_exceeded(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
     qps = 10
-    server = await emulator_factory(qps=float(qps), corpus=small_corpus(results_per_query=90))
+    server = await start_emulator(qps=float(qps), corpus=small_corpus(results_per_query=90))
     config = crawl_config(
         server, tmp_path, ["one", "two", "three", "four"], qps=qps, limit=1000, count=10
     )
@@ -148,9 +158,9 @@ async def test_qps_is_used_but_never_exceeded(
     assert gaps[len(gaps) // 2] <= 1.25 / qps, gaps
 
 
-async def test_retry_after_is_honoured(emulator_factory: EmulatorFactory, tmp_path: Path) -> None:
+async def test_retry_after_is_honoured(start_emulator: StartEmulator, tmp_path: Path) -> None:
     # The emulator allows 2 QPS; the crawler is told 20, so it meets 429s.
-    server = await emulator_factory(qps=2.0, corpus=small_corpus(results_per_query=40))
+    server = await start_emulator(qps=2.0, corpus=small_corpus(results_per_query=40))
     config = crawl_config(
         server, tmp_path, ["throttled"], qps=20, limit=1000, count=5, max_active_queries=1
     )
@@ -170,9 +180,9 @@ async def test_retry_after_is_honoured(emulator_factory: EmulatorFactory, tmp_pa
 
 
 async def test_empty_200_and_500_do_not_lose_results(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(
+    server = await start_emulator(
         p_empty_200=0.2,
         p_server_error=0.3,
         corpus=small_corpus(fault_rate=0.0, results_per_query=50),
@@ -198,9 +208,9 @@ async def test_empty_200_and_500_do_not_lose_results(
 
 
 async def test_bad_key_stops_before_any_download(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(keys=frozenset({"the-right-key"}))
+    server = await start_emulator(keys=frozenset({"the-right-key"}))
     config = crawl_config(server, tmp_path, QUERIES)
     async with Crawler(config) as crawler:
         with pytest.raises(AuthenticationError):
@@ -209,9 +219,9 @@ async def test_bad_key_stops_before_any_download(
 
 
 async def test_quota_finishes_queued_downloads_then_stops(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(monthly_quota=2, corpus=small_corpus(fault_rate=0.0))
+    server = await start_emulator(monthly_quota=2, corpus=small_corpus(fault_rate=0.0))
     config = crawl_config(server, tmp_path, ["quota"], limit=1000, count=10, max_active_queries=1)
     async with Crawler(config) as crawler:
         with pytest.raises(QuotaExceededError):

@@ -27,7 +27,8 @@ from bingcrawl.engine.crawler import Crawler
 from bingcrawl.imaging import hashpool
 from bingcrawl.imaging.hashing import hash_batch
 from bingcrawl.records import Hashed, HashFailure
-from tests.support.crawls import EmulatorFactory, crawl_config, key_of, read_manifest, small_corpus
+from tests.support.crawls import crawl_config, key_of, read_manifest, small_corpus
+from tests.support.emulator import StartEmulator
 
 QUERIES = ("harbour seals", "old lighthouse")
 ECHO = "echoes"
@@ -148,9 +149,9 @@ def kinds_of_duplicates(rows: list[dict[str, Any]], by_sha: dict[str, Any]) -> d
 
 
 async def test_every_copy_collapses_to_one_stored_image(
-    emulator_factory: EmulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    start_emulator: StartEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = await emulator_factory(corpus=corpus_config())
+    server = await start_emulator(corpus=corpus_config())
     serve_echoes(monkeypatch, server, echo_results(server.corpus, QUERIES, own=12))
     loop_thread = threading.get_ident()
     hashed_on: set[int] = set()
@@ -211,9 +212,9 @@ async def test_every_copy_collapses_to_one_stored_image(
 
 
 async def test_a_resumed_crawl_stores_no_copy_of_what_is_stored(
-    emulator_factory: EmulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    start_emulator: StartEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = await emulator_factory(corpus=corpus_config())
+    server = await start_emulator(corpus=corpus_config())
     first = crawl_config(server, tmp_path, QUERIES, limit=1000, count=25, near_dup_distance=D)
     async with Crawler(first) as crawler:
         await crawler.run()

@@ -32,7 +32,7 @@ from aiohttp import web
 from PIL import Image
 
 from bingcrawl.bing.client import DEFAULT_ENDPOINT
-from bingcrawl.emulator import EmulatorConfig, EmulatorServer
+from bingcrawl.emulator import EmulatorConfig
 from bingcrawl.engine.crawler import Crawler
 from bingcrawl.errors import (
     ApiConnectionError,
@@ -45,7 +45,8 @@ from bingcrawl.records import Candidate, Source
 from bingcrawl.sources.base import SourceContext
 from bingcrawl.store.sinks import FileSink
 from tests.support import tmpfs
-from tests.support.crawls import EmulatorFactory, crawl_config, db, read_manifest, small_corpus
+from tests.support.crawls import crawl_config, db, read_manifest, small_corpus
+from tests.support.emulator import StartEmulator
 
 
 def picture(name: str) -> bytes:
@@ -418,7 +419,7 @@ def closed_port() -> int:
 
 
 async def test_an_unreachable_api_stops_the_run_and_the_next_run_resumes(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
     dead = SimpleNamespace(base_url=f"http://127.0.0.1:{closed_port()}/")
     queries = ["red panda", "lighthouse"]
@@ -439,7 +440,7 @@ async def test_an_unreachable_api_stops_the_run_and_the_next_run_resumes(
     assert answered == 0  # refused connections are not API calls
     assert sent in ([], [("0",)])
 
-    server = await emulator_factory()
+    server = await start_emulator()
     cfg = crawl_config(server, tmp_path, queries, limit=5)
     async with Crawler(cfg) as crawler:
         report = await crawler.run()
@@ -496,7 +497,9 @@ async def test_an_idle_crawl_says_what_it_waits_for(host: Host, tmp_path: Path) 
         await run
 
 
-async def test_one_query_on_5xx_does_not_stop_the_others(tmp_path: Path) -> None:
+async def test_one_query_on_5xx_does_not_stop_the_others(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
     # A query whose 5xx outlast --api-retries used to stop every other query's paging too
     # (the next API call of any source raised the incomplete-crawl error).
     failing = {"on": True}
@@ -511,32 +514,29 @@ async def test_one_query_on_5xx_does_not_stop_the_others(tmp_path: Path) -> None
         return await handler(request)
 
     config = EmulatorConfig(qps=None, corpus=small_corpus(fault_rate=0.0, results_per_query=90))
-    server = EmulatorServer(config)
-    server.app.middlewares.append(bad_query_fails)  # before it starts: its app is then frozen
-    async with server:
-        queries = ["bad", "red panda", "lighthouse"]
-        cfg = crawl_config(server, tmp_path, queries, api_retries=1, api_backoff=0.01, count=10,
-                           limit=1000)  # fmt: skip
-        async with Crawler(cfg) as crawler:
-            with pytest.raises(IncompleteCrawlError) as info:
-                await crawler.run()
-        assert info.value.exit_code == 6
-        states = {r["text"]: r["state"] for r in db(tmp_path, "SELECT text, state FROM queries")}
-        assert states == {"bad": "active", "red panda": "exhausted", "lighthouse": "exhausted"}
-        pages = {r["text"]: r["n"] for r in db(
-            tmp_path, "SELECT q.text, count(*) n FROM pages p JOIN queries q ON q.id = p.query_id "
-            "GROUP BY q.text")}  # fmt: skip
-        assert pages["red panda"] >= 9
-        assert pages["lighthouse"] >= 9
-        assert (
-            db(tmp_path, "SELECT count(*) n FROM candidates WHERE status = 'pending'")[0]["n"] == 0
-        )
+    # (attached before the emulator starts: its app is then frozen)
+    server = await start_emulator(config, attach=lambda a: a.middlewares.append(bad_query_fails))
+    queries = ["bad", "red panda", "lighthouse"]
+    cfg = crawl_config(server, tmp_path, queries, api_retries=1, api_backoff=0.01, count=10,
+                       limit=1000)  # fmt: skip
+    async with Crawler(cfg) as crawler:
+        with pytest.raises(IncompleteCrawlError) as info:
+            await crawler.run()
+    assert info.value.exit_code == 6
+    states = {r["text"]: r["state"] for r in db(tmp_path, "SELECT text, state FROM queries")}
+    assert states == {"bad": "active", "red panda": "exhausted", "lighthouse": "exhausted"}
+    pages = {r["text"]: r["n"] for r in db(
+        tmp_path, "SELECT q.text, count(*) n FROM pages p JOIN queries q ON q.id = p.query_id "
+        "GROUP BY q.text")}  # fmt: skip
+    assert pages["red panda"] >= 9
+    assert pages["lighthouse"] >= 9
+    assert db(tmp_path, "SELECT count(*) n FROM candidates WHERE status = 'pending'")[0]["n"] == 0
 
-        failing["on"] = False  # the server recovers: the next run finishes the query
-        async with Crawler(cfg) as crawler:
-            report = await crawler.run()
-        assert report.completed
-        assert {r["state"] for r in db(tmp_path, "SELECT state FROM queries")} == {"exhausted"}
+    failing["on"] = False  # the server recovers: the next run finishes the query
+    async with Crawler(cfg) as crawler:
+        report = await crawler.run()
+    assert report.completed
+    assert {r["state"] for r in db(tmp_path, "SELECT state FROM queries")} == {"exhausted"}
 
 
 def big_picture(name: str) -> bytes:

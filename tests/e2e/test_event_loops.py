@@ -15,17 +15,17 @@ from typing import Any
 import pytest
 
 from bingcrawl import eventloop
-from bingcrawl.emulator import EmulatorConfig, EmulatorServer
-from bingcrawl.emulator.imagehost import ImageHostConfig
 from bingcrawl.engine.crawler import Crawler
 from tests.support.crawls import (
     EXPECTED_ERROR,
     SUCCESS_FAULTS,
     crawl_config,
+    crawl_emulator_config,
     key_of,
     read_manifest,
     small_corpus,
 )
+from tests.support.emulator import Emulators
 
 pytest.importorskip("uvloop")
 
@@ -34,12 +34,11 @@ QUERIES = ["aston martin", "red panda"]
 
 async def _crawl(out: Path, loop_kind: str, **kw: Any) -> dict[str, Any]:
     running = type(asyncio.get_running_loop()).__module__
-    config = EmulatorConfig(
-        corpus=small_corpus(fault_rate=0.3, results_per_query=50),
-        qps=None,
-        images=ImageHostConfig(slow_seconds=20.0, oversize_bytes=3 * 1024 * 1024),
-    )
-    async with EmulatorServer(config) as server:
+    config = crawl_emulator_config(corpus=small_corpus(fault_rate=0.3, results_per_query=50))
+    # Each crawl runs in a loop of its own kind (eventloop.run), not the test's: the emulator
+    # starts there too, so not through the start_emulator fixture.
+    async with Emulators() as emulators:
+        server = await emulators.start(config)
         async with Crawler(
             crawl_config(server, out, QUERIES, limit=1000, count=25, retries=2, **kw)
         ) as c:

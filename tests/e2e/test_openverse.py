@@ -20,8 +20,8 @@ from bingcrawl.emulator.openverse import LICENSE_OF
 from bingcrawl.engine.crawler import Crawler
 from bingcrawl.errors import QuotaExceededError
 from bingcrawl.store.output import status_report
-from tests.support.crawls import EmulatorFactory, crawl_config, key_of, read_manifest
-from tests.support.emulator import clean_corpus
+from tests.support.crawls import crawl_config, key_of, read_manifest
+from tests.support.emulator import StartEmulator, clean_corpus
 
 OPENVERSE_LICENSES = {f"{code} {version}" for code, version in LICENSE_OF.values()}
 
@@ -37,9 +37,9 @@ def page_requests(server: object) -> list[tuple[str, str]]:
 
 
 async def test_a_keyless_openverse_crawl_stores_every_result_with_its_license(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=clean_corpus(results_per_query=300))
+    server = await start_emulator(corpus=clean_corpus(results_per_query=300))
     config = openverse_config(server, tmp_path, ["red panda"], limit=1000, count=50)
     async with Crawler(config) as crawler:  # type: ignore[arg-type]
         report = await crawler.run()
@@ -63,11 +63,11 @@ async def test_a_keyless_openverse_crawl_stores_every_result_with_its_license(
 
 
 async def test_a_license_filter_and_throttling(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
     # The emulator allows 2 calls a second, the crawler is told 50: it meets 429s; and
     # server errors (500, 503) on a seeded fifth of the calls.
-    server = await emulator_factory(
+    server = await start_emulator(
         qps=2.0,
         corpus=clean_corpus(results_per_query=300),
         p_server_error=0.2,
@@ -96,9 +96,9 @@ async def test_a_license_filter_and_throttling(
 
 
 async def test_a_stopped_crawl_resumes_without_asking_a_page_twice(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=clean_corpus(results_per_query=100))
+    server = await start_emulator(corpus=clean_corpus(results_per_query=100))
     config = openverse_config(server, tmp_path, ["heron"], limit=1000, max_api_calls=2)
     async with Crawler(config) as crawler:  # type: ignore[arg-type]
         with pytest.raises(QuotaExceededError):
@@ -142,9 +142,9 @@ def test_what_openverse_cannot_honour_is_refused_before_any_request(tmp_path: Pa
 
 
 async def test_credits_and_a_license_filtered_export(
-    emulator_factory: EmulatorFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    start_emulator: StartEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    server = await emulator_factory(corpus=clean_corpus(results_per_query=60))
+    server = await start_emulator(corpus=clean_corpus(results_per_query=60))
     out = tmp_path / "out"
     config = openverse_config(server, out, ["kingfisher"], limit=1000)
     async with Crawler(config) as crawler:  # type: ignore[arg-type]
@@ -183,10 +183,10 @@ async def test_credits_and_a_license_filtered_export(
 
 
 async def test_a_spent_daily_limit_is_a_clean_stop_not_a_days_wait(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
     # The emulator answers a spent budget as Openverse does: 429 with a Retry-After of hours.
-    server = await emulator_factory(monthly_quota=1, corpus=clean_corpus(results_per_query=60))
+    server = await start_emulator(monthly_quota=1, corpus=clean_corpus(results_per_query=60))
     config = openverse_config(server, tmp_path, ["wren"], limit=1000)
     async with Crawler(config) as crawler:  # type: ignore[arg-type]
         with pytest.raises(QuotaExceededError, match="daily limit"):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.crawls import EmulatorFactory, key_of, read_manifest
-from tests.support.emulator import clean_corpus
+from tests.support.crawls import key_of, read_manifest
+from tests.support.emulator import StartEmulator, clean_corpus
 from tests.support.resume import child_env, committed_pages, crawl_argv
 
 #: provider -> the emulator endpoint it is logged under, and the result offset of a request
@@ -37,9 +37,9 @@ async def run(argv: list[str], crash_at: str | None = None) -> int:
 
 @pytest.mark.parametrize("provider", sorted(PAGING))
 async def test_a_killed_crawl_resumes_without_asking_a_page_twice(
-    provider: str, emulator_factory: EmulatorFactory, tmp_path: Path
+    provider: str, start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=clean_corpus(results_per_query=60))
+    server = await start_emulator(corpus=clean_corpus(results_per_query=60))
     queries = ["heron", "otter", "lynx"]
     argv = crawl_argv(
         server.base_url, tmp_path, "--provider", provider, "--count", "20", queries=queries

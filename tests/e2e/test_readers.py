@@ -19,7 +19,8 @@ import pytest
 from bingcrawl.emulator.corpus import CorpusConfig
 from bingcrawl.engine.crawler import Crawler
 from bingcrawl.errors import ResumeMismatchError
-from tests.support.crawls import EmulatorFactory, crawl_config, read_manifest
+from tests.support.crawls import crawl_config, read_manifest
+from tests.support.emulator import StartEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
 QUERIES = ("reader one", "reader two")
@@ -57,21 +58,21 @@ async def crawl(server: Any, out: Path, **kw: Any) -> list[dict[str, Any]]:
 
 
 async def test_without_conversion_the_formats_are_mixed(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=corpus())
+    server = await start_emulator(corpus=corpus())
     manifest = await crawl(server, tmp_path)
     assert {Path(r["path"]).suffix for r in manifest} == {".jpg", ".png", ".gif", ".webp"}
 
 
 async def test_converted_files_read_with_hugging_face_datasets(
-    emulator_factory: EmulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    start_emulator: StartEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("datasets")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # its cache: never the user's
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # and no network
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    server = await emulator_factory(corpus=corpus())
+    server = await start_emulator(corpus=corpus())
     out = tmp_path / "data"
     manifest = await crawl(server, out, convert_to="jpg")
     assert len(manifest) == 60
@@ -88,10 +89,10 @@ async def test_converted_files_read_with_hugging_face_datasets(
 @pytest.mark.filterwarnings("ignore::ResourceWarning")  # webdataset leaves its tar files open
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_converted_shards_read_with_webdataset(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
     pytest.importorskip("webdataset")
-    server = await emulator_factory(corpus=corpus())
+    server = await start_emulator(corpus=corpus())
     out = tmp_path / "data"
     manifest = await crawl(server, out, convert_to="jpg", output_format="webdataset")
     members: Counter[str] = Counter()
@@ -107,10 +108,10 @@ async def test_converted_shards_read_with_webdataset(
 
 
 async def test_converted_files_read_with_torchvision(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
     pytest.importorskip("torchvision", reason="torchvision is large: not a test dependency")
-    server = await emulator_factory(corpus=corpus())
+    server = await start_emulator(corpus=corpus())
     out = tmp_path / "data"
     await crawl(server, out, convert_to="jpg")
     found = run_snippet("torchvision", out)
@@ -119,9 +120,9 @@ async def test_converted_files_read_with_torchvision(
 
 
 async def test_resuming_with_another_format_is_refused(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=corpus())
+    server = await start_emulator(corpus=corpus())
     await crawl(server, tmp_path, convert_to="jpg")
     with pytest.raises(ResumeMismatchError, match="convert_to"):
         await crawl(server, tmp_path, convert_to="png")

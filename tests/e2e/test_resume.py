@@ -34,8 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from bingcrawl.emulator import EmulatorServer
 from bingcrawl.engine.crashpoints import POINTS
+from tests.support.emulator import StartEmulator
 from tests.support.resume import (
     RANDOM_KINDS,
     Dataset,
@@ -48,19 +48,19 @@ from tests.support.resume import (
 )
 
 
-async def test_crash_loop(tmp_path: Path) -> None:
+async def test_crash_loop(start_emulator: StartEmulator, tmp_path: Path) -> None:
     """10 kills: each named point once, each random kind at least once; then compare."""
     rng = random.Random(20240611)
     config = emulator_config()
     want = await reference_run(tmp_path, config)
     schedule = [*POINTS, *RANDOM_KINDS, "outcomes"]
     rng.shuffle(schedule)
-    async with EmulatorServer(config) as server:
-        out = tmp_path / "resumed"
-        ledger = await crash_loop(server, out, schedule, rng)
-        assert ledger.kills == len(schedule), ledger.rounds
-        check_integrity(out)
-        got = Dataset.read(out, server)
+    server = await start_emulator(config)
+    out = tmp_path / "resumed"
+    ledger = await crash_loop(server, out, schedule, rng)
+    assert ledger.kills == len(schedule), ledger.rounds
+    check_integrity(out)
+    got = Dataset.read(out, server)
     check_same_dataset(got, want)
     check_bounded_work(got, want, ledger)
 
@@ -72,12 +72,12 @@ SOAK_SEED = int(os.environ.get("BINGCRAWL_SOAK_SEED", "2024"))
 
 @pytest.mark.slow
 @pytest.mark.timeout(120 + 10 * SOAK_KILLS)
-async def test_crash_loop_soak(tmp_path: Path) -> None:
+async def test_crash_loop_soak(start_emulator: StartEmulator, tmp_path: Path) -> None:
     """Many kills at random points and moments (``BINGCRAWL_SOAK_KILLS``), with near-duplicate
     dedup (the Hamming index is rebuilt from the checkpoint at every start) and ``--durable``."""
     kills, seed = SOAK_KILLS, SOAK_SEED
     try:
-        await soak(tmp_path, kills, seed)
+        await soak(start_emulator, tmp_path, kills, seed)
     except AssertionError as exc:
         exc.add_note(
             f"replay this soak with BINGCRAWL_SOAK_KILLS={kills} BINGCRAWL_SOAK_SEED={seed}"
@@ -85,7 +85,7 @@ async def test_crash_loop_soak(tmp_path: Path) -> None:
         raise
 
 
-async def soak(tmp_path: Path, kills: int, seed: int) -> None:
+async def soak(start_emulator: StartEmulator, tmp_path: Path, kills: int, seed: int) -> None:
     """The soak of :func:`test_crash_loop_soak`."""
     rng = random.Random(seed)
     # Enough work that every kill finds the crawl still running.
@@ -93,13 +93,13 @@ async def soak(tmp_path: Path, kills: int, seed: int) -> None:
     extra = ("--durable", "--near-dup-distance", "8")
     want = await reference_run(tmp_path, config, *extra)
     schedule = [rng.choice((*POINTS, *RANDOM_KINDS)) for _ in range(kills)]
-    async with EmulatorServer(config) as server:
-        out = tmp_path / "resumed"
-        ledger = await crash_loop(server, out, schedule, rng, *extra)
-        assert ledger.kills >= kills * 0.9, ledger.rounds
-        check_integrity(out)
-        got = Dataset.read(out, server)
-        corpus = server.corpus
+    server = await start_emulator(config)
+    out = tmp_path / "resumed"
+    ledger = await crash_loop(server, out, schedule, rng, *extra)
+    assert ledger.kills >= kills * 0.9, ledger.rounds
+    check_integrity(out)
+    got = Dataset.read(out, server)
+    corpus = server.corpus
 
     def picture(key: str) -> object:
         spec = corpus.spec(key)

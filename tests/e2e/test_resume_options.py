@@ -13,7 +13,6 @@ import json
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -25,6 +24,7 @@ from bingcrawl.emulator.corpus import CorpusConfig
 from bingcrawl.store import Checkpoint, meta
 from bingcrawl.store.output import MANIFEST_FIELDS
 from tests.support.crawls import key_of, read_manifest
+from tests.support.emulator import StartEmulator
 from tests.support.resume import (
     check_integrity,
     child_env,
@@ -54,22 +54,20 @@ async def rerun(server: EmulatorServer, out: Path, *argv: str) -> int:
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[EmulatorServer]:
+async def server(start_emulator: StartEmulator) -> EmulatorServer:
     """An emulator with faults, mirrors and near duplicates (see ``emulator_config``)."""
-    async with EmulatorServer(emulator_config(results_per_query=40)) as server:
-        yield server
+    return await start_emulator(emulator_config(results_per_query=40))
 
 
 @pytest.fixture
-async def slow_api() -> AsyncIterator[EmulatorServer]:
+async def slow_api(start_emulator: StartEmulator) -> EmulatorServer:
     """API answers take 0.2 s, so that two queries' requests are always in flight together."""
     config = dataclasses.replace(emulator_config(results_per_query=40), api_latency=0.2)
-    async with EmulatorServer(config) as server:
-        yield server
+    return await start_emulator(config)
 
 
 @pytest.fixture
-async def clean_server() -> AsyncIterator[EmulatorServer]:
+async def clean_server(start_emulator: StartEmulator) -> EmulatorServer:
     """An emulator whose every image is distinct and fetchable: counts are exact."""
     corpus = CorpusConfig(
         seed=3,
@@ -79,8 +77,7 @@ async def clean_server() -> AsyncIterator[EmulatorServer]:
         near_dup_rate=0.0,
         cross_query_rate=0.0,
     )
-    async with EmulatorServer(EmulatorConfig(qps=None, corpus=corpus)) as server:
-        yield server
+    return await start_emulator(EmulatorConfig(qps=None, corpus=corpus))
 
 
 def api_total(out: Path) -> int:

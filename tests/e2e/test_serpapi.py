@@ -13,8 +13,8 @@ import pytest
 import bingcrawl
 from bingcrawl.engine.crawler import Crawler
 from bingcrawl.errors import QuotaExceededError
-from tests.support.crawls import EmulatorFactory, crawl_config, key_of, read_manifest
-from tests.support.emulator import clean_corpus
+from tests.support.crawls import crawl_config, key_of, read_manifest
+from tests.support.emulator import StartEmulator, clean_corpus
 
 
 def serpapi_config(server: Any, out: Path, queries: list[str], **kw: Any) -> Any:
@@ -24,9 +24,9 @@ def serpapi_config(server: Any, out: Path, queries: list[str], **kw: Any) -> Any
 
 @pytest.mark.parametrize(("engine", "paging"), [("bing_images", "first"), ("google_images", "ijn")])
 async def test_both_engines_page_to_the_end(
-    engine: str, paging: str, emulator_factory: EmulatorFactory, tmp_path: Path
+    engine: str, paging: str, start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=clean_corpus(results_per_query=230))
+    server = await start_emulator(corpus=clean_corpus(results_per_query=230))
     config = serpapi_config(server, tmp_path, ["bison"], limit=1000, count=50)
     config = dataclasses.replace(config, serpapi_engine=engine)
     async with Crawler(config) as crawler:
@@ -44,9 +44,9 @@ async def test_both_engines_page_to_the_end(
 
 
 async def test_running_out_of_searches_stops_cleanly(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(monthly_quota=2, corpus=clean_corpus(results_per_query=200))
+    server = await start_emulator(monthly_quota=2, corpus=clean_corpus(results_per_query=200))
     config = serpapi_config(server, tmp_path, ["yak"], limit=1000, count=50)
     async with Crawler(config) as crawler:
         with pytest.raises(QuotaExceededError) as raised:

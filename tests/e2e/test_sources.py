@@ -26,8 +26,9 @@ from bingcrawl.emulator import EmulatorServer
 from bingcrawl.engine.crawler import Crawler
 from bingcrawl.errors import QuotaExceededError
 from bingcrawl.sources.base import norm_query
-from tests.support.crawls import EmulatorFactory, crawl_config, db, key_of, read_manifest
-from tests.support.emulator import clean_corpus, first_page_suggestions
+from tests.support.crawls import crawl_config, db, key_of, read_manifest
+from tests.support.emulator import StartEmulator, clean_corpus
+from tests.support.emulator_api import first_page_suggestions
 
 
 def api_total(out: Path) -> int:
@@ -67,9 +68,9 @@ async def fetch(server: EmulatorServer, key: str) -> bytes:
 
 
 async def test_expand_is_breadth_first_deduplicated_and_capped(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=clean_corpus())
+    server = await start_emulator(corpus=clean_corpus())
     suggested = await first_page_suggestions(server, "red panda")
     server.state.log.clear()
     config = crawl_config(
@@ -119,9 +120,9 @@ async def test_expand_is_breadth_first_deduplicated_and_capped(
 
 
 async def test_raising_expand_later_expands_what_was_crawled(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=clean_corpus())
+    server = await start_emulator(corpus=clean_corpus())
     suggested = await first_page_suggestions(server, "lighthouse at dusk")
     server.state.log.clear()
     base = crawl_config(server, tmp_path, ["lighthouse at dusk"], limit=1, count=5)
@@ -145,9 +146,9 @@ async def test_raising_expand_later_expands_what_was_crawled(
 
 
 async def test_similar_asks_once_per_stored_image(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=clean_corpus(), details_similar_count=8)
+    server = await start_emulator(corpus=clean_corpus(), details_similar_count=8)
     config = crawl_config(server, tmp_path, ["red panda"], limit=4, count=10, similar=3)
     await crawl(config)
 
@@ -178,9 +179,9 @@ async def test_similar_asks_once_per_stored_image(
 
 
 async def test_similar_of_url_list_images_asks_by_url(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=clean_corpus(), details_similar_count=4)
+    server = await start_emulator(corpus=clean_corpus(), details_similar_count=4)
     specs = server.corpus.query_results("some urls")[:3]
     listing = tmp_path / "urls.txt"
     listing.write_text("".join(f"{server.base_url}img/{s.key}\n" for s in specs))
@@ -200,9 +201,9 @@ async def test_similar_of_url_list_images_asks_by_url(
 
 
 async def test_visual_search_pages_results_and_rejects_copies_of_the_seeds(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=clean_corpus(), similar_results=40)
+    server = await start_emulator(corpus=clean_corpus(), similar_results=40)
     seeds = tmp_path / "seeds"
     (seeds / "cats").mkdir(parents=True)
     b = png(1)
@@ -244,8 +245,8 @@ async def test_visual_search_pages_results_and_rejects_copies_of_the_seeds(
     assert len(server.state.requests()) == before
 
 
-async def test_crop_and_label_are_sent(emulator_factory: EmulatorFactory, tmp_path: Path) -> None:
-    server = await emulator_factory(corpus=clean_corpus(), similar_results=10)
+async def test_crop_and_label_are_sent(start_emulator: StartEmulator, tmp_path: Path) -> None:
+    server = await start_emulator(corpus=clean_corpus(), similar_results=10)
     seeds = tmp_path / "seeds"
     seeds.mkdir()
     b = png(2)
@@ -266,9 +267,9 @@ async def test_crop_and_label_are_sent(emulator_factory: EmulatorFactory, tmp_pa
 
 
 async def test_trending_tiles_by_category_and_their_queries_expanded(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=clean_corpus(), qps=12.0)
+    server = await start_emulator(corpus=clean_corpus(), qps=12.0)
     config = crawl_config(
         server, tmp_path, [], trending=True, expand_depth=1, limit=1, count=3, qps=10.0
     )
@@ -313,9 +314,9 @@ async def test_trending_tiles_by_category_and_their_queries_expanded(
 
 
 async def test_url_list_needs_no_api_and_is_not_cut_by_the_default_limit(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=clean_corpus(results_per_query=110))
+    server = await start_emulator(corpus=clean_corpus(results_per_query=110))
     specs = server.corpus.query_results("url list")
     listing = tmp_path / "my list.jsonl"
     lines = []
@@ -353,9 +354,9 @@ async def test_url_list_needs_no_api_and_is_not_cut_by_the_default_limit(
 
 
 async def test_every_source_spends_the_one_api_budget(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=clean_corpus(), similar_results=10)
+    server = await start_emulator(corpus=clean_corpus(), similar_results=10)
     seeds = tmp_path / "seeds"
     seeds.mkdir()
     (seeds / "s.png").write_bytes(png(3))

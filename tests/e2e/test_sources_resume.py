@@ -17,8 +17,9 @@ from pathlib import Path
 from bingcrawl.emulator import EmulatorServer
 from bingcrawl.sources.base import norm_query
 from bingcrawl.sources.urls import BATCH
-from tests.support.crawls import EmulatorFactory, db, key_of, read_manifest
-from tests.support.emulator import clean_corpus, first_page_suggestions
+from tests.support.crawls import db, key_of, read_manifest
+from tests.support.emulator import StartEmulator, clean_corpus
+from tests.support.emulator_api import first_page_suggestions
 
 FAST = [
     "--allow-network", "127.0.0.1/32", "--no-progress", "--hash-workers", "0",
@@ -42,9 +43,9 @@ async def run_cli(args: list[str], log: Path, crash_at: str | None = None) -> in
 
 
 async def test_url_list_resumes_after_the_last_committed_batch(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server: EmulatorServer = await emulator_factory(corpus=clean_corpus())
+    server: EmulatorServer = await start_emulator(corpus=clean_corpus())
     specs = server.corpus.query_results("crash list")[:25]
     # 2.5 batches of records, one usable URL in a hundred: three batches, 25 images
     lines = [f"invalid record {i}" for i in range(BATCH * 5 // 2)]
@@ -81,9 +82,9 @@ async def test_url_list_resumes_after_the_last_committed_batch(
 
 
 async def test_expansions_survive_a_crash_before_their_page_is_recorded(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server: EmulatorServer = await emulator_factory(corpus=clean_corpus())
+    server: EmulatorServer = await start_emulator(corpus=clean_corpus())
     suggested = {norm_query(t) for t in await first_page_suggestions(server, "red panda")}
     server.state.log.clear()
     out = tmp_path / "out"

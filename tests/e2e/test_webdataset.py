@@ -13,7 +13,8 @@ from pathlib import Path
 from bingcrawl.emulator.corpus import CorpusConfig
 from bingcrawl.engine.crawler import Crawler
 from bingcrawl.store.shards import read_member
-from tests.support.crawls import EmulatorFactory, crawl_config, read_manifest, small_corpus
+from tests.support.crawls import crawl_config, read_manifest, small_corpus
+from tests.support.emulator import StartEmulator
 
 QUERIES = ("tar one", "tar two")
 
@@ -48,9 +49,9 @@ def check_shards(out: Path) -> list[dict[str, object]]:
 
 
 async def test_webdataset_shards_hold_the_dataset(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=small_corpus(fault_rate=0.0, results_per_query=40))
+    server = await start_emulator(corpus=small_corpus(fault_rate=0.0, results_per_query=40))
     config = crawl_config(
         server, tmp_path, QUERIES, limit=1000, output_format="webdataset", shard_size=15
     )
@@ -67,47 +68,47 @@ async def test_webdataset_shards_hold_the_dataset(
     assert not (tmp_path / "images").exists() or not any((tmp_path / "images").rglob("*.*"))
 
 
-async def test_crash_mid_shard_truncates_the_torn_tail(tmp_path: Path) -> None:
-    from bingcrawl.emulator import EmulatorConfig, EmulatorServer
+async def test_crash_mid_shard_truncates_the_torn_tail(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    from bingcrawl.emulator import EmulatorConfig
 
     corpus = CorpusConfig(
         results_per_query=60, fault_rate=0.0, exact_dup_rate=0.0, near_dup_rate=0.0,
         cross_query_rate=0.0,
     )  # fmt: skip
-    async with EmulatorServer(EmulatorConfig(qps=None, corpus=corpus)) as server:
-        out = tmp_path / "out"
-        argv = [
-            sys.executable, "-m", "bingcrawl", "crawl", *QUERIES, "--out", str(out),
-            "--key", "k", "--endpoint", server.base_url, "--allow-network", "127.0.0.1/32",
-            "--output-format", "webdataset", "--shard-size", "1000", "--limit", "1000",
-            "--hash-workers", "0", "--no-progress", "--log-level", "WARNING",
-        ]  # fmt: skip
-        # Die right after the 30th image is appended to its shard, before its outcome.
-        env = {"BINGCRAWL_CRASH_AT": "file_written:30", "PATH": "/usr/bin:/bin"}
-        proc = await asyncio.create_subprocess_exec(*argv, env=env)
-        assert await proc.wait() == -9
-        db = sqlite3.connect(out / "checkpoint.sqlite")
-        committed = db.execute(
-            "SELECT count(*) FROM candidates WHERE status = 'stored'"
-        ).fetchone()[0]
-        db.close()
-        shard_bytes = sum(p.stat().st_size for p in (out / "shards").glob("*.tar"))
-        assert shard_bytes > 0
-        assert committed < 30  # the last appends were never recorded: a torn tail to cut
+    server = await start_emulator(EmulatorConfig(qps=None, corpus=corpus))
+    out = tmp_path / "out"
+    argv = [
+        sys.executable, "-m", "bingcrawl", "crawl", *QUERIES, "--out", str(out),
+        "--key", "k", "--endpoint", server.base_url, "--allow-network", "127.0.0.1/32",
+        "--output-format", "webdataset", "--shard-size", "1000", "--limit", "1000",
+        "--hash-workers", "0", "--no-progress", "--log-level", "WARNING",
+    ]  # fmt: skip
+    # Die right after the 30th image is appended to its shard, before its outcome.
+    env = {"BINGCRAWL_CRASH_AT": "file_written:30", "PATH": "/usr/bin:/bin"}
+    proc = await asyncio.create_subprocess_exec(*argv, env=env)
+    assert await proc.wait() == -9
+    db = sqlite3.connect(out / "checkpoint.sqlite")
+    committed = db.execute("SELECT count(*) FROM candidates WHERE status = 'stored'").fetchone()[0]
+    db.close()
+    shard_bytes = sum(p.stat().st_size for p in (out / "shards").glob("*.tar"))
+    assert shard_bytes > 0
+    assert committed < 30  # the last appends were never recorded: a torn tail to cut
 
-        proc = await asyncio.create_subprocess_exec(*argv)
-        assert await proc.wait() == 0
+    proc = await asyncio.create_subprocess_exec(*argv)
+    assert await proc.wait() == 0
     manifest = check_shards(out)
     assert len(manifest) == 120
     assert len({r["sha256"] for r in manifest}) == 120
 
 
 async def test_a_shard_torn_below_its_committed_end_is_cut_to_its_whole_members(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
     # Power loss without --durable can cut a shard below what the checkpoint committed. The
     # torn tar used to stay beside the next shard, and the re-fetched images appeared twice.
-    server = await emulator_factory(corpus=small_corpus(fault_rate=0.0, results_per_query=30))
+    server = await start_emulator(corpus=small_corpus(fault_rate=0.0, results_per_query=30))
     config = crawl_config(
         server, tmp_path, ["tar one"], limit=1000, output_format="webdataset", shard_size=1000
     )
@@ -133,9 +134,9 @@ async def test_a_shard_torn_below_its_committed_end_is_cut_to_its_whole_members(
 
 
 async def test_each_json_member_carries_the_manifest_fields(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=small_corpus(fault_rate=0.0, results_per_query=10))
+    server = await start_emulator(corpus=small_corpus(fault_rate=0.0, results_per_query=10))
     config = crawl_config(server, tmp_path, ["tar one"], limit=1000, output_format="webdataset")
     async with Crawler(config) as crawler:
         await crawler.run()

@@ -15,8 +15,8 @@ import bingcrawl
 from bingcrawl.emulator.wikimedia import LICENSE_OF, author
 from bingcrawl.engine.crawler import Crawler
 from bingcrawl.errors import QuotaExceededError
-from tests.support.crawls import EmulatorFactory, crawl_config, key_of, read_manifest
-from tests.support.emulator import clean_corpus
+from tests.support.crawls import crawl_config, key_of, read_manifest
+from tests.support.emulator import StartEmulator, clean_corpus
 
 
 def commons_config(server: Any, out: Path, queries: list[str], **kw: Any) -> Any:
@@ -30,9 +30,9 @@ def offsets(server: Any) -> list[str]:
 
 
 async def test_a_keyless_commons_crawl_stores_every_file_with_license_and_author(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    server = await emulator_factory(corpus=clean_corpus(results_per_query=120))
+    server = await start_emulator(corpus=clean_corpus(results_per_query=120))
     config = commons_config(server, tmp_path, ["kingfisher"], limit=1000, count=50)
     async with Crawler(config) as crawler:
         report = await crawler.run()
@@ -52,12 +52,12 @@ async def test_a_keyless_commons_crawl_stores_every_file_with_license_and_author
 
 
 async def test_maxlag_and_throttling_are_waited_out_and_a_stop_resumes(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
     # Every API fault kind on (500, maxlag, 503; the seeded draws meet each), and 2 calls
     # a second against a crawler told 50: everything is still found, and a budget stop
     # resumes without repeats.
-    server = await emulator_factory(
+    server = await start_emulator(
         qps=2.0,
         corpus=clean_corpus(results_per_query=200),
         p_server_error=0.1,

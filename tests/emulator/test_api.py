@@ -10,14 +10,8 @@ import pytest
 
 from bingcrawl.emulator import EmulatorServer
 from bingcrawl.emulator.shapes import image_id
-from tests.emulator.conftest import (
-    HEADERS,
-    StartEmulator,
-    assert_query_shape,
-    get_json,
-    key_of,
-    search_url,
-)
+from tests.support.emulator import StartEmulator
+from tests.support.emulator_api import HEADERS, assert_query_shape, get_json, image_key, search_url
 
 IMAGE_FIELDS = {
     "webSearchUrl": str,
@@ -59,7 +53,7 @@ async def test_first_page_matches_ground_truth_and_reference_shape(
     assert body["_type"] == "Images"
     assert body["currentOffset"] == 0
     truth = emulator.corpus.query_results("red fox")
-    assert [key_of(emulator, im) for im in body["value"]] == [s.key for s in truth[:10]]
+    assert [image_key(emulator, im) for im in body["value"]] == [s.key for s in truth[:10]]
     for image, spec in zip(body["value"], truth, strict=False):
         assert_image_shape(image)
         assert (image["width"], image["height"], image["name"]) == (
@@ -80,9 +74,9 @@ async def test_content_url_serves_the_image(
 ) -> None:
     _, body, _ = await get_json(http, search_url(emulator), {"q": "lighthouse", "count": "40"})
     image = next(
-        im for im in body["value"] if emulator.corpus.spec(key_of(emulator, im)).fault is None
+        im for im in body["value"] if emulator.corpus.spec(image_key(emulator, im)).fault is None
     )
-    key = key_of(emulator, image)
+    key = image_key(emulator, image)
     async with http.get(image["contentUrl"]) as resp:
         assert resp.status == 200
         data = await resp.read()
@@ -103,7 +97,7 @@ async def test_paging_by_next_offset_covers_every_result_with_bounded_overlap(
             http, search_url(emulator), {"q": q, "count": str(count), "offset": str(offset)}
         )
         assert status == 200
-        keys = [key_of(emulator, im) for im in body["value"]]
+        keys = [image_key(emulator, im) for im in body["value"]]
         assert keys == truth[offset : offset + count]
         assert body["totalEstimatedMatches"] >= len(truth)
         if not keys:
@@ -215,7 +209,7 @@ async def test_filters_select_exactly_the_matching_ground_truth(
     expected = [s.key for s in emulator.corpus.query_results(q) if predicate(s)][:150]
     status, body, _ = await get_json(http, search_url(emulator), {"q": q, "count": "150", **params})
     assert status == 200
-    assert [key_of(emulator, im) for im in body["value"]] == expected
+    assert [image_key(emulator, im) for im in body["value"]] == expected
 
 
 async def test_license_filter_narrows_the_results(
@@ -241,8 +235,8 @@ async def test_color_filter_uses_the_accent_colour(
     _, colour, _ = await get_json(
         http, search_url(emulator), {"q": "street", "color": "ColorOnly", "count": "150"}
     )
-    mono_keys = {key_of(emulator, im) for im in mono["value"]}
-    colour_keys = {key_of(emulator, im) for im in colour["value"]}
+    mono_keys = {image_key(emulator, im) for im in mono["value"]}
+    colour_keys = {image_key(emulator, im) for im in colour["value"]}
     assert not mono_keys & colour_keys
     assert len(mono_keys | colour_keys) == min(150, len(emulator.corpus.query_results("street")))
 
@@ -254,7 +248,7 @@ async def test_id_parameter_puts_that_image_first(
     _, body, _ = await get_json(
         http, search_url(emulator), {"q": "canyon", "id": image_id(spec.key)}
     )
-    assert key_of(emulator, body["value"][0]) == spec.key
+    assert image_key(emulator, body["value"][0]) == spec.key
 
 
 INVALID = [
@@ -381,5 +375,5 @@ async def test_trending_categories_and_tiles(
         for tile, (text, spec) in zip(category["tiles"], tiles, strict=True):
             assert tile["query"]["text"] == text
             assert {"displayText", "webSearchUrl"} <= set(tile["query"])
-            assert key_of(emulator, tile["image"]) == spec.key
+            assert image_key(emulator, tile["image"]) == spec.key
             assert tile["image"]["thumbnailUrl"]

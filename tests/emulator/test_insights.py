@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from bingcrawl.emulator import EmulatorServer
-from tests.emulator.conftest import HEADERS, assert_query_shape, get_json, key_of, search_url
+from tests.support.emulator_api import HEADERS, assert_query_shape, get_json, image_key, search_url
 
 # -- /images/details ------------------------------------------------------------------------
 
@@ -30,7 +30,7 @@ async def test_details_by_token_returns_every_module_with_data(
     emulator: EmulatorServer, http: aiohttp.ClientSession
 ) -> None:
     image = await first_image(emulator, http, "sailboat")
-    spec = emulator.corpus.spec(key_of(emulator, image))
+    spec = emulator.corpus.spec(image_key(emulator, image))
     status, body, _ = await get_json(
         http,
         details_url(emulator),
@@ -39,12 +39,12 @@ async def test_details_by_token_returns_every_module_with_data(
     assert status == 200
     assert body["_type"] == "ImageInsights"
     assert body["imageInsightsToken"] == image["imageInsightsToken"]
-    similar = [key_of(emulator, im) for im in body["visuallySimilarImages"]["value"]]
+    similar = [image_key(emulator, im) for im in body["visuallySimilarImages"]["value"]]
     expected = emulator.corpus.similar(spec, emulator.config.details_similar_count)
     assert similar == [s.key for s in expected]
     pages = body["pagesIncluding"]["value"]
-    assert key_of(emulator, pages[0]) == spec.key
-    assert all(emulator.corpus.spec(key_of(emulator, p)).base == spec.base for p in pages)
+    assert image_key(emulator, pages[0]) == spec.key
+    assert all(emulator.corpus.spec(image_key(emulator, p)).base == spec.base for p in pages)
     assert_query_shape(body["bestRepresentativeQuery"])
     assert body["relatedSearches"]["value"]
     for query in body["relatedSearches"]["value"]:
@@ -83,13 +83,13 @@ async def test_details_by_img_url_of_a_corpus_image_and_of_another_url(
     emulator: EmulatorServer, http: aiohttp.ClientSession
 ) -> None:
     image = await first_image(emulator, http, "sailboat")
-    spec = emulator.corpus.spec(key_of(emulator, image))
+    spec = emulator.corpus.spec(image_key(emulator, image))
     _, body, _ = await get_json(
         http, details_url(emulator), {"imgUrl": image["contentUrl"], "modules": "SimilarImages"}
     )
     assert body["imageInsightsToken"] == image["imageInsightsToken"]
     expected = emulator.corpus.similar(spec, emulator.config.details_similar_count)
-    assert [key_of(emulator, im) for im in body["visuallySimilarImages"]["value"]] == [
+    assert [image_key(emulator, im) for im in body["visuallySimilarImages"]["value"]] == [
         s.key for s in expected
     ]
 
@@ -99,7 +99,7 @@ async def test_details_by_img_url_of_a_corpus_image_and_of_another_url(
     )
     digest = hashlib.sha256(other.encode()).digest()
     expected = emulator.corpus.visual_results(digest, emulator.config.details_similar_count)
-    assert [key_of(emulator, im) for im in body["visuallySimilarImages"]["value"]] == [
+    assert [image_key(emulator, im) for im in body["visuallySimilarImages"]["value"]] == [
         s.key for s in expected
     ]
 
@@ -164,7 +164,7 @@ async def test_details_accepts_an_uploaded_image(
     digest = hashlib.sha256(data).digest()
     assert body["imageInsightsToken"] == "bcid_" + digest.hex().upper()
     expected = emulator.corpus.visual_results(digest, emulator.config.details_similar_count)
-    assert [key_of(emulator, im) for im in body["visuallySimilarImages"]["value"]] == [
+    assert [image_key(emulator, im) for im in body["visuallySimilarImages"]["value"]] == [
         s.key for s in expected
     ]
 
@@ -194,7 +194,7 @@ async def test_visual_search_upload_answers_from_the_digest(
     action = default_actions(body)["VisualSearch"]
     assert action["_type"] == "ImageModuleAction"
     expected = emulator.corpus.visual_results(digest, emulator.config.similar_results)
-    assert [key_of(emulator, im) for im in action["data"]["value"]] == [
+    assert [image_key(emulator, im) for im in action["data"]["value"]] == [
         s.key for s in expected[:50]
     ]
     assert action["data"]["currentOffset"] == 0
@@ -214,7 +214,7 @@ async def test_visual_search_pages_with_the_offset_extension(
     )
     _, body = await post(http, visual_url(emulator), upload_form(data), offset="40", count="20")
     data_ = default_actions(body)["VisualSearch"]["data"]
-    assert [key_of(emulator, im) for im in data_["value"]] == [s.key for s in expected[40:60]]
+    assert [image_key(emulator, im) for im in data_["value"]] == [s.key for s in expected[40:60]]
     assert (data_["currentOffset"], data_["nextOffset"]) == (40, 60)
 
 
@@ -233,10 +233,10 @@ async def test_visual_search_by_token_includes_image_by_id(
     assert actions["ImageById"]["image"]["contentUrl"] == image["contentUrl"]
     digest = hashlib.sha256(token.encode()).digest()
     expected = emulator.corpus.visual_results(digest, emulator.config.similar_results)
-    assert [key_of(emulator, im) for im in actions["VisualSearch"]["data"]["value"]] == [
+    assert [image_key(emulator, im) for im in actions["VisualSearch"]["data"]["value"]] == [
         s.key for s in expected[:50]
     ]
-    assert key_of(emulator, actions["PagesIncluding"]["data"]["value"][0]) == key_of(
+    assert image_key(emulator, actions["PagesIncluding"]["data"]["value"][0]) == image_key(
         emulator, image
     )
     assert actions["RelatedSearches"]["data"]["value"]

@@ -13,7 +13,8 @@ from multidict import CIMultiDictProxy
 
 from bingcrawl.emulator import CorpusConfig, EmulatorConfig, EmulatorServer
 from bingcrawl.errors import ConfigError, parse_retry_after
-from tests.emulator.conftest import HEADERS, KEY, StartEmulator, get_json, search_url
+from tests.support.emulator import StartEmulator
+from tests.support.emulator_api import HEADERS, KEY, get_json, search_url
 
 
 class FakeClock:

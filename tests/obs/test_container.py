@@ -13,7 +13,6 @@ import asyncio
 import ipaddress
 import json
 import re
-import shlex
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,56 +21,33 @@ from typing import Any
 import pytest
 
 from bingcrawl.cli import build_config, build_parser
-from bingcrawl.emulator import EmulatorConfig, EmulatorServer
+from bingcrawl.emulator import EmulatorConfig
 from bingcrawl.obs.envconfig import apply_env_defaults, env_variables
 from bingcrawl.obs.metrics import MetricsServer, MetricsSnapshot
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.container import (
+    ROOT,
+    compose_file,
+    crawler_env,
+    dockerfile,
+    dockerfile_env,
+    final_stage,
+    interpolate,
+    seconds,
+)
+from tests.support.emulator import StartEmulator
 
 #: Variables for Compose itself (interpolation only), not for bingcrawl.
 COMPOSE_ONLY = {"METRICS_PUBLISH_PORT"}
 #: Read by the CLI directly, with flags (--key, --key-file, --endpoint) taking precedence.
 BING_VARS = {"BING_SEARCH_V7_SUBSCRIPTION_KEY", "BING_SEARCH_V7_ENDPOINT"}
 
-_INTERPOLATION = re.compile(
-    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}"
-)
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
-
-
-def interpolate(value: str, env: Mapping[str, str]) -> str:
-    """Compose's ${VAR}, ${VAR:-default} (unset or empty) and ${VAR-default} (unset)."""
-
-    def one(match: re.Match[str]) -> str:
-        name, op, default = match["name"], match["op"], match["default"] or ""
-        if op == ":-":
-            return env.get(name) or default
-        if op == "-":
-            return env.get(name, default)
-        return env.get(name, "")
-
-    return _INTERPOLATION.sub(one, value)
-
-
-def seconds(duration: str) -> float:
-    total = 0.0
-    for amount, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", duration):
-        total += float(amount) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
-    return total
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     # Only the compose tests need PyYAML; the Dockerfile tests run without it.
-    yaml = pytest.importorskip("yaml", reason="PyYAML (test extra) parses docker-compose.yml")
-    data = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
-    assert isinstance(data, dict)
-    return data
-
-
-def crawler_env(compose: Mapping[str, Any], env: Mapping[str, str] | None = None) -> dict[str, str]:
-    raw = compose["services"]["crawler"]["environment"]
-    return {k: interpolate(str(v), env or {}) for k, v in raw.items()}
+    return compose_file()
 
 
 def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
@@ -224,50 +200,20 @@ def test_env_example_documents_every_interpolated_variable() -> None:
     assert interpolated <= set(env_example_vars())
 
 
-async def test_emulator_healthcheck_command_succeeds(compose: dict[str, Any]) -> None:
+async def test_emulator_healthcheck_command_succeeds(
+    start_emulator: StartEmulator, compose: dict[str, Any]
+) -> None:
     test = compose["services"]["emulator"]["healthcheck"]["test"]
     assert test[:3] == ["CMD", "python", "-c"]
-    async with EmulatorServer(EmulatorConfig()) as server:
-        code = test[3].replace(":8000/", f":{server.port}/")
-        assert code != test[3]
-        status, out = await run_python(code, {})
+    server = await start_emulator(EmulatorConfig())
+    code = test[3].replace(":8000/", f":{server.port}/")
+    assert code != test[3]
+    status, out = await run_python(code, {})
     assert status == 0, out
     assert out.startswith("healthy")
 
 
 # -- Dockerfile ---------------------------------------------------------------------------
-
-
-def dockerfile() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
-    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
-    joined = re.sub(
-        r"\\\n",
-        " ",
-        "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")),
-    )
-    out = []
-    for line in joined.splitlines():
-        if line.strip():
-            word, _, rest = line.strip().partition(" ")
-            out.append((word.upper(), " ".join(rest.split())))
-    return out
-
-
-def dockerfile_env() -> dict[str, str]:
-    env: dict[str, str] = {}
-    for word, rest in final_stage():
-        if word == "ENV":
-            for part in shlex.split(rest):
-                name, _, value = part.partition("=")
-                env[name] = value
-    return env
-
-
-def final_stage() -> list[tuple[str, str]]:
-    steps = dockerfile()
-    start = max(i for i, (word, _) in enumerate(steps) if word == "FROM")
-    return steps[start:]
 
 
 def test_base_image_and_stages() -> None:

@@ -15,7 +15,6 @@ import asyncio
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,8 @@ import pytest
 from bingcrawl.config import MAX_LABEL_LENGTH, safe_label
 from bingcrawl.emulator import EmulatorConfig, EmulatorServer
 from bingcrawl.emulator.corpus import EXTENSIONS, CorpusConfig, ImageSpec
-from tests.security.harness import db_rows, run_main
+from tests.support.emulator import StartEmulator
+from tests.support.hostile import db_rows, run_main
 
 #: Labels an attacker (or a careless queries file) could write, with the query of each.
 HOSTILE_LABELS = (
@@ -61,14 +61,13 @@ FAST = [
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[EmulatorServer]:
+async def emulator(start_emulator: StartEmulator) -> EmulatorServer:
     """A clean corpus where every result is a distinct picture."""
     corpus = CorpusConfig(
         results_per_query=6, fault_rate=0.0, exact_dup_rate=0.0, near_dup_rate=0.0,
         cross_query_rate=0.0,
     )  # fmt: skip
-    async with EmulatorServer(EmulatorConfig(qps=None, corpus=corpus)) as server:
-        yield server
+    return await start_emulator(EmulatorConfig(qps=None, corpus=corpus))
 
 
 def tree(root: Path) -> dict[str, tuple[str, bytes | str | None]]:

@@ -31,7 +31,9 @@ from bingcrawl.emulator import EmulatorConfig, EmulatorServer
 from bingcrawl.emulator.corpus import FAULT_KINDS, CorpusConfig
 from bingcrawl.emulator.imagehost import HUGE_BYTES, ImageHostConfig
 from bingcrawl.store.recovery import IMAGE_NAME
-from tests.security.harness import (
+from tests.support.crawls import EXPECTED_ERROR
+from tests.support.emulator import Emulators
+from tests.support.hostile import (
     CliRun,
     ScriptedApi,
     db_rows,
@@ -40,7 +42,6 @@ from tests.security.harness import (
     run_cli,
     serve,
 )
-from tests.support.crawls import EXPECTED_ERROR
 from tests.support.net import CANARY_HOST, RawServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -190,7 +191,8 @@ async def crawl_side_by_side(
         images=ImageHostConfig(slow_seconds=20.0, transient_failures=1, retry_after=0.1),
     )
     try:
-        async with EmulatorServer(config) as server:
+        async with Emulators() as emulators:  # (a module's fixture: not start_emulator)
+            server = await emulators.start(config)
             hostile_api, clean_api = ScriptedApi(), ScriptedApi()
             hostile_api.routes = _redirect_routes(canary.port)
             expect: dict[str, Expect] = {}

@@ -21,8 +21,8 @@ from aiohttp import web
 
 from bingcrawl.emulator import EmulatorConfig
 from bingcrawl.emulator.corpus import CorpusConfig
-from tests.security.conftest import EmulatorStarter
-from tests.security.harness import (
+from tests.support.emulator import StartEmulator
+from tests.support.hostile import (
     KEY_HEADER,
     CliRun,
     HeaderLog,
@@ -84,14 +84,15 @@ def key_args(source: str, secret: str, tmp: Path) -> tuple[list[str], dict[str, 
 
 
 async def test_key_goes_to_the_api_only_and_is_never_written(
-    logged_emulator: EmulatorStarter,
+    start_emulator: StartEmulator,
     sentinel: str,
     tmp_path: Path,
     logs: Path,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     # Images live on their own host, so "the key goes to the API host only" is observable.
-    images, image_log = await logged_emulator(EmulatorConfig(corpus=corpus()))
+    image_log = HeaderLog()
+    images = await start_emulator(EmulatorConfig(corpus=corpus()), attach=image_log.attach)
     # The first crawl's API answers with a 500, a 429 and an empty 200, each on a different
     # page, then pages normally: every retry path runs and logs.
     flaky = ScriptedApi(
@@ -107,8 +108,10 @@ async def test_key_goes_to_the_api_only_and_is_never_written(
             raw_answer(200, b"<html>busy</html>", "text/html"),
         ],
     )
-    plain, plain_log = await logged_emulator(
-        EmulatorConfig(corpus=corpus(), qps=None, image_base_url=images.base_url)
+    plain_log = HeaderLog()
+    plain = await start_emulator(
+        EmulatorConfig(corpus=corpus(), qps=None, image_base_url=images.base_url),
+        attach=plain_log.attach,
     )
     async with serve(flaky.app()) as flaky_url:
         runs, outs = await _crawl_three_ways(
@@ -194,13 +197,13 @@ def _echoing_error(status: int, code: str) -> Any:
 
 
 async def test_api_error_paths_do_not_leak_the_key(
-    logged_emulator: EmulatorStarter, canary_app_log: HeaderLog, canary_url: str,
+    start_emulator: StartEmulator, canary_app_log: HeaderLog, canary_url: str,
     sentinel: str, tmp_path: Path, logs: Path,
 ) -> None:  # fmt: skip
-    disabled, _ = await logged_emulator(
+    disabled = await start_emulator(
         EmulatorConfig(corpus=corpus(), disabled_keys=frozenset({sentinel}))
     )
-    quota, _ = await logged_emulator(EmulatorConfig(corpus=corpus(), monthly_quota=0))
+    quota = await start_emulator(EmulatorConfig(corpus=corpus(), monthly_quota=0))
     redirecting = ScriptedApi(
         answer=lambda r: web.Response(status=307, headers={"Location": canary_url + r.path_qs})
     )
@@ -267,9 +270,9 @@ async def canary_url(canary_app_log: HeaderLog) -> Any:
 
 
 async def test_crash_and_resume_leave_no_key_behind(
-    logged_emulator: EmulatorStarter, sentinel: str, tmp_path: Path, logs: Path
+    start_emulator: StartEmulator, sentinel: str, tmp_path: Path, logs: Path
 ) -> None:
-    server, _ = await logged_emulator(EmulatorConfig(corpus=corpus(), qps=None))
+    server = await start_emulator(EmulatorConfig(corpus=corpus(), qps=None))
     out = tmp_path / "out"
     args, env = key_args("file", sentinel, tmp_path)
     argv = ["crawl", "crash me", "--out", str(out), "--endpoint", server.base_url, *args, *COMMON]

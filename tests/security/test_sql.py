@@ -17,9 +17,10 @@ from typing import Any, Self, cast
 
 import pytest
 
-from bingcrawl.emulator import EmulatorConfig, EmulatorServer
+from bingcrawl.emulator import EmulatorConfig
 from bingcrawl.emulator.corpus import CorpusConfig
-from tests.security.harness import db_rows, run_main
+from tests.support.emulator import StartEmulator
+from tests.support.hostile import db_rows, run_main
 
 
 class StatementLog:
@@ -94,21 +95,24 @@ def hostile_queries(tmp: Path) -> list[str]:
 
 
 async def test_sql_looking_queries_round_trip_intact(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], statements: StatementLog
+    start_emulator: StartEmulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    statements: StatementLog,
 ) -> None:
     queries = hostile_queries(tmp_path)
     listing = tmp_path / "queries.txt"
     listing.write_text("".join(f"{q}\n" for q in queries), encoding="utf-8")
     out = tmp_path / "out"
     corpus = CorpusConfig(results_per_query=5, fault_rate=0.0)
-    async with EmulatorServer(EmulatorConfig(qps=None, corpus=corpus)) as server:
-        argv = [
-            "crawl", "--queries-file", str(listing), "--out", str(out), "--key", "k",
-            "--endpoint", server.base_url, "--allow-network", "127.0.0.1/32", "--no-progress",
-            "--hash-workers", "0", "--limit", "2", "--log-level", "WARNING", "--qps", "50",
-        ]  # fmt: skip
-        assert await asyncio.to_thread(run_main, argv) == 0
-        sent = Counter(r.params.get("q") for r in server.state.requests(endpoint="search"))
+    server = await start_emulator(EmulatorConfig(qps=None, corpus=corpus))
+    argv = [
+        "crawl", "--queries-file", str(listing), "--out", str(out), "--key", "k",
+        "--endpoint", server.base_url, "--allow-network", "127.0.0.1/32", "--no-progress",
+        "--hash-workers", "0", "--limit", "2", "--log-level", "WARNING", "--qps", "50",
+    ]  # fmt: skip
+    assert await asyncio.to_thread(run_main, argv) == 0
+    sent = Counter(r.params.get("q") for r in server.state.requests(endpoint="search"))
     assert set(sent) == set(queries)  # the API got every query as written
 
     db = out / "checkpoint.sqlite"

@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 from bingcrawl.errors import CheckpointError, ResumeMismatchError
 from bingcrawl.records import Candidate, ErrorClass, Outcome, Source, Status
 from bingcrawl.store import CHECKPOINT_NAME, Checkpoint, url_key
-
-from .conftest import make_candidates, mark_inflight_legacy, sql, stored_outcome
+from tests.support.store import make_candidates, mark_inflight_legacy, sql, stored_outcome
 
 ODD_STRINGS = [
     "'); DROP TABLE queries;--",

@@ -25,8 +25,7 @@ from bingcrawl.store import (
     write_stats,
 )
 from bingcrawl.store import output as output_module
-
-from .conftest import make_candidates, stored_outcome
+from tests.support.store import make_candidates, stored_outcome
 
 CONTRACT_FIELDS = {
     "path", "label", "query", "source", "content_url", "host_page_url", "image_id", "name",

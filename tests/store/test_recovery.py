@@ -11,8 +11,7 @@ import pytest
 from bingcrawl.errors import CheckpointError
 from bingcrawl.records import Outcome, Status
 from bingcrawl.store import Checkpoint, RecoveryReport
-
-from .conftest import make_candidates, mark_inflight_legacy, sql, stored_outcome
+from tests.support.store import make_candidates, mark_inflight_legacy, sql, stored_outcome
 
 
 async def _crawl(out: Path, n: int = 4) -> list[Outcome]:

@@ -13,8 +13,7 @@ from bingcrawl.errors import CheckpointError, ConfigError
 from bingcrawl.records import Status
 from bingcrawl.store import CHECKPOINT_NAME, SCHEMA_VERSION, Checkpoint, schema
 from bingcrawl.store.schema import MIGRATIONS, from_signed, migrate, schema_version, to_signed
-
-from .conftest import make_candidates, sql, stored_outcome
+from tests.support.store import make_candidates, sql, stored_outcome
 
 
 def _indexes(out: Path) -> set[str]:

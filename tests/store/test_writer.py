@@ -18,8 +18,7 @@ from bingcrawl.store import Checkpoint, schema
 from bingcrawl.store import checkpoint as checkpoint_module
 from bingcrawl.store import writer as writer_module
 from bingcrawl.store.writer import Writer
-
-from .conftest import make_candidates, sql
+from tests.support.store import make_candidates, sql
 
 
 def _setup(conn: sqlite3.Connection) -> str:

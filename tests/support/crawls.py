@@ -5,15 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from bingcrawl.config import CrawlConfig, QuerySpec
-from bingcrawl.emulator import EmulatorServer
+from bingcrawl.emulator import EmulatorConfig, EmulatorServer
 from bingcrawl.emulator.corpus import CorpusConfig, ImageSpec
+from bingcrawl.emulator.imagehost import ImageHostConfig
 from bingcrawl.fetch.download import DownloadConfig
 from bingcrawl.fetch.netpolicy import NetworkPolicy
 
@@ -39,13 +40,22 @@ EXPECTED_ERROR: dict[str, set[str]] = {
     "redirect_loop": {"too_many_redirects"},
 }
 
-EmulatorFactory = Callable[..., Any]
-
 
 def small_corpus(**kw: Any) -> CorpusConfig:
     """A corpus small enough for a test crawl."""
     kw.setdefault("results_per_query", 60)
     return CorpusConfig(**kw)
+
+
+def crawl_emulator_config(**fields: Any) -> EmulatorConfig:
+    """An emulator for a test crawl: :func:`small_corpus`, no QPS limit, and an image host
+    whose slow faults are slower (20 s) than a test crawl's timeouts and whose oversize images
+    are larger (3 MiB) than its ``max_bytes`` (the end-to-end tests' ``start_emulator``
+    defaults, tests/e2e/conftest.py)."""
+    fields.setdefault("corpus", small_corpus())
+    fields.setdefault("qps", None)
+    fields.setdefault("images", ImageHostConfig(slow_seconds=20.0, oversize_bytes=3 * 1024 * 1024))
+    return EmulatorConfig(**fields)
 
 
 def crawl_config(

@@ -28,6 +28,7 @@ from bingcrawl.emulator.imagehost import ImageHostConfig
 from bingcrawl.engine.crashpoints import POINTS
 from bingcrawl.store.recovery import TEMP_NAME
 from tests.support.crawls import key_of
+from tests.support.emulator import Emulators
 
 #: Image faults whose outcome is the same however often, and after however many kills, the
 #: URL is fetched (with ``--retries 2`` a transient 503 always ends served). Slow faults are
@@ -513,7 +514,8 @@ async def reference_run(
     tmp_path: Path, config: EmulatorConfig, *extra: str, queries: Iterable[str] = QUERIES
 ) -> Dataset:
     """The uninterrupted crawl every resumed one is compared with."""
-    async with EmulatorServer(config) as server:
+    async with Emulators() as emulators:
+        server = await emulators.start(config)
         out = tmp_path / "reference"
         argv = crawl_argv(server.base_url, out, *extra, queries=queries)
         run = await run_crawl(argv, tmp_path / "reference.log")
