@@ -6,7 +6,8 @@ The flags after ``--`` are the ``bingcrawl crawl`` flags, parsed by the declarat
 entry point shares (:func:`bingcrawl.options.crawl_parser`) and validated by the same
 :func:`bingcrawl.options.build_config`; the crawl then runs as a library user runs one,
 ``async with bingcrawl.Crawler(config) as crawler: await crawler.run()``, with SIGINT and
-SIGTERM calling :meth:`~bingcrawl.Crawler.stop`. Nothing of ``bingcrawl.cli`` is imported.
+SIGTERM calling :meth:`~bingcrawl.Crawler.request_stop` as the command line does. Nothing
+of ``bingcrawl.cli`` is imported.
 The only addition is :func:`bingcrawl.obs.looplag.monitor_lag` around the run; its cost is
 one timer every 10 ms. The result file holds the run's stats and the lag.
 
@@ -66,18 +67,22 @@ async def _crawl(config: Any, trace: int) -> dict[str, Any]:
     if trace:
         tracemalloc.start()
         watcher = asyncio.create_task(_watch_allocations(trace, found))
-    async with monitor_lag() as lag, bingcrawl.Crawler(config) as crawler:
-        loop = asyncio.get_running_loop()
+    crawler = bingcrawl.Crawler(config)
+    loop = asyncio.get_running_loop()
+    # Installed before the crawler opens (a signal while it opens stops it cleanly), as the
+    # command line does: SIGTERM reports 143, a second signal stops at once.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, crawler.request_stop, signum)
+    try:
+        async with monitor_lag() as lag, crawler:
+            try:
+                report = await crawler.run()
+            except STOPS:
+                assert crawler.report is not None
+                report = crawler.report
+    finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, crawler.stop)
-        try:
-            report = await crawler.run()
-        except STOPS:
-            assert crawler.report is not None
-            report = crawler.report
-        finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
+            loop.remove_signal_handler(signum)
     if watcher is not None:
         watcher.cancel()
         _, peak = tracemalloc.get_traced_memory()

@@ -96,16 +96,16 @@ def crawl(
     option (before any request), :class:`AuthenticationError` for a refused key, and returns
     the report for every other ending (``report.reason``).
     """
-    config = make_config(queries, out, url_items=url_items, env=env, progress=progress, **options)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         pass
-    else:
+    else:  # (before anything is built: a url_items generator is not consumed for nothing)
         raise RuntimeError(
             "bingcrawl.crawl() runs its own event loop; inside one, use "
-            "`async with bingcrawl.Crawler(config) as crawler: await crawler.run()`"
+            "`async with bingcrawl.stream(...)` or `async with bingcrawl.Crawler(config)`"
         )
+    config = make_config(queries, out, url_items=url_items, env=env, progress=progress, **options)
     return eventloop.run(_run(config, on_outcome), event_loop)
 
 

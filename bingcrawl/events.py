@@ -8,9 +8,10 @@ the live counters behind progress, the summary and the metrics endpoint
 (``Crawler(on_event=...)``, ``on_outcome=``, ``crawler.events.subscribe``).
 
 Subscribers run synchronously, in the order they subscribed, on the event loop: they must
-be quick and must not block. An exception from the crawl's own subscribers is a bug and
-propagates; the caller's are wrapped by :meth:`Events.subscribe_guarded`, which logs and goes
-on. Events are frozen dataclasses; a subscriber dispatches on the class (``match``/
+be quick and must not block. :meth:`Events.subscribe` guards a subscriber by default: its
+exception is logged and the crawl goes on (a caller's bug never stops a stage half-way); the
+crawl's own subscribers are unguarded, since their exception is a bug of the crawl. Events
+are frozen dataclasses; a subscriber dispatches on the class (``match``/
 ``isinstance``) and ignores the ones it does not know, so new kinds can be added.
 """
 
@@ -149,28 +150,33 @@ class Events:
     def __init__(self) -> None:
         self._subscribers: tuple[Subscriber, ...] = ()
 
-    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Call ``subscriber(event)`` for every later event; returns the unsubscribe call."""
-        self._subscribers = (*self._subscribers, subscriber)
+    def subscribe(self, subscriber: Subscriber, *, guarded: bool = True) -> Callable[[], None]:
+        """Call ``subscriber(event)`` for every later event; returns the unsubscribe call.
+
+        ``guarded`` (the default, for code that is not the crawl's own: a caller's callback):
+        an exception the subscriber raises is logged and the crawl goes on, never half-way
+        through a stage. The crawl's own subscribers pass ``guarded=False``: their exception
+        is a bug and propagates.
+        """
+        target = subscriber if not guarded else _guard(subscriber)
+        self._subscribers = (*self._subscribers, target)
 
         def unsubscribe() -> None:
-            self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
+            self._subscribers = tuple(s for s in self._subscribers if s is not target)
 
         return unsubscribe
-
-    def subscribe_guarded(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Like :meth:`subscribe`, for code that is not the crawl's own (a user's callback):
-        an exception it raises is logged and the crawl goes on."""
-
-        def guarded(event: Event) -> None:
-            try:
-                subscriber(event)
-            except Exception:
-                log.exception("an event subscriber failed on %s", type(event).__name__)
-
-        return self.subscribe(guarded)
 
     def emit(self, event: Event) -> None:
         """Hand ``event`` to every subscriber, in the order they subscribed."""
         for subscriber in self._subscribers:
             subscriber(event)
+
+
+def _guard(subscriber: Subscriber) -> Subscriber:
+    def guarded(event: Event) -> None:
+        try:
+            subscriber(event)
+        except Exception:
+            log.exception("an event subscriber failed on %s", type(event).__name__)
+
+    return guarded

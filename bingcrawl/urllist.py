@@ -373,10 +373,13 @@ def write_url_items(
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError("url_items", f"cannot create {directory}: {exc.strerror}") from None
+    if directory.is_symlink() or Path(out).is_symlink():
+        raise ConfigError("url_items", f"{directory} is a symlink; refusing to write through it")
     digest = hashlib.sha256()
-    tmp = Path(tempfile.mkstemp(dir=directory, prefix=".items-", suffix=".tmp")[1])
+    fd, name = tempfile.mkstemp(dir=directory, prefix=".items-", suffix=".tmp")
+    tmp = Path(name)
     try:
-        with tmp.open("wb") as fh:
+        with os.fdopen(fd, "wb") as fh:
             for n, item in enumerate(items, 1):
                 record = {names[k]: v for k, v in _item_record(item, n).items()}
                 line = orjson.dumps(record) + b"\n"
@@ -386,6 +389,8 @@ def write_url_items(
         # items without one (as a file's stem is), and the path names the row.
         home = directory / digest.hexdigest()[:16]
         home.mkdir(exist_ok=True)
+        if home.is_symlink():
+            raise ConfigError("url_items", f"{home} is a symlink; refusing to write through it")
         path = home / "urls.jsonl"
         os.replace(tmp, path)
     except BaseException:

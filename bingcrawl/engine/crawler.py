@@ -262,14 +262,14 @@ class Crawler:
         #: Everything the crawl does, as typed events (see :mod:`bingcrawl.events`).
         self.events = Events()
         self.counters = Counters()
-        self.events.subscribe(self.counters.on_event)
+        self.events.subscribe(self.counters.on_event, guarded=False)
         self.crash = CrashPoints.parse(config.crash_at)
         if self.crash.armed:
-            self.events.subscribe(self.crash.on_event)
+            self.events.subscribe(self.crash.on_event, guarded=False)
         if on_event is not None:
-            self.events.subscribe_guarded(on_event)
+            self.events.subscribe(on_event)
         if on_outcome is not None:
-            self.events.subscribe_guarded(_outcomes_to(on_outcome))
+            self.events.subscribe(_outcomes_to(on_outcome))
         #: Downloads in progress (the metrics endpoint and the idle display read it).
         self.in_flight = 0
         self.frontier: Frontier[Candidate] = Frontier(config.queue_size)
@@ -407,7 +407,8 @@ class Crawler:
                 task.cancel()
 
     def stop(self) -> None:
-        """Stop gracefully from the caller's code, as a first Ctrl-C would: no new work,
+        """Stop gracefully from the caller's code, as a first Ctrl-C would (on the crawl's
+        loop; from another thread: ``loop.call_soon_threadsafe(crawler.stop)``): no new work,
         downloads in flight get ``--grace`` seconds, everything decided is checkpointed, and
         :meth:`run` ends with :class:`~bingcrawl.errors.Interrupted` (``report.reason`` is
         ``interrupted``). The same config resumes the crawl."""

@@ -192,16 +192,18 @@ class HostRates:
 
     One :class:`aiolimiter.AsyncLimiter` per host with a capacity of one request that drains
     in ``1 / rate`` seconds: a leaky bucket with no burst, fair to its waiters in order. A
-    crawl over millions of hosts keeps only the limiters that still hold a request in their
-    bucket: once the table reaches ``sweep_at`` hosts, drained ones are dropped (a drained
-    limiter is the same as a new one).
+    crawl over millions of hosts keeps only the limiters that still matter: once the table
+    reaches ``sweep_at`` hosts, those with an empty bucket *and* nobody waiting on them are
+    dropped (such a limiter is the same as a new one; one with waiters is not: dropping it
+    would let a new request go beside the queued ones).
     """
 
-    __slots__ = ("_limits", "_next_sweep", "_sweep_at", "rate")
+    __slots__ = ("_limits", "_next_sweep", "_sweep_at", "_waiting", "rate")
 
     def __init__(self, rate: float, *, sweep_at: int = 4096) -> None:
         self.rate = rate
         self._limits: dict[str, AsyncLimiter] = {}
+        self._waiting: dict[str, int] = {}  # requests waiting for their turn, by host
         self._sweep_at = self._next_sweep = sweep_at
 
     @property
@@ -218,10 +220,22 @@ class HostRates:
             if len(self._limits) >= self._next_sweep:
                 self._sweep()
             limiter = self._limits[host] = AsyncLimiter(1, 1.0 / self.rate)
-        await limiter.acquire()
+        self._waiting[host] = self._waiting.get(host, 0) + 1
+        try:
+            await limiter.acquire()
+        finally:
+            left = self._waiting[host] - 1
+            if left:
+                self._waiting[host] = left
+            else:
+                del self._waiting[host]
 
     def _sweep(self) -> None:
-        self._limits = {h: lim for h, lim in self._limits.items() if not lim.has_capacity()}
+        self._limits = {
+            h: lim
+            for h, lim in self._limits.items()
+            if h in self._waiting or not lim.has_capacity()
+        }
         # Sweep again once the table has doubled from what is still busy: amortised O(1).
         self._next_sweep = max(self._sweep_at, 2 * len(self._limits))
 

@@ -2,8 +2,7 @@
 
 The per-image work is :func:`bingcrawl.imaging.hashing.hash_image`; this module only moves
 it to worker processes (or a thread), coalescing concurrent calls into batches, bounding the
-batches in flight, and surviving workers that die. Re-exported by
-:mod:`bingcrawl.imaging.hashing`.
+batches in flight, and surviving workers that die.
 """
 
 from __future__ import annotations

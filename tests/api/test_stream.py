@@ -137,8 +137,9 @@ async def test_every_stage_reports_to_one_event_stream(
         raise ValueError("the caller's bug")
 
     async with bingcrawl.Crawler(config, on_event=seen.append) as crawler:
-        crawler.events.subscribe_guarded(broken)
+        crawler.events.subscribe(broken)  # guarded: a caller's bug never ends the crawl
         report = await crawler.run()
+        stored_in_index = len(crawler.dedup)
     kinds = Counter(type(e).__name__ for e in seen)
     outcomes = [e.outcome for e in seen if isinstance(e, OutcomeRecorded)]
     assert sum(o.status is Status.STORED for o in outcomes) == report.stored == 8
@@ -154,3 +155,24 @@ async def test_every_stage_reports_to_one_event_stream(
     assert first[:2] == [PageReceived, PageCommitted]
     assert isinstance(seen[-1], OutcomeRecorded | QueryDone)
     assert failing_calls == len(seen)
+    # ... nor half-undoes a write: every stored image stays in the dedup index (review).
+    assert stored_in_index == report.stored
+
+
+def test_url_items_leave_no_file_descriptor_open(tmp_path: Path) -> None:
+    fds = Path("/proc/self/fd")
+    before = len(list(fds.iterdir()))
+    for i in range(20):
+        write_url_items([f"http://a.example/{i}.jpg"], tmp_path)
+    assert len(list(fds.iterdir())) <= before  # (review: mkstemp's descriptor was dropped)
+
+
+def test_url_items_refuse_a_symlinked_inputs_directory(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "inputs").symlink_to(elsewhere)
+    with pytest.raises(bingcrawl.ConfigError, match="symlink"):
+        write_url_items(["http://a.example/1.jpg"], out)
+    assert list(elsewhere.iterdir()) == []

@@ -768,3 +768,27 @@ async def test_without_its_own_limit_a_host_gets_per_host_at_a_time(
         urls = [dl_host.url(f"/limited/{i}") for i in range(6)]
         await asyncio.gather(*(downloader.fetch(_candidate(u)) for u in urls))
     assert dl_host.max_in_flight >= 3
+
+
+async def test_a_sweep_keeps_a_host_whose_requests_are_waiting() -> None:
+    # One request a second: a's second request waits; a new host then triggers a sweep while
+    # a's bucket is empty again. Dropping a's limiter would let a third request go at once
+    # beside the waiting one (found by review).
+    rates = HostRates(1.0, sweep_at=2)
+    loop = asyncio.get_running_loop()
+    times: list[float] = []
+
+    async def request(host: str) -> None:
+        await rates.wait(host)
+        if host == "a":
+            times.append(loop.time())
+
+    await request("a")
+    waiting = asyncio.create_task(request("a"))
+    while "a" not in rates._waiting:  # (yield until the second request waits)
+        await asyncio.sleep(0)
+    await request("b")  # the table reaches sweep_at: a sweep runs now
+    third = asyncio.create_task(request("a"))
+    await asyncio.gather(waiting, third)
+    gaps = [b - a for a, b in itertools.pairwise(sorted(times))]
+    assert min(gaps) >= 1.0 - 0.05, gaps
