@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from bingcrawl.errors import (
     AuthenticationError,
@@ -22,6 +19,7 @@ from bingcrawl.errors import (
     ThrottledError,
 )
 from bingcrawl.providers.brave import BraveSearch, brave_filters, parse_results
+from tests.support.scripted import ScriptedApi, serve
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "brave" / "images.json"
 
@@ -50,31 +48,15 @@ def test_only_the_filters_brave_takes() -> None:
         brave_filters({"--safe-search": "Moderate"})
 
 
-@dataclass
-class FakeBrave:
-    status: int = 200
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    requests: list[web.Request] = field(default_factory=list)
-
-    async def images(self, request: web.Request) -> web.Response:
-        self.requests.append(request)
-        return web.Response(status=self.status, body=self.body, headers=self.headers)
-
-
 @pytest.fixture
-async def brave() -> AsyncIterator[tuple[FakeBrave, str]]:
-    fake = FakeBrave(body=FIXTURE.read_bytes())
-    app = web.Application()
-    app.router.add_get("/res/v1/images/search", fake.images)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    yield fake, str(server.make_url("/"))
-    await server.close()
+async def brave() -> AsyncIterator[tuple[ScriptedApi, str]]:
+    fake = ScriptedApi(FIXTURE.read_bytes())
+    async with serve(fake, "/res/v1/images/search") as base:
+        yield fake, base
 
 
 async def test_the_key_goes_in_its_header_and_a_query_is_asked_once(
-    brave: tuple[FakeBrave, str],
+    brave: tuple[ScriptedApi, str],
 ) -> None:
     fake, base = brave
     async with BraveSearch("tok-1", base) as client:
@@ -103,7 +85,7 @@ ERROR = b'{"type": "ErrorResponse", "error": {"code": "RATE_LIMITED", "detail": 
     ],
 )  # fmt: skip
 async def test_limits_and_errors_map_onto_the_error_tree(
-    brave: tuple[FakeBrave, str], status: int, headers: dict[str, str], error: type[Exception]
+    brave: tuple[ScriptedApi, str], status: int, headers: dict[str, str], error: type[Exception]
 ) -> None:
     fake, base = brave
     fake.status, fake.headers, fake.body = status, headers, ERROR

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from bingcrawl.errors import (
     ApiConnectionError,
@@ -26,6 +25,7 @@ from bingcrawl.errors import (
 from bingcrawl.providers.base import candidate_from_hit
 from bingcrawl.providers.openverse import MAX_RESULTS, OpenverseSearch, parse_results
 from bingcrawl.records import Source
+from tests.support.scripted import ScriptedApi, serve
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "openverse" / "images_page1.json"
 
@@ -78,49 +78,39 @@ def test_paging_ends_at_the_last_page_or_at_240_results() -> None:
 
 
 @dataclass
-class FakeOpenverse:
-    """A loopback Openverse: records requests, answers what a test scripts."""
+class Tokens:
+    """Openverse's token route: records each client-credentials form, grants one token."""
 
-    status: int = 200
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    searches: list[web.Request] = field(default_factory=list)
-    tokens: list[dict[str, str]] = field(default_factory=list)
+    forms: list[dict[str, str]] = field(default_factory=list)
 
-    async def images(self, request: web.Request) -> web.Response:
-        self.searches.append(request)
-        return web.Response(status=self.status, body=self.body, headers=self.headers)
-
-    async def token(self, request: web.Request) -> web.Response:
-        self.tokens.append(dict(await request.post()))  # type: ignore[arg-type]
+    async def grant(self, request: web.Request) -> web.Response:
+        self.forms.append(dict(await request.post()))  # type: ignore[arg-type]
         return web.json_response({"access_token": "tok-123", "expires_in": 36000})
 
 
 @pytest.fixture
-async def openverse() -> AsyncIterator[tuple[FakeOpenverse, str]]:
-    fake = FakeOpenverse(body=FIXTURE.read_bytes())
-    app = web.Application()
-    app.router.add_get("/v1/images/", fake.images)
-    app.router.add_post("/v1/auth_tokens/token/", fake.token)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    yield fake, str(server.make_url("/"))
-    await server.close()
+async def openverse() -> AsyncIterator[tuple[ScriptedApi, Tokens, str]]:
+    fake, tokens = ScriptedApi(FIXTURE.read_bytes()), Tokens()
+    async with serve(
+        fake, "/v1/images/", extra=(("POST", "/v1/auth_tokens/token/", tokens.grant),)
+    ) as base:
+        yield fake, tokens, base
 
 
 async def test_a_keyless_search_asks_the_documented_path(
-    openverse: tuple[FakeOpenverse, str],
+    openverse: tuple[ScriptedApi, Tokens, str],
 ) -> None:
-    fake, base = openverse
+    fake, _tokens, base = openverse
     calls: list[tuple[str, int]] = []
     async with OpenverseSearch(base, on_response=lambda e, s: calls.append((e, s))) as client:
-        page = await client.search(
-            "red panda", offset=40, count=150, filters={"license": "by,cc0"}
-        )
-    [request] = fake.searches
+        page = await client.search("red panda", offset=40, count=150, filters={"license": "by,cc0"})
+    [request] = fake.requests
     assert request.path == "/v1/images/"
     assert dict(request.query) == {
-        "q": "red panda", "page": "3", "page_size": "20", "license": "by,cc0",
+        "q": "red panda",
+        "page": "3",
+        "page_size": "20",
+        "license": "by,cc0",
     }  # fmt: skip  (anonymous: at most 20 a page, so offset 40 is page 3)
     assert "Authorization" not in request.headers
     assert len(page.hits) == 2
@@ -128,18 +118,18 @@ async def test_a_keyless_search_asks_the_documented_path(
 
 
 async def test_client_credentials_are_traded_for_a_bearer_token(
-    openverse: tuple[FakeOpenverse, str],
+    openverse: tuple[ScriptedApi, Tokens, str],
 ) -> None:
-    fake, base = openverse
+    fake, tokens, base = openverse
     async with OpenverseSearch(base, client_id="id", client_secret="s3cret") as client:
         await client.search("owl", offset=0, count=150, filters={})
         await client.search("owl", offset=50, count=150, filters={})
-    assert fake.tokens == [
+    assert tokens.forms == [
         {"grant_type": "client_credentials", "client_id": "id", "client_secret": "s3cret"}
     ]  # once, then reused
-    assert [r.headers["Authorization"] for r in fake.searches] == ["Bearer tok-123"] * 2
-    assert [r.query["page_size"] for r in fake.searches] == ["50", "50"]
-    assert fake.searches[1].query["page"] == "2"
+    assert [r.headers["Authorization"] for r in fake.requests] == ["Bearer tok-123"] * 2
+    assert [r.query["page_size"] for r in fake.requests] == ["50", "50"]
+    assert fake.requests[1].query["page"] == "2"
     with pytest.raises(ConfigError, match="OPENVERSE_CLIENT_ID"):
         OpenverseSearch(base, client_id="id")
 
@@ -148,8 +138,12 @@ async def test_client_credentials_are_traded_for_a_bearer_token(
     ("status", "headers", "body", "error"),
     [
         (429, {"Retry-After": "7"}, b'{"detail": "Request was throttled."}', ThrottledError),
-        (429, {"Retry-After": "80000"}, b'{"detail": "Request was throttled."}',
-         QuotaExceededError),  # the daily limit: a day's wait is a stop, not a pause
+        (
+            429,
+            {"Retry-After": "80000"},
+            b'{"detail": "Request was throttled."}',
+            QuotaExceededError,
+        ),  # the daily limit: a day's wait is a stop, not a pause
         (401, {}, b'{"detail": "Invalid token."}', AuthenticationError),
         (400, {}, b'{"detail": {"page_size": ["too large"]}}', InvalidRequestError),
         (503, {}, b"<html>down</html>", ServerError),
@@ -157,13 +151,13 @@ async def test_client_credentials_are_traded_for_a_bearer_token(
     ],
 )
 async def test_every_answer_maps_onto_the_error_tree(
-    openverse: tuple[FakeOpenverse, str],
+    openverse: tuple[ScriptedApi, Tokens, str],
     status: int,
     headers: dict[str, str],
     body: bytes,
     error: type[Exception],
 ) -> None:
-    fake, base = openverse
+    fake, _tokens, base = openverse
     fake.status, fake.headers, fake.body = status, headers, body
     async with OpenverseSearch(base) as client:
         with pytest.raises(error) as raised:
@@ -175,14 +169,14 @@ async def test_every_answer_maps_onto_the_error_tree(
 
 
 async def test_a_filter_openverse_does_not_take_is_refused_before_any_request(
-    openverse: tuple[FakeOpenverse, str],
+    openverse: tuple[ScriptedApi, Tokens, str],
 ) -> None:
-    fake, base = openverse
+    fake, _tokens, base = openverse
     async with OpenverseSearch(base) as client:
         refused = r"imageType: is not a filter Openverse takes \(provider openverse\)"
         with pytest.raises(ConfigError, match=refused):
             await client.search("owl", offset=0, count=20, filters={"imageType": "Photo"})
-    assert fake.searches == []
+    assert fake.requests == []
 
 
 async def test_an_unreachable_endpoint_is_a_connection_error() -> None:

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from bingcrawl.errors import (
     AuthenticationError,
@@ -20,6 +17,7 @@ from bingcrawl.errors import (
     ThrottledError,
 )
 from bingcrawl.providers.serpapi import SerpApiSearch, parse_results, serpapi_filters
+from tests.support.scripted import ScriptedApi, serve
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "serpapi" / "bing_images.json"
 
@@ -50,30 +48,15 @@ def test_bing_filters_keep_their_meaning_on_bing_images() -> None:
         serpapi_filters("google_images", {"--license": "Public"})
 
 
-@dataclass
-class FakeSerpApi:
-    status: int = 200
-    body: bytes = b""
-    requests: list[web.Request] = field(default_factory=list)
-
-    async def search(self, request: web.Request) -> web.Response:
-        self.requests.append(request)
-        return web.Response(status=self.status, body=self.body)
-
-
 @pytest.fixture
-async def serpapi() -> AsyncIterator[tuple[FakeSerpApi, str]]:
-    fake = FakeSerpApi(body=FIXTURE.read_bytes())
-    app = web.Application()
-    app.router.add_get("/search.json", fake.search)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    yield fake, str(server.make_url("/"))
-    await server.close()
+async def serpapi() -> AsyncIterator[tuple[ScriptedApi, str]]:
+    fake = ScriptedApi(FIXTURE.read_bytes())
+    async with serve(fake, "/search.json") as base:
+        yield fake, base
 
 
 async def test_bing_images_pages_by_first_and_google_images_by_ijn(
-    serpapi: tuple[FakeSerpApi, str],
+    serpapi: tuple[ScriptedApi, str],
 ) -> None:
     fake, base = serpapi
     async with SerpApiSearch("sk-1", base) as client:
@@ -96,7 +79,7 @@ async def test_bing_images_pages_by_first_and_google_images_by_ijn(
     ],
 )
 async def test_errors_map_onto_the_error_tree_without_the_key(
-    serpapi: tuple[FakeSerpApi, str], status: int, body: bytes, error: type[Exception]
+    serpapi: tuple[ScriptedApi, str], status: int, body: bytes, error: type[Exception]
 ) -> None:
     fake, base = serpapi
     fake.status, fake.body = status, body
@@ -106,7 +89,7 @@ async def test_errors_map_onto_the_error_tree_without_the_key(
     assert "sk-1" not in str(raised.value)
 
 
-async def test_no_results_is_an_empty_last_page(serpapi: tuple[FakeSerpApi, str]) -> None:
+async def test_no_results_is_an_empty_last_page(serpapi: tuple[ScriptedApi, str]) -> None:
     fake, base = serpapi
     fake.body = b'{"error": "Google hasn\'t returned any results for this query."}'
     async with SerpApiSearch("sk-1", base, engine="google_images") as client:

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from bingcrawl.errors import (
     ApiConnectionError,
@@ -22,6 +19,7 @@ from bingcrawl.errors import (
     ThrottledError,
 )
 from bingcrawl.providers.wikimedia import USER_AGENT, WikimediaSearch, parse_answer, text_of
+from tests.support.scripted import ScriptedApi, serve
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "wikimedia" / "search_page1.json"
 
@@ -71,31 +69,15 @@ def test_the_last_page_and_api_errors() -> None:
     assert text_of("<b>A</b>&nbsp;<i>B</i>") == "A B"
 
 
-@dataclass
-class FakeCommons:
-    status: int = 200
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    requests: list[web.Request] = field(default_factory=list)
-
-    async def api(self, request: web.Request) -> web.Response:
-        self.requests.append(request)
-        return web.Response(status=self.status, body=self.body, headers=self.headers)
-
-
 @pytest.fixture
-async def commons() -> AsyncIterator[tuple[FakeCommons, str]]:
-    fake = FakeCommons(body=FIXTURE.read_bytes())
-    app = web.Application()
-    app.router.add_get("/w/api.php", fake.api)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    yield fake, str(server.make_url("/"))
-    await server.close()
+async def commons() -> AsyncIterator[tuple[ScriptedApi, str]]:
+    fake = ScriptedApi(FIXTURE.read_bytes())
+    async with serve(fake, "/w/api.php") as base:
+        yield fake, base
 
 
 async def test_the_documented_query_with_wikimedias_etiquette(
-    commons: tuple[FakeCommons, str],
+    commons: tuple[ScriptedApi, str],
 ) -> None:
     fake, base = commons
     async with WikimediaSearch(base) as client:
@@ -122,7 +104,7 @@ async def test_the_documented_query_with_wikimedias_etiquette(
     ],
 )
 async def test_every_answer_maps_onto_the_error_tree(
-    commons: tuple[FakeCommons, str],
+    commons: tuple[ScriptedApi, str],
     status: int,
     headers: dict[str, str],
     body: bytes,
