@@ -8,6 +8,7 @@ option, before any request is made.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import math
 import re
 import tempfile
@@ -86,6 +87,9 @@ PARAM_TO_FLAG = {v.casefold(): k for k, v in FILTER_FLAGS.items()} | {
 #: rescale, JPEG q40-90, brightness/contrast +-10 % and PNG<->JPEG copy; crops of 2-3 % are
 #: the copies it misses.
 DEFAULT_NEAR_DUP_DISTANCE = 6
+
+#: Where downloads run: ``local`` (this process) or ``ray`` (a Ray cluster; extra ``[ray]``).
+ENGINES: Final = ("local", "ray")
 
 #: Deepest --expand level accepted (each level multiplies the queries by ~20).
 MAX_EXPAND_DEPTH = 5
@@ -329,6 +333,14 @@ class CrawlConfig:
     convert_to: str = "keep"  # keep | jpg | png: one format for the whole dataset
     shard_size: int = 10_000  # images per webdataset shard
     shard_by: str = "label"  # a shard series per label, or "all" in one series
+    # -- the engine (see bingcrawl.cluster) ---------------------------------------------------
+    #: ``local`` (this process) or ``ray`` (download/hash workers across a Ray cluster).
+    engine: str = "local"
+    #: With ``engine="ray"``: the cluster to join (``auto``: the running one; ``ray://...``);
+    #: None starts a Ray runtime on this machine for the crawl.
+    ray_address: str | None = None
+    #: With ``engine="ray"``: download/hash workers (None: one per pair of the cluster's CPUs).
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.limit < 1:
@@ -368,6 +380,7 @@ class CrawlConfig:
         if not self.endpoint.startswith(("http://", "https://")):
             raise ConfigError("--endpoint", f"must be an http(s) URL, got {self.endpoint!r}")
         self._check_sources()
+        self._check_engine()
         if self.provider not in PROVIDERS:
             raise ConfigError("--provider", f"must be one of {', '.join(PROVIDERS)}")
         if self.provider == "openverse":
@@ -399,6 +412,25 @@ class CrawlConfig:
         for q in self.queries:
             if labels.setdefault(q.text.casefold(), q.label) != q.label:
                 raise ConfigError("QUERY", f"query {q.text!r} is given twice with different labels")
+
+    def _check_engine(self) -> None:
+        if self.engine not in ENGINES:
+            choices = ", ".join(ENGINES)
+            raise ConfigError("--engine", f"must be one of {choices}, got {self.engine!r}")
+        if self.engine == "local":
+            if self.ray_address is not None:
+                raise ConfigError("--ray-address", "only applies with --engine ray")
+            if self.workers is not None:
+                raise ConfigError("--workers", "only applies with --engine ray")
+            return
+        if self.workers is not None and not 1 <= self.workers <= 4096:
+            raise ConfigError("--workers", f"must be between 1 and 4096, got {self.workers}")
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError(
+                "--engine",
+                "ray needs Ray, which is not installed: pip install 'bingcrawl[ray]' "
+                "(or use --engine local)",
+            )
 
     def _check_sources(self) -> None:
         if not 0 <= self.expand_depth <= MAX_EXPAND_DEPTH:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import cast
 
 from bingcrawl.config import (
+    ENGINES,
     FILTER_FLAGS,
     PARAM_TO_FLAG,
     RESULT_OPTIONS,
@@ -226,6 +227,26 @@ def add_crawl_options(p: argparse.ArgumentParser) -> None:
         help="one shard series per label (default) or one for all",
     )
     run = p.add_argument_group("run")
+    run.add_argument(
+        "--engine",
+        choices=list(ENGINES),
+        help="where downloads and hashing run: local (this process, the default) or ray "
+        "(workers across a Ray cluster, one QPS limit and one dedup; pip install "
+        "'bingcrawl[ray]'); $BINGCRAWL_ENGINE",
+    )
+    run.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="with --engine ray: the cluster to join (auto: the running one, or "
+        "ray://HOST:10001); default: start Ray on this machine; $RAY_ADDRESS",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="with --engine ray: download/hash workers (default: one per pair of the "
+        "cluster's CPUs); --concurrency and --per-host apply to each worker",
+    )
     run.add_argument("--durable", action="store_true", help="fsync files and the checkpoint")
     run.add_argument(
         "--fresh",
@@ -523,6 +544,9 @@ def build_config(
         convert_to=args.convert_to,
         shard_size=args.shard_size,
         shard_by=args.shard_by,
+        engine=args.engine or env.get("BINGCRAWL_ENGINE") or "local",
+        ray_address=args.ray_address,
+        workers=args.workers,
     )
     check_out_dir(config.out)  # last, and creates nothing: the crawl makes the directory
     return config

@@ -90,6 +90,7 @@ class ErrorClass(enum.StrEnum):
     TOO_SLOW = "too_slow"  # below the minimum throughput (slow drip)
     WRITE_ERROR = "write_error"  # the file could not be written under OUT
     DECODE_TIMEOUT = "decode_timeout"  # decoding hung (a pathological file): workers killed
+    WORKER_LOST = "worker_lost"  # the worker handling it died every time (--engine ray)
 
     @staticmethod
     def http(status: int) -> str:

@@ -51,6 +51,10 @@ ALLOWED: dict[str, set[str]] = {
         "errors", "records", "events", "obs", "config", "dedup", "fetch", "imaging", "store",
         "sources",
     },
+    "cluster": {
+        "errors", "records", "events", "obs", "config", "dedup", "fetch", "imaging", "store",
+        "engine",
+    },
     "emulator": {"errors", "records", "eventloop", "imaging"},
     "options": {"errors", "records", "bing", "providers", "config", "fetch", "urllist", "obs"},
     "api": {"errors", "records", "eventloop", "config", "engine", "options", "urllist"},

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import errno
 import functools
+import importlib
 import logging
 import signal
 import sqlite3
@@ -49,7 +50,7 @@ from bingcrawl.config import CrawlConfig, prepare_out_dir
 from bingcrawl.dedup.index import DedupIndex
 from bingcrawl.engine.crashpoints import CrashPoints
 from bingcrawl.engine.frontier import Frontier
-from bingcrawl.engine.ratelimit import ApiGate, RateLimiter, RetryPolicy
+from bingcrawl.engine.ratelimit import ApiGate, Limiter, RateLimiter, RetryPolicy
 from bingcrawl.errors import (
     ApiConnectionError,
     AuthenticationError,
@@ -71,6 +72,7 @@ from bingcrawl.obs.progress import Counters, ProgressReporter
 from bingcrawl.records import (
     Candidate,
     DownloadFailure,
+    ErrorClass,
     Hashed,
     HashFailure,
     Outcome,
@@ -79,9 +81,9 @@ from bingcrawl.records import (
 from bingcrawl.sources.runner import run_sources
 from bingcrawl.store.checkpoint import Checkpoint
 from bingcrawl.store.output import write_manifest, write_stats
-from bingcrawl.store.sinks import ImageSink, open_sink
+from bingcrawl.store.sinks import ImageSink, Placed, open_sink
 
-__all__ = ["STOPS", "CrawlReport", "Crawler", "QueryState"]
+__all__ = ["STOPS", "BytesLost", "CrawlReport", "Crawler", "Obtained", "QueryState"]
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +247,25 @@ _STOPS_PRODUCING = (QuotaExceededError, ApiConnectionError, IncompleteCrawlError
 Producer = Callable[["Crawler"], Coroutine[Any, Any, None]]
 
 
+#: The crawler class of each ``--engine`` other than ``local``, as ``module:class`` (imported
+#: only when asked for: the Ray engine needs the ``[ray]`` extra).
+ENGINE_CLASSES: dict[str, str] = {"ray": "bingcrawl.cluster.engine:RayCrawler"}
+
+
 class Crawler:
-    """Runs one crawl into ``config.out``; re-running with the same config resumes it."""
+    """Runs one crawl into ``config.out``; re-running with the same config resumes it.
+
+    ``Crawler(config)`` gives the crawler of ``config.engine``: this class for ``local``,
+    :class:`bingcrawl.cluster.engine.RayCrawler` for ``ray``.
+    """
+
+    def __new__(cls, config: CrawlConfig, **kwargs: Any) -> Crawler:
+        if cls is Crawler and config.engine in ENGINE_CLASSES:
+            module, _, name = ENGINE_CLASSES[config.engine].partition(":")
+            engine = getattr(importlib.import_module(module), name)
+            assert issubclass(engine, Crawler)
+            cls = engine
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -290,7 +309,7 @@ class Crawler:
         # outcome before being committed as duplicates (True: stored; False: not stored).
         self._writing: dict[str, asyncio.Future[bool]] = {}
         # Write-and-record units in progress; shielded from cancellation, awaited at the end.
-        self._commits: set[asyncio.Task[None]] = set()
+        self._commits: set[asyncio.Task[bool]] = set()
         # The CLI binds a run id before the first log line; a library caller gets a fresh one.
         self.run_id = str(current_context().get("run_id") or uuid.uuid4().hex[:12])
         self.checkpoint: Checkpoint
@@ -325,30 +344,13 @@ class Crawler:
             self.dedup = await self.checkpoint.read_stored_hashes(
                 functools.partial(DedupIndex.rebuild, near_distance=self.config.near_dup_distance)
             )
-            self.hasher = await stack.enter_async_context(
-                HashPool(
-                    self.config.hash_workers,
-                    algo=self.config.hash_algo,
-                    max_pixels=self.config.max_pixels,
-                    convert_to=self.config.convert_to,
-                )
-            )
-            self.downloader = await stack.enter_async_context(Downloader(self.config.download))
-            sink = open_sink(
-                self.config.output_format,
-                self.out,
-                shard_size=self.config.shard_size,
-                shard_by=self.config.shard_by,
-                durable=self.config.durable,
-            )
-            stack.callback(sink.close)
-            self.sink = sink
+            await self._open_workshop(stack)
             self.calls_before = self.checkpoint.api_calls_total
             self.counters.stored_before = len(self.dedup)
             # Known at once on a resume (the sources refine it): the display never says 0/0.
             self.counters.queries_total = len(await self.checkpoint.queries())
             self.gate = ApiGate(
-                RateLimiter(self.config.qps),
+                await self._open_limiter(stack),
                 policy=RetryPolicy(
                     max_retries=self.config.api_retries, backoff_base=self.config.api_backoff
                 ),
@@ -385,6 +387,67 @@ class Crawler:
         if self._stack is None:
             raise RuntimeError("the Crawler is not open")
         return self._stack
+
+    # -- the engine's parts (a distributed engine overrides these) -------------------------
+
+    async def _open_workshop(self, stack: AsyncExitStack) -> None:
+        """Open what downloads, hashes and writes images: here, in this process."""
+        self.hasher = await stack.enter_async_context(
+            HashPool(
+                self.config.hash_workers,
+                algo=self.config.hash_algo,
+                max_pixels=self.config.max_pixels,
+                convert_to=self.config.convert_to,
+            )
+        )
+        self.downloader = await stack.enter_async_context(Downloader(self.config.download))
+        sink = open_sink(
+            self.config.output_format,
+            self.out,
+            shard_size=self.config.shard_size,
+            shard_by=self.config.shard_by,
+            durable=self.config.durable,
+        )
+        stack.callback(sink.close)
+        self.sink = sink
+
+    async def _open_limiter(self, stack: AsyncExitStack) -> Limiter:
+        """The one limiter every API call of the crawl goes through."""
+        return RateLimiter(self.config.qps)
+
+    async def _obtain(self, candidate: Candidate) -> Outcome | Obtained:
+        """Download and hash one candidate: its failure outcome, or what it is.
+
+        Raises :class:`BytesLost` when the work was lost on the way (a remote worker died):
+        the candidate is simply obtained again."""
+        fetched = await self.downloader.fetch(candidate)
+        if isinstance(fetched, DownloadFailure):
+            return failed(candidate, fetched, fetched.attempts)
+        self.events.emit(Downloaded(candidate.url, len(fetched.body)))
+        hashed = await self.hasher.hash(fetched.body)
+        now = time.time()
+        if isinstance(hashed, HashFailure):
+            return failed(candidate, hashed, fetched.attempts, len(fetched.body))
+        body = fetched.body if hashed.body is None else hashed.body  # (--convert-to)
+        return Obtained(hashed, fetched.attempts, now, body=body)
+
+    async def _place(self, candidate: Candidate, obtained: Obtained) -> Placed:
+        """Put a decided winner in place (its file or shard member); raises OSError or
+        ValueError when the write fails, :class:`BytesLost` when its bytes are gone."""
+        assert obtained.body is not None
+        return await self.sink.put(candidate, obtained.hashed, obtained.body, obtained.fetched_at)
+
+    def _release(self, obtained: Obtained) -> None:
+        """Forget the bytes of an image that will not be stored (a duplicate, a skip)."""
+        obtained.body = None
+
+    def _slots(self) -> int:
+        """Candidates handled at the same time (``--concurrency``)."""
+        return self.config.download.concurrency
+
+    def _engine_stats(self) -> dict[str, Any] | None:
+        """What ``stats.json`` says of the engine beyond the local one (None: nothing)."""
+        return None
 
     # -- control -------------------------------------------------------------------------
 
@@ -518,7 +581,7 @@ class Crawler:
         async with asyncio.TaskGroup() as workers:
             self._worker_tasks = [
                 workers.create_task(self._worker(), name=f"worker-{i}")
-                for i in range(self.config.download.concurrency)
+                for i in range(self._slots())
             ]
             self._producer_task = asyncio.create_task(self._produce(producers))
             try:
@@ -696,50 +759,54 @@ class Crawler:
     ) -> Outcome | None:
         """Download, hash, decide; ``None`` when the outcome was recorded by the write unit
         (or the candidate stays pending after a storage fault)."""
-        fetched = await self.downloader.fetch(candidate)
-        if isinstance(fetched, DownloadFailure):
-            return Outcome(
-                candidate,
-                Status.FAILED,
-                attempts=fetched.attempts,
-                error_class=fetched.error_class,
-                detail=fetched.detail,
-                fetched_at=time.time(),
-            )
-        self.events.emit(Downloaded(candidate.url, len(fetched.body)))
-        hashed = await self.hasher.hash(fetched.body)
-        now = time.time()
-        if isinstance(hashed, HashFailure):
-            return Outcome(
-                candidate,
-                Status.FAILED,
-                attempts=fetched.attempts,
-                error_class=hashed.error_class,
-                detail=hashed.detail,
-                size=len(fetched.body),
-                fetched_at=now,
-            )
+        lost = 0
+        while True:
+            try:
+                got = await self._obtain(candidate)
+            except BytesLost as exc:
+                lost += 1
+                if lost > MAX_LOSSES:
+                    return _lost(candidate, exc, lost)
+                log.warning("%s; fetching %s again", exc, candidate.url)
+                continue
+            if isinstance(got, Outcome):
+                return got
+            outcome = await self._decide(candidate, state, got)
+            if not isinstance(outcome, _Refetch):
+                return outcome
+            lost += 1
+            if lost > MAX_LOSSES:
+                return _lost(candidate, BytesLost("its bytes were lost before the write"), lost)
+
+    async def _decide(
+        self, candidate: Candidate, state: QueryState | None, got: Obtained
+    ) -> Outcome | _Refetch | None:
+        """Decide a decoded image: skipped, a duplicate, or stored (by the write unit, then
+        ``None``); :data:`_REFETCH` when its bytes were lost before they were written."""
+        hashed = got.hashed
         # What every outcome of a decoded image says; each decision below replaces the status
         # (and adds where it landed, or what it duplicates).
         decoded = Outcome(
             candidate,
             Status.INFLIGHT,
-            attempts=fetched.attempts,
+            attempts=got.attempts,
             sha256=hashed.sha256,
             phash=hashed.phash,
             width=hashed.width,
             height=hashed.height,
             format=hashed.format,
             size=hashed.size,
-            fetched_at=now,
+            fetched_at=got.fetched_at,
         )
         while True:
             # The limit check, the dedup decision and the reservation happen with no await
             # between them, so concurrent workers can neither exceed --limit nor both store
             # copies of one picture.
             if self._storage_error is not None:
+                self._release(got)
                 return None  # the disk refused a write: the candidate stays pending
             if state is not None and state.full():
+                self._release(got)
                 return replace(decoded, status=Status.SKIPPED)
             match = self.dedup.check_and_add(hashed.sha256, hashed.phash)
             if match is None:
@@ -748,6 +815,7 @@ class Crawler:
             # A duplicate is committed only once the image it names is stored: if that
             # write fails, this copy is decided again (and may be the one stored).
             if winner is None or await asyncio.shield(winner):
+                self._release(got)
                 return replace(
                     decoded,
                     status=Status.DUPLICATE,
@@ -759,39 +827,41 @@ class Crawler:
             state.writing += 1
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._writing[hashed.sha256] = done
-        body = fetched.body if hashed.body is None else hashed.body  # (--convert-to)
-        unit = asyncio.ensure_future(
-            self._write_and_record(decoded, hashed, body, state, done)
-        )
+        unit = asyncio.ensure_future(self._write_and_record(decoded, got, state, done))
         self._commits.add(unit)
         unit.add_done_callback(self._commits.discard)
         # Shielded: a worker cancelled after --grace does not abandon a file half-recorded;
         # the unit finishes (and _finish waits for it) so every file has its row.
-        await asyncio.shield(unit)
-        return None
+        if await asyncio.shield(unit):
+            return None
+        return _REFETCH
 
     async def _write_and_record(
         self,
         decoded: Outcome,
-        hashed: Hashed,
-        body: bytes,
+        got: Obtained,
         state: QueryState | None,
         done: asyncio.Future[bool],
-    ) -> None:
-        """Write the winner's file and record its outcome, as one unit."""
+    ) -> bool:
+        """Write the winner's file and record its outcome, as one unit. False when the
+        image's bytes were lost before the write (nothing recorded: fetch it again)."""
+        hashed = got.hashed
         stored = False
         try:
             try:
-                placed = await self.sink.put(decoded.candidate, hashed, body, decoded.fetched_at)
+                placed = await self._place(decoded.candidate, got)
+            except BytesLost as exc:
+                log.warning("%s; fetching %s again", exc, decoded.candidate.url)
+                return False
             except OSError as exc:
                 if (fault := storage_fault_of(exc)) is not None:
                     self._storage_fault(fault)  # stays pending: nothing is recorded
-                    return
+                    return True
                 self._record(_write_failed(decoded, exc))
-                return
+                return True
             except ValueError as exc:
                 self._record(_write_failed(decoded, exc))
-                return
+                return True
             self.events.emit(FileWritten(hashed.sha256))
             self._record(
                 replace(
@@ -803,6 +873,7 @@ class Crawler:
                 )
             )
             stored = True
+            return True
         finally:
             if state is not None:
                 state.writing -= 1
@@ -837,6 +908,8 @@ class Crawler:
         snapshot = self.counters.snapshot()
         snapshot["api_calls"] = self.gate.calls - self.calls_before
         snapshot["api_throttled"] = self.gate.throttled
+        if (engine := self._engine_stats()) is not None:
+            snapshot["engine"] = engine
         snapshot["stopped_by_signal"] = self._stop_signal
         snapshot["quota_exhausted"] = self._quota_error is not None
         snapshot["storage_error"] = (
@@ -887,6 +960,67 @@ def storage_fault_of(exc: BaseException | None) -> OSError | None:
             return OSError(errno.ENOSPC, "No space left on device (the checkpoint)")
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+#: Times one candidate's work may be lost (its worker died) before it is recorded as failed
+#: (``worker_lost``): an image that kills every worker that touches it must not kill them all.
+MAX_LOSSES = 3
+
+
+class BytesLost(Exception):
+    """An image's download or bytes were lost on the way (the remote worker holding them
+    died): the crawler obtains it again, up to :data:`MAX_LOSSES` times."""
+
+
+@dataclass(slots=True)
+class Obtained:
+    """A downloaded, decoded image awaiting its decision.
+
+    ``body`` is the bytes to store (the converted ones under ``--convert-to``) where this
+    process holds them; ``holder`` is how a remote engine finds them on the worker that does.
+    """
+
+    hashed: Hashed
+    attempts: int
+    fetched_at: float
+    body: bytes | None = None
+    holder: Any = None
+
+
+class _Refetch:
+    """The marker :meth:`Crawler._decide` returns when the image must be fetched again."""
+
+
+_REFETCH = _Refetch()
+
+
+def failed(
+    candidate: Candidate,
+    failure: DownloadFailure | HashFailure,
+    attempts: int,
+    size: int | None = None,
+) -> Outcome:
+    """The outcome of a download or a decode that failed (``size``: bytes downloaded)."""
+    return Outcome(
+        candidate,
+        Status.FAILED,
+        attempts=attempts,
+        error_class=failure.error_class,
+        detail=failure.detail,
+        size=size,
+        fetched_at=time.time(),
+    )
+
+
+def _lost(candidate: Candidate, exc: Exception, times: int) -> Outcome:
+    return Outcome(
+        candidate,
+        Status.FAILED,
+        attempts=times,
+        error_class=ErrorClass.WORKER_LOST,
+        detail=f"lost {times} times: {exc}"[:200],
+        fetched_at=time.time(),
+    )
 
 
 def _write_failed(decoded: Outcome, exc: Exception) -> Outcome:

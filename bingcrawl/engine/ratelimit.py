@@ -53,7 +53,7 @@ from bingcrawl.errors import (
     ThrottledError,
 )
 
-__all__ = ["ApiGate", "Ledger", "RateLimiter", "RetryPolicy", "grant_interval"]
+__all__ = ["ApiGate", "Ledger", "Limiter", "RateLimiter", "RetryPolicy", "grant_interval"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,22 @@ def grant_interval(qps: float, margin: float) -> float:
     """
     rate = qps if qps < 1 else math.floor(qps)
     return (1.0 + margin) / rate
+
+
+class Limiter(Protocol):
+    """What :class:`ApiGate` needs of a limiter: :class:`RateLimiter` in this process, or a
+    proxy of one shared by a cluster (``bingcrawl.cluster``)."""
+
+    qps: float
+
+    async def acquire(self) -> None:
+        """Wait for the next grant."""
+
+    def paused_for(self) -> float:
+        """Seconds left of the current shared pause (0 when none)."""
+
+    def pause(self, seconds: float) -> None:
+        """Give no grant for ``seconds`` from now (extends, never shortens, a pause)."""
 
 
 class RateLimiter:
@@ -176,7 +192,7 @@ class ApiGate:
 
     def __init__(
         self,
-        limiter: RateLimiter,
+        limiter: Limiter,
         *,
         policy: RetryPolicy | None = None,
         max_calls: int | None = None,

@@ -205,7 +205,10 @@ class RedactingFilter(logging.Filter):
 
 
 def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS}
+    # (Private attributes are a library's own: Ray stamps every record with _ray_timestamp_ns.)
+    return {
+        k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS and k[:1] != "_"
+    }
 
 
 class JsonFormatter(logging.Formatter):

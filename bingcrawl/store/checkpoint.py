@@ -576,6 +576,22 @@ class Checkpoint:
 
         return await self._read(read)
 
+    async def stored_paths(self, paths: Sequence[str]) -> set[str]:
+        """Which of ``paths`` (relative to OUT) some stored image is recorded at (flush first
+        for the latest outcomes)."""
+
+        def read(conn: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            for path in dict.fromkeys(paths):
+                if conn.execute(
+                    "SELECT 1 FROM candidates WHERE path = ? AND status = 'stored' LIMIT 1",
+                    (path,),
+                ).fetchone():
+                    found.add(path)
+            return found
+
+        return await self._read(read)
+
     async def recover(self, out: Path | None = None) -> RecoveryReport:
         """Repair what a crash left behind; call once at start-up, before any download.
 

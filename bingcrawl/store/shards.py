@@ -110,11 +110,18 @@ class ShardWriter:
     """Appends images to tar shards, one writer thread, in order.
 
     ``group_by`` is ``label`` (a shard series per label) or ``all`` (one series).
-    ``shard_size`` is the number of images per shard.
+    ``shard_size`` is the number of images per shard; ``series`` (e.g. ``w3``, a cluster
+    worker's) makes the writer's shard names its own.
     """
 
     def __init__(
-        self, out: Path, *, shard_size: int = 10_000, group_by: str = "label", durable: bool = False
+        self,
+        out: Path,
+        *,
+        shard_size: int = 10_000,
+        group_by: str = "label",
+        durable: bool = False,
+        series: str | None = None,
     ) -> None:
         if shard_size < 1:
             raise ValueError("shard_size must be >= 1")
@@ -124,6 +131,9 @@ class ShardWriter:
         self.shard_size = shard_size
         self.group_by = group_by
         self.durable = durable
+        #: Appended to every group name (``<label>-<series>-NNNNNN.tar``): writers that run
+        #: at the same time (the workers of a cluster) never share a shard name.
+        self.series = series
         self._dir = self.out / SHARD_DIR
         if self._dir.is_symlink():
             raise UnsafePathError(f"{self._dir} is a symlink; refusing to write through it")
@@ -144,6 +154,8 @@ class ShardWriter:
         """Append one image and its metadata (blocking: call from the writer thread via
         :meth:`submit`)."""
         group = label if self.group_by == "label" else "all"
+        if self.series:
+            group = f"{group}-{self.series}"
         split_relative(f"{SHARD_DIR}/{group}-000000.tar")  # refuses separators, "..", NUL
         shard = self._open.get(group)
         if shard is None or shard.count >= self.shard_size:

@@ -56,6 +56,11 @@ def member_key(hashed: Hashed) -> str:
     return hashed.sha256[:16]
 
 
+def image_path(candidate: Candidate, hashed: Hashed) -> str:
+    """Where :class:`FileSink` puts an image, relative to OUT."""
+    return f"images/{candidate.label}/{member_key(hashed)}.{hashed.ext}"
+
+
 class FileSink:
     """``OUT/images/<label>/<sha16>.<ext>``, one atomic file per image."""
 
@@ -77,9 +82,17 @@ class ShardSink:
     """webdataset tar shards under ``OUT/shards/``, by label or all in one series."""
 
     def __init__(
-        self, out: Path, *, shard_size: int, group_by: str, durable: bool = False
+        self,
+        out: Path,
+        *,
+        shard_size: int,
+        group_by: str,
+        durable: bool = False,
+        series: str | None = None,
     ) -> None:
-        self.writer = ShardWriter(out, shard_size=shard_size, group_by=group_by, durable=durable)
+        self.writer = ShardWriter(
+            out, shard_size=shard_size, group_by=group_by, durable=durable, series=series
+        )
 
     async def put(
         self, candidate: Candidate, hashed: Hashed, body: bytes, fetched_at: float | None
@@ -133,10 +146,15 @@ def open_sink(
     shard_size: int = 10_000,
     shard_by: str = "label",
     durable: bool = False,
+    series: str | None = None,
 ) -> ImageSink:
-    """The sink for ``--output-format`` (one of :data:`~bingcrawl.records.OUTPUT_FORMATS`)."""
+    """The sink for ``--output-format`` (one of :data:`~bingcrawl.records.OUTPUT_FORMATS`).
+    ``series`` names the writer's own shard series (writers running side by side); files
+    need none (an image's path is its content's)."""
     if output_format == "files":
         return FileSink(out, durable=durable)
     if output_format == "webdataset":
-        return ShardSink(out, shard_size=shard_size, group_by=shard_by, durable=durable)
+        return ShardSink(
+            out, shard_size=shard_size, group_by=shard_by, durable=durable, series=series
+        )
     raise ValueError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}")
