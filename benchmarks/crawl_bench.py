@@ -49,6 +49,31 @@ async def _crawl(config: CrawlConfig) -> tuple[dict[str, Any], float, float]:
     return report.stats, lag.percentile(99), lag.max
 
 
+def bench_config(
+    out: Path, queries: list[str], base_url: str, *, limit: int, qps: float, concurrency: int,
+    near_dup_distance: int, **fields: Any,
+) -> CrawlConfig:  # fmt: skip
+    """The crawl of a pipeline benchmark: every query at once, the emulator's loopback
+    allowed, one download retry; ``fields`` set the rest (e.g. ``engine``)."""
+    return CrawlConfig(
+        out=out,
+        queries=tuple(QuerySpec.of(q) for q in queries),
+        key="bench-key",
+        endpoint=base_url,
+        limit=limit,
+        qps=qps,
+        max_active_queries=len(queries),
+        download=DownloadConfig(
+            concurrency=concurrency,
+            per_host=concurrency,
+            retries=1,
+            policy=NetworkPolicy.from_cidrs(["127.0.0.1/32"]),
+        ),
+        near_dup_distance=near_dup_distance,
+        **fields,
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Start the emulator, crawl, measure; returns the result row."""
     emulator_args = [
@@ -71,22 +96,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     proc, base_url = start_emulator_process(emulator_args, timeout=1800.0)
     out = Path(tempfile.mkdtemp(prefix="bingcrawl-bench-"))
     try:
-        config = CrawlConfig(
-            out=out,
-            queries=tuple(QuerySpec.of(q) for q in queries),
-            key="bench-key",
-            endpoint=base_url,
-            limit=args.limit,
-            qps=args.qps,
-            max_active_queries=args.queries,
-            download=DownloadConfig(
-                concurrency=args.concurrency,
-                per_host=args.concurrency,
-                retries=1,
-                policy=NetworkPolicy.from_cidrs(["127.0.0.1/32"]),
-            ),
-            near_dup_distance=args.near_dup_distance,
-        )
+        config = bench_config(
+            out, queries, base_url, limit=args.limit, qps=args.qps,
+            concurrency=args.concurrency, near_dup_distance=args.near_dup_distance,
+        )  # fmt: skip
         cpu0, t0 = _cpu(), time.perf_counter()
         stats, lag_p99, lag_max = eventloop.run(_crawl(config), args.event_loop)
         wall, cpu = time.perf_counter() - t0, _cpu() - cpu0

@@ -232,13 +232,13 @@ def add_crawl_options(p: argparse.ArgumentParser) -> None:
         choices=list(ENGINES),
         help="where downloads and hashing run: local (this process, the default) or ray "
         "(workers across a Ray cluster, one QPS limit and one dedup; pip install "
-        "'bingcrawl[ray]'); $BINGCRAWL_ENGINE",
+        "'bingcrawl[ray]')",
     )
     run.add_argument(
         "--ray-address",
         metavar="ADDR",
         help="with --engine ray: the cluster to join (auto: the running one, or "
-        "ray://HOST:10001); default: start Ray on this machine; $RAY_ADDRESS",
+        "ray://HOST:10001); default: $RAY_ADDRESS, else start Ray on this machine",
     )
     run.add_argument(
         "--workers",
@@ -544,7 +544,7 @@ def build_config(
         convert_to=args.convert_to,
         shard_size=args.shard_size,
         shard_by=args.shard_by,
-        engine=args.engine or env.get("BINGCRAWL_ENGINE") or "local",
+        engine=args.engine or "local",
         ray_address=args.ray_address,
         workers=args.workers,
     )

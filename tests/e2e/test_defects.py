@@ -33,7 +33,7 @@ from PIL import Image
 
 from bingcrawl.bing.client import DEFAULT_ENDPOINT
 from bingcrawl.emulator import EmulatorConfig
-from bingcrawl.engine.crawler import Crawler
+from bingcrawl.engine.crawler import MAX_LOSSES, BytesLost, Crawler
 from bingcrawl.errors import (
     ApiConnectionError,
     IncompleteCrawlError,
@@ -630,3 +630,88 @@ async def test_a_candidate_is_not_skipped_while_the_write_that_fills_the_query_m
             await crawler.run()
     got = {r["url"].rsplit("/", 1)[1]: (r["status"], r["error_class"]) for r in rows(tmp_path)}
     assert got == {"a": ("failed", "write_error"), "b": ("stored", None)}
+
+
+# -- 16. work lost on the way (a remote engine's worker died) -----------------------------------
+
+
+class LossyCrawler(Crawler):
+    """A crawler whose workshop loses work, as a Ray worker that dies does: ``_obtain`` loses
+    the URLs in ``lose_fetch`` (``always``: every time; otherwise once each) and ``_place``
+    loses the first ``lose_writes`` writes (after the decision, before the file)."""
+
+    def __init__(self, *args: Any, lose_fetch: set[str], always: bool = False,
+                 lose_writes: int = 0, **kw: Any) -> None:  # fmt: skip
+        super().__init__(*args, **kw)
+        self.lose_fetch, self.always, self.lose_writes = lose_fetch, always, lose_writes
+        self.losses: list[str] = []
+
+    async def _obtain(self, candidate: Candidate) -> Any:
+        if candidate.url in self.lose_fetch:
+            if not self.always:
+                self.lose_fetch.discard(candidate.url)
+            self.losses.append(f"fetch {candidate.url}")
+            raise BytesLost("worker 0 died")
+        return await super()._obtain(candidate)
+
+    async def _place(self, candidate: Candidate, obtained: Any) -> Any:
+        if self.lose_writes > 0:
+            self.lose_writes -= 1
+            self.losses.append(f"write {candidate.url}")
+            raise BytesLost("worker 1 died")
+        return await super()._place(candidate, obtained)
+
+
+async def test_work_lost_before_its_decision_is_done_again(host: Host, tmp_path: Path) -> None:
+    paths = [f"img/p{i}" for i in range(6)]
+    lose = {host.base + p for p in paths[:3]}
+    crawler = LossyCrawler(
+        config(host, tmp_path), producers=[producer(host, [("x", 10, paths)])], lose_fetch=lose
+    )
+    async with crawler:
+        await crawler.run()
+    assert len(crawler.losses) == 3
+    assert sorted(r["status"] for r in rows(tmp_path)) == ["stored"] * 6
+    assert len(read_manifest(tmp_path)) == 6
+
+
+async def test_an_image_lost_every_time_fails_as_worker_lost(host: Host, tmp_path: Path) -> None:
+    crawler = LossyCrawler(
+        config(host, tmp_path),
+        producers=[producer(host, [("x", 10, ["img/poison", "img/fine"])])],
+        lose_fetch={host.base + "img/poison"},
+        always=True,
+    )
+    async with crawler:
+        await crawler.run()
+    assert len(crawler.losses) == MAX_LOSSES + 1
+    got = {r["url"].rsplit("/", 1)[1]: r for r in rows(tmp_path)}
+    assert got["poison"]["status"] == "failed"
+    assert got["poison"]["error_class"] == "worker_lost"
+    assert got["fine"]["status"] == "stored"
+
+
+async def test_a_winner_lost_in_its_write_is_fetched_again_and_stored_once(
+    host: Host, tmp_path: Path
+) -> None:
+    # Four URLs of one picture; the first write is lost after the winner was decided: its
+    # reservation is released (the copies waiting on it decide again), and exactly one copy
+    # ends stored, the others duplicates of it.
+    crawler = LossyCrawler(
+        config(host, tmp_path, concurrency=4),
+        producers=[producer(host, [("x", 10, [f"same/{i}" for i in range(4)])])],
+        lose_fetch=set(),
+        lose_writes=1,
+    )
+    async with crawler:
+        await crawler.run()
+    assert len(crawler.losses) == 1
+    got = rows(tmp_path)
+    stored = [r for r in got if r["status"] == "stored"]
+    assert len(stored) == 1
+    assert sorted(r["status"] for r in got) == ["duplicate"] * 3 + ["stored"]
+    assert {r["duplicate_of"] for r in got if r["status"] == "duplicate"} == {stored[0]["sha256"]}
+    assert len(crawler.dedup) == 1
+    manifest = read_manifest(tmp_path)
+    assert [m["sha256"] for m in manifest] == [stored[0]["sha256"]]
+    assert (tmp_path / manifest[0]["path"]).is_file()
