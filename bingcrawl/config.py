@@ -336,7 +336,8 @@ class CrawlConfig:
     # -- the engine (see bingcrawl.cluster) ---------------------------------------------------
     #: ``local`` (this process) or ``ray`` (download/hash workers across a Ray cluster).
     engine: str = "local"
-    #: With ``engine="ray"``: the cluster to join (``auto``: the running one; ``ray://...``);
+    #: With ``engine="ray"``: the cluster to join (``auto``: the one this node runs in, or the
+    #: head's ``HOST:PORT``);
     #: None starts a Ray runtime on this machine for the crawl.
     ray_address: str | None = None
     #: With ``engine="ray"``: download/hash workers (None: one per pair of the cluster's CPUs).
@@ -423,6 +424,13 @@ class CrawlConfig:
             if self.workers is not None:
                 raise ConfigError("--workers", "only applies with --engine ray")
             return
+        address = self.ray_address
+        if address is not None and address != "auto" and not address.startswith("ray://"):
+            host, sep, port = address.rpartition(":")
+            if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+                raise ConfigError(
+                    "--ray-address", f"give auto or the head's HOST:PORT, got {address!r}"
+                )
         if self.workers is not None and not 1 <= self.workers <= 4096:
             raise ConfigError("--workers", f"must be between 1 and 4096, got {self.workers}")
         if importlib.util.find_spec("ray") is None:

@@ -237,8 +237,8 @@ def add_crawl_options(p: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--ray-address",
         metavar="ADDR",
-        help="with --engine ray: the cluster to join (auto: the running one, or "
-        "ray://HOST:10001); default: $RAY_ADDRESS, else start Ray on this machine",
+        help="with --engine ray: the cluster to join (auto: the one running on this node, "
+        "or HOST:PORT of its head); default: $RAY_ADDRESS, else start Ray on this machine",
     )
     run.add_argument(
         "--workers",

@@ -36,9 +36,11 @@ import hashlib
 import itertools
 import logging
 import math
+import os
 import signal
+import socket
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +70,8 @@ START_TIMEOUT = 180.0
 #: Times a dead worker is asked whether Ray restarted it, and the pause between.
 REVIVE_ATTEMPTS = 5
 REVIVE_PAUSE = 1.0
+#: Seconds the cluster's head gets to accept a connection before joining it is given up.
+HEAD_TIMEOUT = 10.0
 
 
 class ClusterError(IncompleteCrawlError):
@@ -193,7 +197,10 @@ class WorkerPool:
         for chan, (_, pid) in zip(self._channels, answers, strict=True):
             chan.pid, chan.up = pid, True
             chan.poller = asyncio.create_task(self._poll(chan), name=f"poll-{chan.index}")
-        log.info("%d workers up: pids %s", self.size, [c.pid for c in self._channels])
+        log.info(
+            "%d download worker%s up (pids %s)",
+            self.size, "" if self.size == 1 else "s", [c.pid for c in self._channels],
+        )  # fmt: skip
 
     async def close(self) -> None:
         """Let the workers finish their writes, then end them."""
@@ -356,6 +363,49 @@ class WorkerPool:
         return [c.pid for c in self._channels if c.up]
 
 
+def _connect(ray: ModuleType, address: str | None, options: dict[str, Any]) -> None:
+    """``ray.init``, after checking that the cluster's head answers at all (Ray itself
+    retries an unreachable address for minutes, deaf to signals, before giving up)."""
+    where = address or os.environ.get("RAY_ADDRESS")
+
+    def fail(reason: object) -> ClusterError:
+        return ClusterError(
+            f"cannot join the Ray cluster at {where}: {reason} (start it with `ray start "
+            "--head`, give its head's HOST:PORT to --ray-address, or leave --ray-address "
+            "out to start Ray on this machine)"
+        )
+
+    if where is not None and not where.startswith("ray://"):
+        canonicalize: Callable[[str], str | None] | None
+        try:
+            from ray._private.services import canonicalize_bootstrap_address as canonicalize
+        except ImportError:  # (a Ray without it: ray.init says what is wrong, later)
+            canonicalize = None
+        if canonicalize is not None:
+            try:
+                head = canonicalize(where)
+            except ConnectionError as exc:
+                raise fail(exc) from None
+            except ValueError as exc:
+                raise ConfigError("--ray-address", f"{where!r}: {exc}") from None
+            if head is not None:
+                host, _, port = head.rpartition(":")
+                try:
+                    socket.create_connection((host, int(port)), timeout=HEAD_TIMEOUT).close()
+                except (OSError, ValueError) as exc:
+                    raise fail(f"{head} does not answer ({exc})") from None
+    try:
+        ray.init(
+            address=address,
+            namespace=NAMESPACE,
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+            **options,
+        )
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+        raise fail(exc) from exc
+
+
 def _reclaim_signals() -> None:
     """Give SIGTERM and SIGINT back to Python's handlers: Ray's core worker installs a C
     crash handler for them at connect time that prints a stack dump before calling ours."""
@@ -405,14 +455,7 @@ class RayCrawler(Crawler):
             options: dict[str, Any] = {}
             if config.ray_address is None:  # a runtime of our own on this machine
                 options = {"include_dashboard": False, "object_store_memory": 128 * 2**20}
-            await asyncio.to_thread(
-                ray.init,
-                address=config.ray_address,
-                namespace=NAMESPACE,
-                logging_level=logging.WARNING,
-                log_to_driver=True,
-                **options,
-            )
+            await asyncio.to_thread(_connect, ray, config.ray_address, options)
             stack.callback(ray.shutdown)
             _reclaim_signals()
         n = config.workers or default_workers(ray)

@@ -87,6 +87,7 @@ class FetchWorker:
         self._results: list[Result] = []
         self._ready: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writes: set[asyncio.Task[None]] = set()
         self._stack: AsyncExitStack | None = None
         self._start: asyncio.Task[None] | None = None
         self._downloader: Downloader
@@ -137,8 +138,9 @@ class FetchWorker:
                 self._bodies.pop(command[1], None)
                 continue
             task = asyncio.ensure_future(self._run(command))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            tasks = self._writes if command[0] == "put" else self._tasks
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
     async def poll(self, wait: float = 1.0) -> list[Result]:
         """Results ready since the last poll; waits up to ``wait`` s for the first one."""
@@ -205,12 +207,17 @@ class FetchWorker:
         return "placed", placed
 
     async def stop(self) -> int:
-        """Finish the writes under way, close everything; the bytes still held are dropped.
-        Returns how many images were held."""
+        """Finish the writes under way, abandon the downloads (nobody waits for them any
+        more), close everything; the bytes still held are dropped. Returns how many images
+        were held."""
         held = len(self._bodies)
         self._bodies.clear()
+        for task in self._tasks:
+            task.cancel()
+        if self._writes:
+            await asyncio.wait(set(self._writes), timeout=60)
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=60)
+            await asyncio.wait(set(self._tasks), timeout=10)
         if self._stack is not None:
             stack, self._stack = self._stack, None
             await stack.aclose()

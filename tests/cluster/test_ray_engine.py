@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from dataclasses import replace
@@ -283,3 +286,21 @@ def test_ray_options_need_the_ray_engine(tmp_path: Path) -> None:
         CrawlConfig(out=tmp_path, engine="ray", workers=0)
     with pytest.raises(ConfigError, match="--engine"):
         CrawlConfig(out=tmp_path, engine="spark")
+    with pytest.raises(ConfigError, match="--ray-address"):
+        CrawlConfig(out=tmp_path, engine="ray", ray_address="head-without-port")
+
+
+def test_an_unreachable_cluster_is_named_at_once(tmp_path: Path) -> None:
+    # (Ray alone retries an unreachable head for minutes, deaf to Ctrl-C.)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # a port nothing listens on once the socket closes
+    done = subprocess.run(
+        [sys.executable, "-m", "bingcrawl", "crawl", "cats", "--out", str(tmp_path / "out"),
+         "--key", "k", "--endpoint", "http://127.0.0.1:9/", "--engine", "ray",
+         "--ray-address", f"127.0.0.1:{port}", "--no-progress"],
+        env=child_env(), capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+    assert done.returncode == 6, done.stderr
+    assert f"cannot join the Ray cluster at 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
