@@ -87,7 +87,7 @@ async def limiter_capacity(ray: Any, seconds: float, callers: int = 64) -> float
     from bingcrawl.cluster.worker import LimiterActor
 
     handle = ray.remote(LimiterActor).options(num_cpus=0, max_concurrency=100_000).remote(1e9)
-    limiter = RemoteLimiter(handle, 1e9)
+    limiter = RemoteLimiter(ray, lambda: handle, 1e9)
     await limiter.acquire()  # (the actor is up)
     granted = 0
     deadline = time.perf_counter() + seconds

@@ -93,11 +93,17 @@ def import_ray() -> ModuleType:
 
 
 class RemoteLimiter:
-    """The driver's handle of the cluster's :class:`LimiterActor` (a :class:`Limiter`)."""
+    """The driver's handle of the cluster's :class:`LimiterActor` (a :class:`Limiter`).
 
-    def __init__(self, handle: Any, qps: float) -> None:
+    ``connect()`` returns the actor's handle (creating it if needed); if the actor dies (its
+    node was lost), the next grant connects again and re-sends the pause this driver knows.
+    """
+
+    def __init__(self, ray: ModuleType, connect: Callable[[], Any], qps: float) -> None:
         self.qps = qps
-        self._handle = handle
+        self._ray = ray
+        self._connect = connect
+        self._handle = connect()
         self._pause_until = -math.inf
         self._pauses: list[Any] = []  # pause calls not yet known to have reached the actor
 
@@ -105,13 +111,29 @@ class RemoteLimiter:
     def _now() -> float:
         return asyncio.get_running_loop().time()
 
+    async def start(self) -> None:
+        await self._handle.set_qps.remote(self.qps)
+
     async def acquire(self) -> None:
-        # A pause sent before this grant must reach the actor first (actor calls of an
-        # async actor may start out of order).
-        while self._pauses:
-            await self._pauses.pop(0)
-        left = await self._handle.acquire.remote()
-        self._note(left)
+        for attempt in range(3):
+            try:
+                # A pause sent before this grant must reach the actor first (calls of an
+                # async actor may start out of order).
+                while self._pauses:
+                    await self._pauses.pop(0)
+                left = await self._handle.acquire.remote()
+            except self._ray.exceptions.RayActorError:
+                if attempt == 2:
+                    raise
+                log.warning("the API limiter actor was lost: connecting to it again")
+                self._pauses.clear()
+                self._handle = self._connect()
+                await self._handle.set_qps.remote(self.qps)
+                if (left := self.paused_for()) > 0:
+                    self._pauses.append(self._handle.pause.remote(left))
+                continue
+            self._note(left)
+            return
 
     def _note(self, left: float) -> None:
         if left > 0:
@@ -363,6 +385,36 @@ class WorkerPool:
         return [c.pid for c in self._channels if c.up]
 
 
+class _Runtime:
+    """This process's connection to Ray, shared by the crawls it runs at the same time: the
+    last one to close disconnects (if a crawl connected; a caller's own ``ray.init`` stays).
+    ``ours``: the runtime was started here (not a cluster that was joined)."""
+
+    def __init__(self) -> None:
+        self.users = 0
+        self.joined = False
+        self.ours = False
+        self._lock: asyncio.Lock | None = None
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held while connecting (two crawls starting together connect once)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    def release(self, ray: ModuleType) -> None:
+        self.users -= 1
+        if self.users == 0:
+            self._lock = None  # (the next crawl may run on another event loop)
+        if self.users == 0 and self.joined:
+            self.joined = self.ours = False
+            ray.shutdown()
+
+
+_RUNTIME = _Runtime()
+
+
 def _connect(ray: ModuleType, address: str | None, options: dict[str, Any]) -> None:
     """``ray.init``, after checking that the cluster's head answers at all (Ray itself
     retries an unreachable address for minutes, deaf to signals, before giving up)."""
@@ -446,18 +498,22 @@ class RayCrawler(Crawler):
                 convert_to=config.convert_to,
             )
         )  # fmt: skip
-        if not ray.is_initialized():
-            log.info("connecting to Ray at %s", config.ray_address or "a new local runtime")
-            # SIGTERM is the crawl's (drain, checkpoint, exit 143), not Ray's handler, which
-            # exits at once: ray.init in a thread does not install it (and says so: quiet
-            # that); its C++ crash handler is undone after connecting (_reclaim_signals).
-            logging.getLogger("ray._private.worker").addFilter(_NotMainThreadNotice())
-            options: dict[str, Any] = {}
-            if config.ray_address is None:  # a runtime of our own on this machine
-                options = {"include_dashboard": False, "object_store_memory": 128 * 2**20}
-            await asyncio.to_thread(_connect, ray, config.ray_address, options)
-            stack.callback(ray.shutdown)
-            _reclaim_signals()
+        async with _RUNTIME.lock:
+            if not ray.is_initialized():
+                log.info("connecting to Ray at %s", config.ray_address or "a new local runtime")
+                # SIGTERM is the crawl's (drain, checkpoint, exit 143), not Ray's handler, which
+                # exits at once: ray.init in a thread does not install it (and says so: quiet
+                # that); its C++ crash handler is undone after connecting (_reclaim_signals).
+                logging.getLogger("ray._private.worker").addFilter(_NotMainThreadNotice())
+                options: dict[str, Any] = {}
+                if config.ray_address is None:  # a runtime of our own on this machine
+                    options = {"include_dashboard": False, "object_store_memory": 128 * 2**20}
+                await asyncio.to_thread(_connect, ray, config.ray_address, options)
+                _RUNTIME.ours = config.ray_address is None and not os.environ.get("RAY_ADDRESS")
+                _RUNTIME.joined = True
+                _reclaim_signals()
+        _RUNTIME.users += 1
+        stack.callback(_RUNTIME.release, ray)
         n = config.workers or default_workers(ray)
         cpus = float(ray.cluster_resources().get("CPU", 1))
         level = logging.getLogger("bingcrawl").getEffectiveLevel()
@@ -489,19 +545,24 @@ class RayCrawler(Crawler):
         ray = import_ray()
         config = self.config
         digest = hashlib.sha256(f"{config.endpoint}\0{config.key or ''}".encode()).hexdigest()
-        handle = (
-            ray.remote(LimiterActor)
-            .options(
-                name=f"limiter-{digest[:16]}",
-                namespace=NAMESPACE,
-                get_if_exists=True,
-                num_cpus=0,
-                max_concurrency=100_000,
-            )
-            .remote(config.qps)
-        )
-        await handle.set_qps.remote(config.qps)
-        return RemoteLimiter(handle, config.qps)
+        options: dict[str, Any] = {
+            "name": f"limiter-{digest[:16]}",
+            "namespace": NAMESPACE,
+            "get_if_exists": True,
+            "num_cpus": 0,
+            "max_concurrency": 100_000,
+        }
+        if not _RUNTIME.ours:
+            # On a cluster the crawl joined, the limiter outlives this crawl: another one
+            # with the same key may be using it.
+            options["lifetime"] = "detached"
+
+        def connect() -> Any:
+            return ray.remote(LimiterActor).options(**options).remote(config.qps)
+
+        limiter = RemoteLimiter(ray, connect, config.qps)
+        await limiter.start()
+        return limiter
 
     def _slots(self) -> int:
         return self.config.download.concurrency * self.pool.size

@@ -8,6 +8,7 @@ are the reference.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -82,7 +83,8 @@ def cluster() -> Iterator[Any]:
 
 
 def on_ray(config: CrawlConfig, cluster: Any, out: Path, **kw: Any) -> CrawlConfig:
-    return replace(config, out=out, engine="ray", ray_address=cluster.address, workers=2, **kw)
+    kw.setdefault("workers", 2)
+    return replace(config, out=out, engine="ray", ray_address=cluster.address, **kw)
 
 
 async def test_ray_stores_what_the_local_engine_stores(
@@ -133,6 +135,36 @@ async def test_ray_stores_what_the_local_engine_stores(
     assert sorted(m["sha256"] for m in manifest) == sorted(by_sha)
     stats = Dataset.read(tmp_path / "ray", server).stats
     assert stats["run"]["engine"] == {"name": "ray", "workers": 2, "workers_lost": 0}
+
+
+async def test_two_crawls_with_one_key_share_its_qps_limit(
+    start_emulator: StartEmulator, tmp_path: Path, cluster: Any
+) -> None:
+    # Each crawl alone may call at --qps 10; the emulator allows 10 calls in any second for
+    # the key. Run together, they must share the limit (one limiter actor per key), or the
+    # emulator answers 429.
+    server = await start_emulator(
+        corpus=CorpusConfig(results_per_query=60, fault_rate=0.0), qps=10.0
+    )
+    crawls = [
+        on_ray(
+            crawl_config(server, tmp_path / name, queries, limit=1000, count=6, qps=10.0),
+            cluster,
+            tmp_path / name,
+            workers=1,
+        )
+        for name, queries in (("a", ("red fox", "blue jay")), ("b", ("green frog", "grey owl")))
+    ]
+
+    async def run(config: CrawlConfig) -> Any:
+        async with Crawler(config) as crawler:
+            return await crawler.run()
+
+    reports = await asyncio.gather(*(run(c) for c in crawls))
+    assert all(r.completed for r in reports)
+    calls = server.state.requests(endpoint="search")
+    assert len(calls) >= 40  # (10 pages per query: enough to exceed 10 QPS if unshared)
+    assert server.state.requests(endpoint="search", status=429) == []
 
 
 async def test_shards_of_each_worker_have_their_own_names(
