@@ -8,7 +8,6 @@ config. The health-check commands of both services are run for real against loca
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import ipaddress
 import json
@@ -33,6 +32,7 @@ from tests.support.container import (
     final_stage,
     interpolate,
     seconds,
+    subparser,
 )
 from tests.support.emulator import StartEmulator
 
@@ -48,13 +48,6 @@ _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 def compose() -> dict[str, Any]:
     # Only the compose tests need PyYAML; the Dockerfile tests run without it.
     return compose_file()
-
-
-def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action.choices[name]  # type: ignore[no-any-return]
-    raise AssertionError("no subcommands")
 
 
 # -- docker-compose.yml -------------------------------------------------------------------

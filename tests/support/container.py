@@ -8,6 +8,7 @@ these declarations (tests/obs/test_container.py) and run what they declare
 
 from __future__ import annotations
 
+import argparse
 import re
 import shlex
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ __all__ = [
     "final_stage",
     "interpolate",
     "seconds",
+    "subparser",
 ]
 
 #: The repository's root: where the Dockerfile, docker-compose.yml and the README are.
@@ -57,11 +59,11 @@ def seconds(duration: str) -> float:
     return total
 
 
-def compose_file() -> dict[str, Any]:
-    """docker-compose.yml, parsed. Only the compose tests need PyYAML (a test extra): the
-    calling test is skipped, with the reason, where it is missing."""
+def compose_file(name: str = "docker-compose.yml") -> dict[str, Any]:
+    """docker-compose.yml (or ``name``), parsed. Only the compose tests need PyYAML (a test
+    extra): the calling test is skipped, with the reason, where it is missing."""
     yaml = pytest.importorskip("yaml", reason="PyYAML (test extra) parses docker-compose.yml")
-    data = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    data = yaml.safe_load((ROOT / name).read_text(encoding="utf-8"))
     assert isinstance(data, dict)
     return data
 
@@ -70,6 +72,14 @@ def crawler_env(compose: Mapping[str, Any], env: Mapping[str, str] | None = None
     """The crawler service's ``environment:``, interpolated with ``env`` (an .env file)."""
     raw = compose["services"]["crawler"]["environment"]
     return {k: interpolate(str(v), env or {}) for k, v in raw.items()}
+
+
+def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name`` (``crawl``) of the CLI's ``parser``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]  # type: ignore[no-any-return]
+    raise AssertionError("no subcommands")
 
 
 def dockerfile() -> list[tuple[str, str]]:
