@@ -308,13 +308,17 @@ class WorkerPool:
                 if chan.dead:
                     return
                 continue
-            for rid, kind, payload in results:
-                future = chan.pending.pop(rid, None)
-                if future is None or future.done():
-                    if kind == "hashed":  # nobody waits for these bytes any more
-                        self._queue(chan, ("drop", payload[0]))
-                    continue
-                future.set_result((kind, payload))
+            for result in results:
+                try:
+                    rid, kind, payload = result
+                    future = chan.pending.pop(rid, None)
+                    if future is None or future.done():
+                        if kind == "hashed":  # nobody waits for these bytes any more
+                            self._queue(chan, ("drop", payload[0]))
+                        continue
+                    future.set_result((kind, payload))
+                except Exception:  # a malformed result must not stop every later one
+                    log.exception("%s sent a result the driver cannot read", chan.name)
 
     async def _lost(self, chan: _Channel, exc: BaseException) -> None:
         """A worker died: its commands are lost (they are done again elsewhere); wait for
