@@ -767,6 +767,8 @@ class Crawler:
                 lost += 1
                 if lost > MAX_LOSSES:
                     return _lost(candidate, exc, lost)
+                if self.stopping:
+                    return None  # stays pending: the next run fetches it
                 log.warning("%s; fetching %s again", exc, candidate.url)
                 continue
             if isinstance(got, Outcome):
@@ -777,6 +779,8 @@ class Crawler:
             lost += 1
             if lost > MAX_LOSSES:
                 return _lost(candidate, BytesLost("its bytes were lost before the write"), lost)
+            if self.stopping:
+                return None
 
     async def _decide(
         self, candidate: Candidate, state: QueryState | None, got: Obtained
