@@ -216,6 +216,9 @@ class WorkerPool:
                 f"{self.size} workers could not start within {START_TIMEOUT:.0f} s: the "
                 "cluster lacks the CPUs (ray status), or its nodes cannot import bingcrawl"
             ) from None
+        except ray.exceptions.RayError as exc:
+            # e.g. the output directory is not mounted (or not writable) on a worker's node
+            raise ClusterError(f"the download workers could not start: {exc}") from exc
         for chan, (_, pid) in zip(self._channels, answers, strict=True):
             chan.pid, chan.up = pid, True
             chan.poller = asyncio.create_task(self._poll(chan), name=f"poll-{chan.index}")

@@ -26,7 +26,7 @@ import os
 import time
 import uuid
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from bingcrawl.engine.ratelimit import RateLimiter
 from bingcrawl.fetch.download import DownloadConfig, Downloader
 from bingcrawl.imaging.hashpool import HashPool
 from bingcrawl.records import Candidate, DownloadFailure, Hashed, HashFailure
-from bingcrawl.store.sinks import ImageSink, Placed, open_sink
+from bingcrawl.store.sinks import ImageSink, open_sink
 
 __all__ = ["Command", "FetchWorker", "LimiterActor", "Result", "WorkerSpec"]
 
@@ -72,7 +72,6 @@ class WorkerSpec:
     #: This worker's number: its shard series are ``<label>-w<index>-NNNNNN.tar``.
     index: int = 0
     log_level: int = logging.WARNING
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class FetchWorker:
@@ -222,12 +221,6 @@ class FetchWorker:
             stack, self._stack = self._stack, None
             await stack.aclose()
         return held
-
-
-def placed_of(payload: Any) -> Placed:
-    """The Placed of a ``placed`` result (typed for the driver)."""
-    assert isinstance(payload, Placed)
-    return payload
 
 
 class LimiterActor:
