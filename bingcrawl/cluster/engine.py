@@ -42,15 +42,15 @@ import socket
 import threading
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from bingcrawl.cluster.worker import Command, FetchWorker, LimiterActor, WorkerSpec
-from bingcrawl.engine.crawler import BytesLost, Crawler, Obtained, failed
+from bingcrawl.engine.crawler import BytesLost, Crawler, Obtained, WorkshopSpec, failed
 from bingcrawl.engine.frontier import Frontier
 from bingcrawl.engine.ratelimit import Limiter
 from bingcrawl.errors import CheckpointError, ConfigError, IncompleteCrawlError
 from bingcrawl.events import Downloaded
-from bingcrawl.imaging.hashpool import HashPool
 from bingcrawl.records import Candidate, DownloadFailure, Outcome
 from bingcrawl.store.sinks import Placed, image_path
 
@@ -194,9 +194,6 @@ class WorkerPool:
         """True once :meth:`close` began (a worker's end is then no loss)."""
         return self._closing
 
-    def alive(self) -> int:
-        return sum(1 for chan in self._channels if chan.up)
-
     async def start(self) -> None:
         ray = self._ray
         actor = ray.remote(FetchWorker).options(
@@ -219,7 +216,7 @@ class WorkerPool:
         except ray.exceptions.RayError as exc:
             # e.g. the output directory is not mounted (or not writable) on a worker's node
             raise ClusterError(f"the download workers could not start: {exc}") from exc
-        for chan, (_, pid) in zip(self._channels, answers, strict=True):
+        for chan, pid in zip(self._channels, answers, strict=True):
             chan.pid, chan.up = pid, True
             chan.poller = asyncio.create_task(self._poll(chan), name=f"poll-{chan.index}")
         log.info(
@@ -341,7 +338,7 @@ class WorkerPool:
         for _ in range(REVIVE_ATTEMPTS):
             try:
                 async with asyncio.timeout(60):
-                    _, chan.pid = await chan.handle.ping.remote()
+                    chan.pid = await chan.handle.ping.remote()
             except (self._ray.exceptions.RayError, TimeoutError):
                 await asyncio.sleep(REVIVE_PAUSE)  # Ray's restart is under way, or it is dead
                 continue
@@ -498,13 +495,9 @@ class RayCrawler(Crawler):
         config = self.config
         ray = import_ray()
         self._maybe_orphans = []
+        workshop = replace(WorkshopSpec.of(config), out=self.out.resolve())
         # The driver hashes only seed images: a thread is plenty.
-        self.hasher = await stack.enter_async_context(
-            HashPool(
-                0, algo=config.hash_algo, max_pixels=config.max_pixels,
-                convert_to=config.convert_to,
-            )
-        )  # fmt: skip
+        self.hasher = await stack.enter_async_context(workshop.hash_pool(0))
         async with _RUNTIME.lock:
             if not ray.is_initialized():
                 log.info("connecting to Ray at %s", config.ray_address or "a new local runtime")
@@ -524,18 +517,10 @@ class RayCrawler(Crawler):
         n = config.workers or default_workers(ray)
         cpus = float(ray.cluster_resources().get("CPU", 1))
         level = logging.getLogger("bingcrawl").getEffectiveLevel()
+        hash_workers = 1 if config.hash_workers is None else config.hash_workers
         specs = [
             WorkerSpec(
-                out=self.out.resolve(),
-                download=config.download,
-                hash_workers=1 if config.hash_workers is None else config.hash_workers,
-                hash_algo=config.hash_algo,
-                max_pixels=config.max_pixels,
-                convert_to=config.convert_to,
-                output_format=config.output_format,
-                shard_size=config.shard_size,
-                shard_by=config.shard_by,
-                durable=config.durable,
+                replace(workshop, hash_workers=hash_workers, series=f"w{i}"),
                 index=i,
                 log_level=level,
             )

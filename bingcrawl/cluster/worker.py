@@ -24,17 +24,16 @@ import itertools
 import logging
 import os
 import time
-import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from bingcrawl.engine.crawler import WorkshopSpec
 from bingcrawl.engine.ratelimit import RateLimiter
-from bingcrawl.fetch.download import DownloadConfig, Downloader
+from bingcrawl.fetch.download import Downloader
 from bingcrawl.imaging.hashpool import HashPool
 from bingcrawl.records import Candidate, DownloadFailure, Hashed, HashFailure
-from bingcrawl.store.sinks import ImageSink, open_sink
+from bingcrawl.store.sinks import ImageSink
 
 __all__ = ["Command", "FetchWorker", "LimiterActor", "Result", "WorkerSpec"]
 
@@ -57,19 +56,10 @@ MAX_BATCH = 512
 
 @dataclass(frozen=True, slots=True)
 class WorkerSpec:
-    """Everything a worker needs to download, hash and write (never the search key)."""
+    """One worker: its workshop (never the search key), its number and its log level. Its
+    ``workshop.series`` (``w<index>``) makes its shard names its own."""
 
-    out: Path
-    download: DownloadConfig
-    hash_workers: int = 0
-    hash_algo: str = "phash"
-    max_pixels: int = 64_000_000
-    convert_to: str = "keep"
-    output_format: str = "files"
-    shard_size: int = 10_000
-    shard_by: str = "label"
-    durable: bool = False
-    #: This worker's number: its shard series are ``<label>-w<index>-NNNNNN.tar``.
+    workshop: WorkshopSpec
     index: int = 0
     log_level: int = logging.WARNING
 
@@ -79,8 +69,8 @@ class FetchWorker:
 
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
-        #: Differs after every restart: a token of an earlier life is unknown here.
-        self.incarnation = uuid.uuid4().hex[:8]
+        # A restarted worker starts from token 1 with no bytes held: a token of its earlier
+        # life finds nothing ("lost"), and the driver's channel life says so first.
         self._tokens = itertools.count(1)
         self._bodies: dict[int, tuple[bytes, Hashed]] = {}
         self._results: list[Result] = []
@@ -100,34 +90,15 @@ class FetchWorker:
         await asyncio.shield(self._start)
 
     async def _open(self) -> None:
-        spec = self.spec
         self._ready = asyncio.Event()
         stack = AsyncExitStack()
-        self._hasher = await stack.enter_async_context(
-            HashPool(
-                spec.hash_workers,
-                algo=spec.hash_algo,
-                max_pixels=spec.max_pixels,
-                convert_to=spec.convert_to,
-            )
-        )
-        self._downloader = await stack.enter_async_context(Downloader(spec.download))
-        sink = open_sink(
-            spec.output_format,
-            spec.out,
-            shard_size=spec.shard_size,
-            shard_by=spec.shard_by,
-            durable=spec.durable,
-            series=f"w{spec.index}",
-        )
-        stack.callback(sink.close)
-        self._sink = sink
+        self._hasher, self._downloader, self._sink = await self.spec.workshop.open(stack)
         self._stack = stack
 
-    async def ping(self) -> tuple[str, int]:
-        """This worker's incarnation and process id, once it is ready for work."""
+    async def ping(self) -> int:
+        """This worker's process id, once it is ready for work."""
         await self._started()
-        return self.incarnation, os.getpid()
+        return os.getpid()
 
     async def submit(self, commands: list[Command]) -> None:
         """Start every command; results come back through :meth:`poll`."""
@@ -228,20 +199,15 @@ class LimiterActor:
 
     def __init__(self, qps: float) -> None:
         self.limiter = RateLimiter(qps)
-        self.granted = 0
 
     async def acquire(self) -> float:
         """Wait for a grant; returns the seconds left of a pause (for the driver's display)."""
         await self.limiter.acquire()
-        self.granted += 1
         return self.limiter.paused_for()
 
     async def pause(self, seconds: float) -> float:
         """Pause every caller ``seconds``; returns the pause left."""
         self.limiter.pause(seconds)
-        return self.limiter.paused_for()
-
-    async def paused_for(self) -> float:
         return self.limiter.paused_for()
 
     async def set_qps(self, qps: float) -> None:
@@ -251,5 +217,3 @@ class LimiterActor:
             self.limiter = RateLimiter(qps)
             self.limiter.pause(paused)
 
-    async def stats(self) -> dict[str, float]:
-        return {"qps": self.limiter.qps, "granted": self.granted}

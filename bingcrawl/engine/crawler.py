@@ -64,7 +64,7 @@ from bingcrawl.errors import (
     UnsafePathError,
 )
 from bingcrawl.events import Downloaded, Event, Events, FileWritten, OutcomeRecorded
-from bingcrawl.fetch.download import Downloader
+from bingcrawl.fetch.download import DownloadConfig, Downloader
 from bingcrawl.imaging.hashpool import HashPool
 from bingcrawl.obs.logs import bind, current_context
 from bingcrawl.obs.metrics import MetricsSnapshot
@@ -83,7 +83,9 @@ from bingcrawl.store.checkpoint import Checkpoint
 from bingcrawl.store.output import write_manifest, write_stats
 from bingcrawl.store.sinks import ImageSink, Placed, open_sink
 
-__all__ = ["STOPS", "BytesLost", "CrawlReport", "Crawler", "Obtained", "QueryState"]
+__all__ = [
+    "STOPS", "BytesLost", "CrawlReport", "Crawler", "Obtained", "QueryState", "WorkshopSpec",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +249,61 @@ _STOPS_PRODUCING = (QuotaExceededError, ApiConnectionError, IncompleteCrawlError
 Producer = Callable[["Crawler"], Coroutine[Any, Any, None]]
 
 
+@dataclass(frozen=True, slots=True)
+class WorkshopSpec:
+    """What downloading, hashing and writing images need, and nothing more (never the
+    search key): the local crawler opens its parts from it, and so does each worker of a
+    distributed engine. ``series`` names a writer's own shard series (see ``open_sink``)."""
+
+    out: Path
+    download: DownloadConfig
+    hash_workers: int | None
+    hash_algo: str
+    max_pixels: int
+    convert_to: str
+    output_format: str
+    shard_size: int
+    shard_by: str
+    durable: bool
+    series: str | None = None
+
+    @classmethod
+    def of(cls, config: CrawlConfig) -> WorkshopSpec:
+        return cls(
+            out=Path(config.out),
+            download=config.download,
+            hash_workers=config.hash_workers,
+            hash_algo=config.hash_algo,
+            max_pixels=config.max_pixels,
+            convert_to=config.convert_to,
+            output_format=config.output_format,
+            shard_size=config.shard_size,
+            shard_by=config.shard_by,
+            durable=config.durable,
+        )
+
+    def hash_pool(self, workers: int | None) -> HashPool:
+        """A hash pool of ``workers`` (None: one per CPU; 0: a thread) for these settings."""
+        return HashPool(
+            workers, algo=self.hash_algo, max_pixels=self.max_pixels, convert_to=self.convert_to
+        )
+
+    async def open(self, stack: AsyncExitStack) -> tuple[HashPool, Downloader, ImageSink]:
+        """The hash pool, the downloader and the sink, closed by ``stack``."""
+        hasher = await stack.enter_async_context(self.hash_pool(self.hash_workers))
+        downloader = await stack.enter_async_context(Downloader(self.download))
+        sink = open_sink(
+            self.output_format,
+            self.out,
+            shard_size=self.shard_size,
+            shard_by=self.shard_by,
+            durable=self.durable,
+            series=self.series,
+        )
+        stack.callback(sink.close)
+        return hasher, downloader, sink
+
+
 #: The crawler class of each ``--engine`` other than ``local``, as ``module:class`` (imported
 #: only when asked for: the Ray engine needs the ``[ray]`` extra).
 ENGINE_CLASSES: dict[str, str] = {"ray": "bingcrawl.cluster.engine:RayCrawler"}
@@ -392,24 +449,7 @@ class Crawler:
 
     async def _open_workshop(self, stack: AsyncExitStack) -> None:
         """Open what downloads, hashes and writes images: here, in this process."""
-        self.hasher = await stack.enter_async_context(
-            HashPool(
-                self.config.hash_workers,
-                algo=self.config.hash_algo,
-                max_pixels=self.config.max_pixels,
-                convert_to=self.config.convert_to,
-            )
-        )
-        self.downloader = await stack.enter_async_context(Downloader(self.config.download))
-        sink = open_sink(
-            self.config.output_format,
-            self.out,
-            shard_size=self.config.shard_size,
-            shard_by=self.config.shard_by,
-            durable=self.config.durable,
-        )
-        stack.callback(sink.close)
-        self.sink = sink
+        self.hasher, self.downloader, self.sink = await WorkshopSpec.of(self.config).open(stack)
 
     async def _open_limiter(self, stack: AsyncExitStack) -> Limiter:
         """The one limiter every API call of the crawl goes through."""
