@@ -153,6 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="destination file, or - for stdout (default: DIR/CREDITS.md or DIR/CREDITS.csv)",
     )
+    du = add("dupes", "audit the rejected near duplicates: counts, or a page of pairs (--html)")
+    du.add_argument("dir", type=Path, metavar="DIR", help="the crawl's --out directory")
+    du.add_argument(
+        "--html",
+        action="store_true",
+        help="write a page showing each stored image beside the copies rejected as its "
+        "duplicates, farthest first",
+    )
+    du.add_argument("--exact", action="store_true", help="byte-identical copies too (--html)")
+    du.add_argument(
+        "--limit", type=int, default=1000, metavar="N", help="pairs on the page (default 1000)"
+    )
+    du.add_argument(
+        "--output", "-o", metavar="FILE", help="the page's file (default: DIR/export/dupes.html)"
+    )
     em = add("emulator", "a Bing Image Search v7 emulator with an image host")
     from bingcrawl.emulator.cli import add_arguments as add_emulator_arguments
 
@@ -313,6 +328,27 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dupes(args: argparse.Namespace) -> int:
+    from bingcrawl.store.dupes import dupes_summary, render_summary, write_dupes_html
+
+    _require_checkpoint(args.dir)
+    if args.limit < 1:
+        raise ConfigError("--limit", f"must be >= 1, got {args.limit}")
+    if not args.html:
+        if args.output is not None or args.exact:
+            raise ConfigError("--html", "--output and --exact shape the page: add --html")
+        print(render_summary(dupes_summary(args.dir)))
+        return 0
+    result = write_dupes_html(
+        args.dir,
+        dest=None if args.output is None else Path(args.output),
+        exact=args.exact,
+        limit=args.limit,
+    )
+    print(f"{result.pairs} of {result.total} duplicate pairs -> {result.path}", file=sys.stderr)
+    return 0
+
+
 def _credits(args: argparse.Namespace) -> int:
     from bingcrawl.store.credits import write_credits
 
@@ -370,6 +406,8 @@ def _main(argv: Sequence[str] | None, env: Mapping[str, str] | None) -> int:
             return _export(args)
         if args.command == "credits":
             return _credits(args)
+        if args.command == "dupes":
+            return _dupes(args)
         if args.command == "emulator":
             from bingcrawl.emulator.cli import run as run_emulator
 

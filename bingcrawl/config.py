@@ -21,7 +21,13 @@ from typing import Any, Final
 from bingcrawl.bing.params import DEFAULT_ENDPOINT, CropArea
 from bingcrawl.errors import ConfigError, InvalidParameterError
 from bingcrawl.fetch.download import DownloadConfig
-from bingcrawl.records import CONVERT_TO, HASH_ALGOS, OUTPUT_FORMATS, PROVIDERS
+from bingcrawl.records import (
+    CONVERT_TO,
+    HASH_ALGOS,
+    NEAR_DUP_METHODS,
+    OUTPUT_FORMATS,
+    PROVIDERS,
+)
 from bingcrawl.urllist import url_format
 
 __all__ = [
@@ -297,6 +303,9 @@ class CrawlConfig:
     hash_algo: str = "phash"
     hash_workers: int | None = None
     near_dup_distance: int = DEFAULT_NEAR_DUP_DISTANCE
+    #: ``regions`` or ``whole`` (:data:`~bingcrawl.records.NEAR_DUP_METHODS`); None: the
+    #: method of the crawl being resumed, ``regions`` for a new one (the crawler decides).
+    near_dup_method: str | None = None
     max_pixels: int = 64_000_000
     durable: bool = False
     fresh: bool = False
@@ -360,6 +369,10 @@ class CrawlConfig:
             raise ConfigError("--hash-workers", "must be >= 0 (0 hashes in a thread)")
         if not 0 <= self.near_dup_distance <= 32:
             raise ConfigError("--near-dup-distance", "must be between 0 and 32")
+        if self.near_dup_method is not None and self.near_dup_method not in NEAR_DUP_METHODS:
+            raise ConfigError(
+                "--near-dup-method", f"must be one of {', '.join(NEAR_DUP_METHODS)}"
+            )
         if self.max_pixels < 1:
             raise ConfigError("--max-pixels", "must be >= 1")
         if not (self.grace >= 0 and math.isfinite(self.grace)):
@@ -520,6 +533,12 @@ RESULT_OPTIONS: Final[Mapping[str, tuple[tuple[str, ...], Callable[[CrawlConfig]
     "filters": (tuple(FILTER_FLAGS), lambda c: dict(sorted(c.filters))),
     "hash": (("--hash",), lambda c: c.hash_algo),
     "near_dup_distance": (("--near-dup-distance",), lambda c: c.near_dup_distance),
+    # Only for ``regions``: a crawl made before the option existed used ``whole``, and stays
+    # resumable (the crawler resumes it with ``whole`` unless told otherwise).
+    "near_dup_method": (
+        ("--near-dup-method",),
+        lambda c: UNSET if c.near_dup_method in (None, "whole") else c.near_dup_method,
+    ),
     "max_pixels": (("--max-pixels",), lambda c: c.max_pixels),
     "max_bytes": (("--max-bytes",), lambda c: c.download.max_bytes),
     "output_format": (("--output-format",), lambda c: c.output_format),

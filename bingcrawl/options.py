@@ -29,7 +29,7 @@ from bingcrawl.config import (
     provider_filters,
 )
 from bingcrawl.errors import ConfigError, InvalidParameterError
-from bingcrawl.records import CONVERT_TO, OUTPUT_FORMATS, PROVIDERS
+from bingcrawl.records import CONVERT_TO, NEAR_DUP_METHODS, OUTPUT_FORMATS, PROVIDERS
 
 __all__ = [
     "ENDPOINT_ENV",
@@ -215,6 +215,13 @@ def add_crawl_options(p: argparse.ArgumentParser) -> None:
         "--near-dup-distance",
         type=int,
         help="Hamming distance for near duplicates (0 = exact only; default 6)",
+    )
+    hs.add_argument(
+        "--near-dup-method",
+        choices=list(NEAR_DUP_METHODS),
+        help="regions: hash the picture without flat borders and its centre, each hit "
+        "confirmed by the other (catches logos, captions, letterboxing); whole: one hash "
+        "of the whole picture (older crawls). Default: the resumed crawl's, else regions",
     )
     hs.add_argument("--max-pixels", type=int, default=64_000_000, help="decompression-bomb limit")
     out = p.add_argument_group("output")
@@ -528,6 +535,7 @@ def build_config(
         download=download,
         hash_algo=args.hash_algo,
         hash_workers=args.hash_workers,
+        near_dup_method=args.near_dup_method,
         near_dup_distance=(
             DEFAULT_NEAR_DUP_DISTANCE if args.near_dup_distance is None else args.near_dup_distance
         ),

@@ -20,6 +20,17 @@ EXTENSIONS: Final[dict[str, str]] = {"jpeg": "jpg", "png": "png", "gif": "gif", 
 #: Perceptual hash algorithms (all 64-bit), for ``--hash``.
 HASH_ALGOS: Final[tuple[str, ...]] = ("phash", "dhash", "ahash", "whash")
 
+#: ``--near-dup-method`` values. ``regions`` (the default): two hashes per picture, one of the
+#: picture with flat borders (letterbox, padding) trimmed and one of its centre, each hit
+#: confirmed by the other hash (see :mod:`bingcrawl.dedup.index`). ``whole``: one hash of the
+#: whole picture, the method of crawls made before ``regions`` existed.
+NEAR_DUP_METHODS: Final[tuple[str, ...]] = ("regions", "whole")
+
+#: How a duplicate was recognised: ``exact`` (same sha256), or the hash that matched within
+#: ``--near-dup-distance``: ``frame`` (the trimmed picture; with ``whole``, the picture) or
+#: ``centre``.
+MATCH_KINDS: Final[tuple[str, ...]] = ("exact", "frame", "centre")
+
 #: A query row's states, in the order reports list them.
 QUERY_STATES: Final[tuple[str, ...]] = ("active", "exhausted", "failed", "done")
 
@@ -36,6 +47,8 @@ __all__ = [
     "CONVERT_TO",
     "EXTENSIONS",
     "HASH_ALGOS",
+    "MATCH_KINDS",
+    "NEAR_DUP_METHODS",
     "OUTPUT_FORMATS",
     "PROVIDERS",
     "QUERY_STATES",
@@ -161,7 +174,9 @@ class Hashed:
 
     ``format`` is the decoded format in lower case (``jpeg``, ``png``, ``gif``, ``webp``) and
     ``ext`` the file extension that goes with it. ``phash`` is the 64-bit perceptual hash as
-    an unsigned int (always of the downloaded picture, converted or not).
+    an unsigned int (always of the downloaded picture, converted or not): with the ``regions``
+    method, of the picture with its flat borders trimmed, and ``centre`` is the hash of the
+    trimmed picture's centre; with ``whole``, of the whole picture, and ``centre`` is None.
     """
 
     sha256: str
@@ -175,6 +190,7 @@ class Hashed:
     #: ``format``, ``ext``, ``size``, ``width`` and ``height`` describe them); None when the
     #: downloaded bytes are stored as they are.
     body: bytes | None = None
+    centre: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +206,8 @@ class Outcome:
     """The final word on one candidate, as the store records it.
 
     For ``STORED``: ``path`` is relative to OUT. For ``DUPLICATE``: ``duplicate_of`` is the
-    sha256 of the stored image and ``distance`` the Hamming distance (0 for exact copies).
+    sha256 of the stored image, ``distance`` the Hamming distance (0 for exact copies) and
+    ``match`` which hash matched (one of :data:`MATCH_KINDS`).
     For ``FAILED``: ``error_class`` and ``detail``. With webdataset output ``path`` is the tar
     shard and ``shard_offset`` / ``shard_end`` the byte range of the image's members in it.
     """
@@ -202,6 +219,7 @@ class Outcome:
     detail: str | None = None
     sha256: str | None = None
     phash: int | None = None
+    centre: int | None = None
     width: int | None = None
     height: int | None = None
     format: str | None = None
@@ -209,6 +227,7 @@ class Outcome:
     path: str | None = None
     duplicate_of: str | None = None
     distance: int | None = None
+    match: str | None = None
     fetched_at: float | None = None
     shard_offset: int | None = None
     shard_end: int | None = None

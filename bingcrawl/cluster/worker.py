@@ -157,7 +157,7 @@ class FetchWorker:
         self._bodies[token] = (body, hashed)
         light = Hashed(
             hashed.sha256, hashed.phash, hashed.width, hashed.height,
-            hashed.format, hashed.ext, hashed.size,
+            hashed.format, hashed.ext, hashed.size, centre=hashed.centre,
         )  # fmt: skip
         return "hashed", (token, light, fetched.attempts, len(fetched.body), time.time())
 

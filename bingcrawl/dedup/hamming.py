@@ -76,6 +76,7 @@ _I64 = npt.NDArray[np.int64]
 _Ints = npt.NDArray[np.int32] | npt.NDArray[np.int64]
 _Bools = npt.NDArray[np.bool_]
 _Hit = tuple[int, int]  # (id, distance)
+_Hits = tuple[_I64, npt.NDArray[np.uint8]]  # ids and distances
 
 
 def _probe_masks(radius: int) -> npt.NDArray[np.int64]:
@@ -173,14 +174,14 @@ class _Block:
         self.dead += int(hits.size)
         return int(hits.size)
 
-    def scan(self, q: np.uint64, radius: int) -> _Hit | None:
+    def scan(self, q: np.uint64, radius: int) -> _Hits | None:
         dist = np.bitwise_count(self.hashes[: self.n] ^ q)
         ok = np.flatnonzero(dist <= radius)
         if ok.size == 0:
             return None
-        return self.pick(ok, dist[ok])
+        return self.live_hits(ok, dist[ok])
 
-    def probe(self, keys: _I64, q: np.uint64, radius: int) -> _Hit | None:
+    def probe(self, keys: _I64, q: np.uint64, radius: int) -> _Hits | None:
         """Verify the candidates of the given table buckets (``t * 65536 + substring``)."""
         assert self.offsets is not None
         assert self.postings is not None
@@ -200,17 +201,16 @@ class _Block:
         ok = np.flatnonzero(dist <= radius)
         if ok.size == 0:
             return None
-        return self.pick(self.postings[pos[ok]].astype(np.int64), dist[ok])
+        return self.live_hits(self.postings[pos[ok]].astype(np.int64), dist[ok])
 
-    def pick(self, slots: _I64, dist: npt.NDArray[np.uint8]) -> _Hit | None:
-        """(id, distance) of the closest live slot; ties go to the smallest id."""
+    def live_hits(self, slots: _I64, dist: npt.NDArray[np.uint8]) -> _Hits | None:
+        """(ids, distances) of the live ones among ``slots``, or None if none is live."""
         if self.dead:
             live = self.alive[slots]
             slots, dist = slots[live], dist[live]
             if slots.size == 0:
                 return None
-        d = int(dist.min())
-        return int(self.ids[slots[dist == d]].min()), d
+        return self.ids[slots], dist
 
 
 def _bucket_counts(upto: int) -> _Ints:
@@ -450,12 +450,34 @@ class HammingIndex:
         ``max_distance`` may narrow the index's radius for this query, never widen it. Ties
         go to the smallest id.
         """
+        best: _Hit | None = None
+        for ids, dist in self._hits(h, max_distance):
+            d = int(dist.min())
+            found = (int(ids[dist == d].min()), d)
+            if best is None or (found[1], found[0]) < (best[1], best[0]):
+                best = found  # closer, or as close with a smaller id
+        return best
+
+    def within(self, h: int, max_distance: int | None = None) -> list[tuple[int, int]]:
+        """``(id, distance)`` of every stored hash within the radius, closest first (ties:
+        smaller id first). Costs what :meth:`nearest` costs, plus the sort of the hits."""
+        found = list(self._hits(h, max_distance))
+        if not found:
+            return []
+        ids = np.concatenate([f[0] for f in found])
+        dist = np.concatenate([f[1] for f in found])
+        order = np.lexsort((ids, dist))
+        return list(zip(ids[order].tolist(), dist[order].tolist(), strict=True))
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _hits(self, h: int, max_distance: int | None) -> Iterator[_Hits]:
+        """The live hits within the radius, block by block."""
         _check_hash(h)
         radius = self._radius if max_distance is None else max_distance
         if not 0 <= radius <= self._radius:
             raise ValueError(f"max_distance must be between 0 and {self._radius}, got {radius}")
         q = np.uint64(h)
-        best: _Hit | None = None
         for block in self._blocks():
             if block.n == 0:
                 continue
@@ -466,11 +488,8 @@ class HammingIndex:
             else:
                 # Few hashes for this many probes (or no tables): one scan is cheaper.
                 found = block.scan(q, radius)
-            if found is not None and (best is None or (found[1], found[0]) < (best[1], best[0])):
-                best = found  # closer, or as close with a smaller id
-        return best
-
-    # -- internals --------------------------------------------------------------------------
+            if found is not None:
+                yield found
 
     def _blocks(self) -> Iterator[_Block]:
         yield self._main

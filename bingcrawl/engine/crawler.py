@@ -70,6 +70,7 @@ from bingcrawl.obs.logs import bind, current_context
 from bingcrawl.obs.metrics import MetricsSnapshot
 from bingcrawl.obs.progress import Counters, ProgressReporter
 from bingcrawl.records import (
+    NEAR_DUP_METHODS,
     Candidate,
     DownloadFailure,
     ErrorClass,
@@ -259,6 +260,7 @@ class WorkshopSpec:
     download: DownloadConfig
     hash_workers: int | None
     hash_algo: str
+    near_dup_method: str
     max_pixels: int
     convert_to: str
     output_format: str
@@ -274,6 +276,7 @@ class WorkshopSpec:
             download=config.download,
             hash_workers=config.hash_workers,
             hash_algo=config.hash_algo,
+            near_dup_method=config.near_dup_method or NEAR_DUP_METHODS[0],
             max_pixels=config.max_pixels,
             convert_to=config.convert_to,
             output_format=config.output_format,
@@ -285,7 +288,11 @@ class WorkshopSpec:
     def hash_pool(self, workers: int | None) -> HashPool:
         """A hash pool of ``workers`` (None: one per CPU; 0: a thread) for these settings."""
         return HashPool(
-            workers, algo=self.hash_algo, max_pixels=self.max_pixels, convert_to=self.convert_to
+            workers,
+            algo=self.hash_algo,
+            max_pixels=self.max_pixels,
+            convert_to=self.convert_to,
+            method=self.near_dup_method,
         )
 
     async def open(self, stack: AsyncExitStack) -> tuple[HashPool, Downloader, ImageSink]:
@@ -379,6 +386,32 @@ class Crawler:
 
     # -- resources -----------------------------------------------------------------------
 
+    async def _resolve_near_dup_method(self, checkpoint: Checkpoint) -> CrawlConfig:
+        """The config with its near-duplicate method decided: a resumed crawl keeps the
+        method it was made with (``whole`` for a crawl made before methods existed), a new
+        one (or ``--fresh``) uses ``--near-dup-method``, by default ``regions``. Asking a
+        resumed crawl for another method is refused, naming both."""
+        asked = self.config.near_dup_method
+        stored = None if self.config.fresh else await checkpoint.fingerprint()
+        if stored is None:
+            return replace(self.config, near_dup_method=asked or NEAR_DUP_METHODS[0])
+        made_with = str(stored.get("near_dup_method", "whole"))
+        if asked is not None and asked != made_with:
+            raise ConfigError(
+                "--near-dup-method",
+                f"{self.out} holds a crawl whose duplicates were decided with {made_with!r}; "
+                f"resume it with --near-dup-method {made_with} (or without the option), or "
+                f"start over with --fresh to use {asked!r}",
+            )
+        if asked is None and made_with != NEAR_DUP_METHODS[0]:
+            log.info(
+                "resuming a crawl made with --near-dup-method %s: it keeps that method "
+                "(--fresh starts over with %s)",
+                made_with,
+                NEAR_DUP_METHODS[0],
+            )
+        return replace(self.config, near_dup_method=made_with)
+
     async def __aenter__(self) -> Crawler:
         if self._state != "new":
             raise RuntimeError("a Crawler cannot be reopened; make a new one")
@@ -393,6 +426,7 @@ class Crawler:
             self.checkpoint = await stack.enter_async_context(
                 await Checkpoint.open(self.out, durable=self.config.durable)
             )
+            self.config = await self._resolve_near_dup_method(self.checkpoint)
             await self.checkpoint.check_fingerprint(
                 self.config.fingerprint(), fresh=self.config.fresh
             )
@@ -733,10 +767,10 @@ class Crawler:
         """Decode and hash ``data`` in the crawl's hash pool (seed images)."""
         return await self.hasher.hash(data)
 
-    def add_to_index(self, sha256: str, phash: int) -> None:
+    def add_to_index(self, hashed: Hashed) -> None:
         """Enter an image into the dedup index without storing it (a seed image: its
         copies are duplicates)."""
-        self.dedup.check_and_add(sha256, phash)
+        self.dedup.check_and_add(hashed.sha256, hashed.phash, hashed.centre)
 
     # -- workers -------------------------------------------------------------------------
 
@@ -836,6 +870,7 @@ class Crawler:
             attempts=got.attempts,
             sha256=hashed.sha256,
             phash=hashed.phash,
+            centre=hashed.centre,
             width=hashed.width,
             height=hashed.height,
             format=hashed.format,
@@ -852,7 +887,7 @@ class Crawler:
             if state is not None and state.full():
                 self._release(got)
                 return replace(decoded, status=Status.SKIPPED)
-            match = self.dedup.check_and_add(hashed.sha256, hashed.phash)
+            match = self.dedup.check_and_add(hashed.sha256, hashed.phash, hashed.centre)
             if match is None:
                 break
             winner = self._writing.get(match.sha256)
@@ -865,6 +900,7 @@ class Crawler:
                     status=Status.DUPLICATE,
                     duplicate_of=match.sha256,
                     distance=match.distance,
+                    match=match.kind,
                 )
         if state is not None:
             state.stored += 1

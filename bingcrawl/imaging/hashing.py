@@ -24,6 +24,15 @@ Decisions worth knowing:
   hash does not depend on the colour values hidden under alpha 0. 16-bit greyscale is scaled,
   not clipped. The EXIF orientation is applied before hashing, so a photo and a copy rotated by
   its EXIF tag hash alike; ``width`` and ``height`` stay those of the stored pixels.
+* With the ``regions`` near-duplicate method (the default) each picture gets two hashes, as
+  copies on the web are edited: ``phash`` of the picture with its flat borders trimmed
+  (letterbox bars and padding: rows or columns from an edge whose pixels are 99 % within 3
+  grey levels of the edge's colour, at least 3 % of the side; see :func:`trim_box`), and
+  ``centre``, of the trimmed picture's centre (20 % margins on every side), which a corner
+  logo or a caption bar does not touch. A picture without flat borders hashes as the
+  ``whole`` method hashes it. Measured (``python -m benchmarks.threshold``): +0.1 ms of CPU
+  per image, and the copies' recall on real photographs edited as the web edits them
+  rises by 16-18 points for no more merges of distinct pictures (README, "Near duplicates").
 * ``whash`` runs at a fixed 64 x 64 scale: imagehash's default scale depends on the decoded
   size, which would make the hash depend on resolution and on draft mode.
 * ``convert_to`` (``--convert-to jpg|png``) re-encodes, in the same worker, every image not
@@ -57,11 +66,19 @@ from typing import Final
 
 import imagehash
 import numpy as np
+import numpy.typing as npt
 from PIL import GifImagePlugin, Image, ImageFile, JpegImagePlugin, PngImagePlugin
 
 from bingcrawl.errors import ConfigError
 from bingcrawl.imaging.sniff import ALLOWED_FORMATS, EXTENSIONS, SNIFF_BYTES, sniff_format
-from bingcrawl.records import CONVERT_TO, HASH_ALGOS, ErrorClass, Hashed, HashFailure
+from bingcrawl.records import (
+    CONVERT_TO,
+    HASH_ALGOS,
+    NEAR_DUP_METHODS,
+    ErrorClass,
+    Hashed,
+    HashFailure,
+)
 
 try:
     from PIL import WebPImagePlugin
@@ -74,9 +91,11 @@ __all__ = [
     "DRAFT_MIN_SIDE",
     "HASH_ALGOS",
     "JPEG_QUALITY",
+    "NEAR_DUP_METHODS",
     "convert_image",
     "hash_batch",
     "hash_image",
+    "trim_box",
     "worker_initializer",
 ]
 
@@ -93,6 +112,22 @@ DEFAULT_MAX_PIXELS: Final = 64_000_000
 
 #: JPEG draft decoding keeps both sides at least this long (4x pHash's 32 px working size).
 DRAFT_MIN_SIDE: Final = 128
+
+#: Short side (pixels) the ``regions`` method reduces a picture to before hashing it.
+REGION_SIDE: Final = 64
+#: Pictures with a shorter side than this (as stored, in pixels) get no ``centre`` hash: the
+#: centre of a thumbnail is too few pixels to tell look-alikes apart (measured: on 128-pixel
+#: tiles, centre hashes merged 2-10x more distinct pictures than the whole picture's hash).
+MIN_CENTRE_SIDE: Final = 160
+#: Margin of the ``centre`` region on each side, as a fraction of the trimmed picture's side.
+CENTRE_MARGIN: Final = 0.2
+# Flat borders (trim_box): a row or column belongs to a border when this share of its pixels
+# is within _BORDER_TOLERANCE grey levels of the edge's colour; a border is trimmed when it
+# is at least _BORDER_MIN of the side, and at most _BORDER_MAX of it is looked at.
+_BORDER_SHARE: Final = 0.99
+_BORDER_TOLERANCE: Final = 3
+_BORDER_MIN: Final = 0.03
+_BORDER_MAX: Final = 0.35
 
 _DETAIL_MAX = 160
 _MASK64 = (1 << 64) - 1
@@ -155,6 +190,7 @@ def hash_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     draft: bool = True,
     convert_to: str = "keep",
+    method: str = "regions",
 ) -> Hashed | HashFailure:
     """Validate, decode and hash the bytes of one image.
 
@@ -165,8 +201,13 @@ def hash_image(
     raises; an unknown ``algo`` or a non-positive ``max_pixels`` raises
     :class:`~bingcrawl.errors.ConfigError`. With ``convert_to`` ``jpg`` or ``png``, an image
     in another format comes back re-encoded (see :func:`convert_image` and the module
-    docstring); one that cannot be re-encoded fails as ``not_an_image``.
+    docstring); one that cannot be re-encoded fails as ``not_an_image``. ``method`` is the
+    near-duplicate method (:data:`NEAR_DUP_METHODS`): ``regions`` also sets ``centre``.
     """
+    if method not in NEAR_DUP_METHODS:
+        raise ConfigError(
+            "--near-dup-method", f"unknown {method!r}; choose one of {NEAR_DUP_METHODS}"
+        )
     if convert_to not in CONVERT_TO:
         raise ConfigError("--convert-to", f"unknown {convert_to!r}; choose one of {CONVERT_TO}")
     hasher = _HASHERS.get(algo)
@@ -184,12 +225,17 @@ def hash_image(
     if fmt not in _OPENERS:
         return HashFailure(ErrorClass.UNSUPPORTED_FORMAT, f"this Pillow cannot decode {fmt}")
     try:
-        width, height, phash = _decode_and_hash(data, fmt, max_pixels, draft, hasher)
+        width, height, phash, centre = _decode_and_hash(
+            data, fmt, max_pixels, draft, hasher, regions=method == "regions"
+        )
     except _Rejected as exc:
         return HashFailure(exc.error_class, exc.detail)
     target = _TARGET_FORMAT.get(convert_to)
     if target is None or target == fmt:
-        return Hashed(digest, phash, width, height, format=fmt, ext=EXTENSIONS[fmt], size=len(data))
+        return Hashed(
+            digest, phash, width, height, format=fmt, ext=EXTENSIONS[fmt], size=len(data),
+            centre=centre,
+        )  # fmt: skip
     try:
         body, width, height = convert_image(data, target)
     except Exception as exc:  # a picture that decoded for hashing but cannot be re-encoded
@@ -198,16 +244,28 @@ def hash_image(
         )
     return Hashed(
         hashlib.sha256(body).hexdigest(), phash, width, height, format=target,
-        ext=EXTENSIONS[target], size=len(body), body=body,
+        ext=EXTENSIONS[target], size=len(body), body=body, centre=centre,
     )  # fmt: skip
 
 
 def hash_batch(
-    items: Sequence[bytes], algo: str, max_pixels: int, draft: bool, convert_to: str = "keep"
+    items: Sequence[bytes],
+    algo: str,
+    max_pixels: int,
+    draft: bool,
+    convert_to: str = "keep",
+    method: str = "regions",
 ) -> list[Hashed | HashFailure]:
     """Hash several images (what one :class:`HashPool` task runs); results keep the input order."""
     return [
-        hash_image(item, algo=algo, max_pixels=max_pixels, draft=draft, convert_to=convert_to)
+        hash_image(
+            item,
+            algo=algo,
+            max_pixels=max_pixels,
+            draft=draft,
+            convert_to=convert_to,
+            method=method,
+        )
         for item in items
     ]
 
@@ -302,8 +360,14 @@ def _decode_and_hash(
     max_pixels: int,
     draft: bool,
     hasher: Callable[[Image.Image], imagehash.ImageHash],
-) -> tuple[int, int, int]:
-    """Decode ``data`` to upright greyscale and hash it; returns (width, height, hash)."""
+    *,
+    regions: bool,
+) -> tuple[int, int, int, int | None]:
+    """Decode ``data`` to upright greyscale and hash it: (width, height, hash, centre hash).
+
+    With ``regions`` the hash is of the picture with its flat borders trimmed and the centre
+    hash of the trimmed picture's centre; otherwise of the whole picture, and no centre hash.
+    """
     if fmt == "webp":
         _check_webp_header(data, max_pixels)
     try:
@@ -319,8 +383,13 @@ def _decode_and_hash(
             # sides >= DRAFT_MIN_SIDE (Pillow picks the scale from the requested size).
             img.draft("L", (DRAFT_MIN_SIDE, DRAFT_MIN_SIDE))
         img.load()
-        small = _shrink(img)
-        phash = _to_int(hasher(_upright(_to_gray(small), img)))
+        gray = _upright(_to_gray(_shrink(img)), img)
+        if regions:
+            phash, centre = _region_hashes(
+                gray, hasher, centre=min(width, height) >= MIN_CENTRE_SIDE
+            )
+        else:
+            phash, centre = _to_int(hasher(gray)), None
     except _Rejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -331,7 +400,72 @@ def _decode_and_hash(
         # Failure is data here: whatever a malformed file makes a Pillow plugin raise
         # (OSError, SyntaxError, struct.error, ValueError, ...), the worker reports it.
         raise _Rejected(_classify(exc, data, fmt), _short(exc)) from exc
-    return width, height, phash
+    return width, height, phash, centre
+
+
+def trim_box(gray: Image.Image) -> tuple[int, int, int, int]:
+    """The box (left, top, right, bottom) of ``gray`` without its flat borders.
+
+    A flat border is a run of rows (or columns) from an edge in which 99 % of the pixels are
+    within 3 grey levels of the edge's median: letterbox bars, padding, a plain frame. Runs
+    shorter than 3 % of the side are kept (JPEG noise along an edge), at most 35 % of a side
+    is looked at, and a picture that would lose 80 % of a side is kept whole (a blank one).
+    The tolerance is tight on purpose: a looser one trims smooth sky or sand, and then a
+    copy with other contrast is trimmed elsewhere than its original.
+    """
+    a = np.asarray(gray, dtype=np.int16)
+    h, w = a.shape
+    if h < 8 or w < 8:
+        return 0, 0, w, h
+
+    def run(lines: npt.NDArray[np.int16], side: int) -> int:
+        # The flat rows at the start of ``lines`` (the rows from one edge inward).
+        edge = int(np.median(lines[0]))
+        if np.count_nonzero(np.abs(lines[0] - edge) > _BORDER_TOLERANCE) > (
+            1 - _BORDER_SHARE
+        ) * lines.shape[1]:
+            return 0  # most pictures: the edge itself is not flat
+        lines = lines[: max(1, int(side * _BORDER_MAX))]
+        flat = (np.abs(lines - edge) <= _BORDER_TOLERANCE).mean(axis=1) >= _BORDER_SHARE
+        n = int(flat.size) if flat.all() else int(np.argmin(flat))
+        return n if n >= _BORDER_MIN * side else 0
+
+    top, bottom = run(a, h), run(a[::-1], h)
+    left, right = run(a.T, w), run(a.T[::-1], w)
+    if top + bottom >= 0.8 * h or left + right >= 0.8 * w:
+        return 0, 0, w, h
+    return left, top, w - right, h - bottom
+
+
+def _region_hashes(
+    gray: Image.Image, hasher: Callable[[Image.Image], imagehash.ImageHash], *, centre: bool
+) -> tuple[int, int | None]:
+    """The hash of the trimmed picture and of its centre (see :func:`trim_box`).
+
+    The borders are found, and the trimmed picture hashed, on a copy box-reduced to a short
+    side of at least :data:`REGION_SIDE` pixels: the hashers' Lanczos resize costs in
+    proportion to the pixels it reads (172 us from 240 x 180, most of a pHash's cost), and a
+    32 x 32 hash needs no more. The centre, a smaller region, is hashed from the picture as
+    decoded: from the reduced copy, small pictures' centres merged more look-alikes.
+    Without ``centre`` (a small picture) the centre hash is None.
+    """
+    factor = max(1, min(gray.size) // REGION_SIDE)
+    small = gray.reduce(factor) if factor > 1 else gray
+    left, top, right, bottom = box = trim_box(small)
+    frame = small if box == (0, 0, *small.size) else small.crop(box)
+    if not centre:
+        return _to_int(hasher(frame)), None
+    mx = (right - left) * CENTRE_MARGIN
+    my = (bottom - top) * CENTRE_MARGIN
+    middle = gray.crop(
+        (
+            round((left + mx) * factor),
+            round((top + my) * factor),
+            round((right - mx) * factor),
+            round((bottom - my) * factor),
+        )
+    )
+    return _to_int(hasher(frame)), _to_int(hasher(middle))
 
 
 #: Decoded pictures larger than this (longest side) are box-reduced before conversion: a

@@ -32,6 +32,7 @@ from bingcrawl.imaging.hashing import (
     CONVERT_TO,
     DEFAULT_MAX_PIXELS,
     HASH_ALGOS,
+    NEAR_DUP_METHODS,
     hash_batch,
     worker_initializer,
 )
@@ -62,6 +63,7 @@ class HashPoolConfig:
     decode_timeout: float = 30.0
     close_timeout: float = 10.0
     convert_to: str = "keep"
+    method: str = "regions"
 
     def __post_init__(self) -> None:
         if self.workers < 0:
@@ -73,6 +75,10 @@ class HashPoolConfig:
         if self.convert_to not in CONVERT_TO:
             raise ConfigError(
                 "--convert-to", f"unknown {self.convert_to!r}; choose one of {CONVERT_TO}"
+            )
+        if self.method not in NEAR_DUP_METHODS:
+            raise ConfigError(
+                "--near-dup-method", f"unknown {self.method!r}; choose {NEAR_DUP_METHODS}"
             )
         if self.algo not in HASH_ALGOS:
             raise ConfigError("algo", f"unknown hash algorithm {self.algo!r}; choose {HASH_ALGOS}")
@@ -154,6 +160,7 @@ class HashPool:
         decode_timeout: float = 30.0,
         close_timeout: float = 10.0,
         convert_to: str = "keep",
+        method: str = "regions",
         batch_fn: Callable[..., list[Hashed | HashFailure]] | None = None,
     ) -> None:
         resolved = (os.cpu_count() or 1) if workers is None else workers
@@ -168,6 +175,7 @@ class HashPool:
             decode_timeout=decode_timeout,
             close_timeout=close_timeout,
             convert_to=convert_to,
+            method=method,
         )
         # The per-batch function run in the workers (None: hash_batch, looked up per call).
         self._batch_fn = batch_fn
@@ -373,7 +381,9 @@ class HashPool:
     async def _execute(self, items: list[bytes], attempt: int) -> list[Hashed | HashFailure]:
         c = self.config
         fn = self._batch_fn or hash_batch
-        call = functools.partial(fn, items, c.algo, c.max_pixels, c.draft, c.convert_to)
+        call = functools.partial(
+            fn, items, c.algo, c.max_pixels, c.draft, c.convert_to, c.method
+        )
         if c.workers == 0:
             return await asyncio.to_thread(call)
         if self._warming is not None:

@@ -159,7 +159,7 @@ class SourceHost(Protocol):
         """Decode and hash image bytes in the crawl's hash pool."""
         ...
 
-    def add_to_index(self, sha256: str, phash: int) -> None:
+    def add_to_index(self, hashed: Hashed) -> None:
         """Enter an image that is not to be stored into the dedup index (a seed image)."""
         ...
 

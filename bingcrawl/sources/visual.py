@@ -31,7 +31,7 @@ from bingcrawl.bing.models import Image
 from bingcrawl.bing.params import CropArea, VisualSearchParams
 from bingcrawl.config import safe_label
 from bingcrawl.errors import ConfigError, InvalidParameterError
-from bingcrawl.records import Candidate, HashFailure, Source
+from bingcrawl.records import Candidate, Hashed, HashFailure, Source
 from bingcrawl.sources.base import SourceContext, candidate_from_image
 from bingcrawl.store.rows import QueryRow
 
@@ -116,7 +116,7 @@ class VisualSource:
         seeds = await asyncio.to_thread(list_seeds, self.root, ctx.config.label)
         gate = asyncio.Semaphore(_HASH_AHEAD)
 
-        async def digest(seed: Seed) -> tuple[str, int] | None:
+        async def digest(seed: Seed) -> Hashed | None:
             async with gate:
                 try:
                     data = await asyncio.to_thread(seed.path.read_bytes)
@@ -127,14 +127,14 @@ class VisualSource:
             if isinstance(hashed, HashFailure):
                 log.warning("seed %s skipped: %s (%s)", seed.rel, hashed.error_class, hashed.detail)
                 return None
-            return hashed.sha256, hashed.phash
+            return hashed
 
         hashes = await asyncio.gather(*(digest(seed) for seed in seeds))
         for seed, found in zip(seeds, hashes, strict=True):
             if found is None:
                 continue
-            sha256, phash = found
-            ctx.host.add_to_index(sha256, phash)
+            sha256 = found.sha256
+            ctx.host.add_to_index(found)
             if sha256 in self._seeds:
                 continue  # the same bytes twice: one visual search is enough
             self._seeds[sha256] = seed

@@ -543,12 +543,15 @@ class Checkpoint:
 
     async def stored_hashes(self) -> list[tuple[str, int]]:
         """``(sha256, phash)`` of every stored image (phash unsigned)."""
-        return await self.read_stored_hashes(list)
+        return await self.read_stored_hashes(lambda found: [row[:2] for row in found])
 
-    async def read_stored_hashes(self, consume: Callable[[Iterator[tuple[str, int]]], T]) -> T:
-        """``consume(rows)`` in a reader thread, ``rows`` streaming what :meth:`stored_hashes`
-        returns from the cursor: e.g. ``DedupIndex.rebuild`` at start-up, without a list of
-        every stored row in memory (~210 bytes each) on top of the index it builds."""
+    async def read_stored_hashes(
+        self, consume: Callable[[Iterator[tuple[str, int, int | None]]], T]
+    ) -> T:
+        """``consume(rows)`` in a reader thread, ``rows`` streaming ``(sha256, phash, centre
+        hash or None)`` (unsigned) of every stored image from the cursor: e.g.
+        ``DedupIndex.rebuild`` at start-up, without a list of every stored row in memory
+        (~210 bytes each) on top of the index it builds."""
         return await self._read(lambda conn: consume(rows.iter_stored_hashes(conn)))
 
     async def stored_hash_arrays(self) -> StoredHashes:

@@ -115,12 +115,14 @@ _CANDIDATE: tuple[_Field, ...] = (
     ("path", "path", "str"),
     ("sha256", "sha256", "str"),
     ("phash", "phash", "phash"),
+    ("centre_hash", "centre_hash", "phash"),
     ("width", "width", "int"),
     ("height", "height", "int"),
     ("format", "format", "str"),
     ("bytes", "bytes", "int"),
     ("duplicate_of", "duplicate_of", "str"),
     ("distance", "distance", "int"),
+    ("match", "match_kind", "str"),
     ("fetched_at", "fetched_at", "time"),
     ("host_page_url", "host_page_url", "str"),
     ("thumbnail_url", "thumbnail_url", "str"),
@@ -139,6 +141,7 @@ _DUPLICATE: tuple[_Field, ...] = (
     ("cluster", "cluster", "str"),
     ("role", "role", "str"),
     ("distance", "distance", "int"),
+    ("match", "match", "str"),
     ("id", "id", "int"),
     ("status", "status", "str"),
     ("content_url", "url", "str"),
@@ -148,6 +151,7 @@ _DUPLICATE: tuple[_Field, ...] = (
     ("path", "path", "str"),
     ("sha256", "sha256", "str"),
     ("phash", "phash", "phash"),
+    ("centre_hash", "centre_hash", "phash"),
     ("width", "width", "int"),
     ("height", "height", "int"),
     ("host_page_url", "host_page_url", "str"),
@@ -224,10 +228,10 @@ def _candidate_rows(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
 
 def _duplicate_rows(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
     # Clusters: the stored image first (distance 0, role "stored"), then every candidate
-    # whose duplicate_of points at it, nearest first.
-    cols = _select(_DUPLICATE[3:])
+    # whose duplicate_of points at it, nearest first, with the hash that matched it.
+    cols = _select(_DUPLICATE[4:])
     heads = conn.execute(
-        f"SELECT sha256, 'stored', 0, {cols} FROM candidates s "
+        f"SELECT sha256, 'stored', 0, NULL, {cols} FROM candidates s "
         "WHERE s.status = 'stored' AND EXISTS "
         "(SELECT 1 FROM candidates d WHERE d.duplicate_of = s.sha256) ORDER BY s.id"
     )
@@ -235,7 +239,7 @@ def _duplicate_rows(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
     for head in _rows(heads, _DUPLICATE):
         yield head
         members.execute(
-            f"SELECT duplicate_of, 'duplicate', distance, {cols} FROM candidates "
+            f"SELECT duplicate_of, 'duplicate', distance, match_kind, {cols} FROM candidates "
             "WHERE duplicate_of = ? AND status = 'duplicate' ORDER BY distance, id",
             (head["cluster"],),
         )

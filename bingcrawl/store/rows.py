@@ -121,7 +121,8 @@ INSERT_CANDIDATE = (
 UPDATE_OUTCOME = (
     "UPDATE candidates SET status = ?, attempts = ?, error_class = ?, detail = ?, sha256 = ?, "
     "phash = ?, width = ?, height = ?, format = ?, bytes = ?, path = ?, duplicate_of = ?, "
-    "distance = ?, fetched_at = ?, shard_offset = ?, shard_end = ?, updated_at = ? WHERE id = ?"
+    "distance = ?, fetched_at = ?, shard_offset = ?, shard_end = ?, centre_hash = ?, "
+    "match_kind = ?, updated_at = ? WHERE id = ?"
 )
 
 COUNT_API_CALL = (
@@ -250,6 +251,8 @@ def outcome_params(outcome: Outcome, now: float) -> tuple[object, ...]:
         outcome.fetched_at,
         outcome.shard_offset,
         outcome.shard_end,
+        None if outcome.centre is None else to_signed(outcome.centre),
+        outcome.match,
         now,
         outcome.candidate.id,
     )
@@ -307,7 +310,7 @@ def sha256_by_id(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, str 
 
 
 STORED_HASHES = (
-    "SELECT id, sha256, phash FROM candidates INDEXED BY idx_candidates_stored_hash "
+    "SELECT id, sha256, phash, centre_hash FROM candidates INDEXED BY idx_candidates_stored_hash "
     "WHERE status = 'stored' AND sha256 IS NOT NULL AND phash IS NOT NULL"
 )
 
@@ -315,16 +318,18 @@ STORED_HASHES = (
 _MASK64 = (1 << 64) - 1
 
 
-def iter_stored_hashes(conn: sqlite3.Connection) -> Iterator[tuple[str, int]]:
-    """``(sha256, unsigned phash)`` of every stored row, streamed from the cursor (the same
-    covering-index scan as :func:`stored_hash_rows`, without a list of every row)."""
-    for _, sha256, phash in conn.execute(STORED_HASHES):
-        yield sha256, phash & _MASK64
+def iter_stored_hashes(conn: sqlite3.Connection) -> Iterator[tuple[str, int, int | None]]:
+    """``(sha256, unsigned phash, unsigned centre hash or None)`` of every stored row,
+    streamed from the cursor (the same covering-index scan as :func:`stored_hash_rows`,
+    without a list of every row)."""
+    for _, sha256, phash, centre in conn.execute(STORED_HASHES):
+        yield sha256, phash & _MASK64, None if centre is None else centre & _MASK64
 
 
-def stored_hash_rows(conn: sqlite3.Connection) -> list[tuple[int, str, int]]:
-    """``(id, sha256, signed phash)`` of every stored row (one covering-index scan)."""
-    rows: list[tuple[int, str, int]] = conn.execute(STORED_HASHES).fetchall()
+def stored_hash_rows(conn: sqlite3.Connection) -> list[tuple[int, str, int, int | None]]:
+    """``(id, sha256, signed phash, signed centre hash or None)`` of every stored row (one
+    covering-index scan)."""
+    rows: list[tuple[int, str, int, int | None]] = conn.execute(STORED_HASHES).fetchall()
     return rows
 
 

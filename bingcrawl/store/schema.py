@@ -20,7 +20,8 @@ Tables (version 4):
     one row per distinct image URL (``url_key`` is a 16-byte BLAKE2b digest of
     :func:`~bingcrawl.store.checkpoint.url_key`, which keeps the unique index small at
     millions of rows) with its status and, once fetched, its hashes and file path.
-    ``phash`` is the 64-bit perceptual hash stored as a *signed* SQLite INTEGER.
+    ``phash`` is the 64-bit perceptual hash stored as a *signed* SQLite INTEGER (version 7
+    adds ``centre_hash``, stored alike, and ``match_kind``: how a duplicate was found).
 ``api_calls``
     aggregated count per (endpoint, HTTP status); the sum feeds ``--max-api-calls``.
 
@@ -203,8 +204,20 @@ _V6: tuple[str, ...] = (
     "count INTEGER NOT NULL, PRIMARY KEY (day, endpoint))",
 )
 
+_V7: tuple[str, ...] = (
+    # The ``regions`` near-duplicate method: the centre hash of each picture (signed, like
+    # phash; NULL for older rows, small pictures and the ``whole`` method), and for a
+    # duplicate which hash matched (exact, frame, centre; NULL for older rows). Resume reads
+    # the centre hash too, so the covering index of v2 now covers it.
+    "ALTER TABLE candidates ADD COLUMN centre_hash INTEGER",
+    "ALTER TABLE candidates ADD COLUMN match_kind TEXT",
+    "DROP INDEX idx_candidates_stored_hash",
+    "CREATE INDEX idx_candidates_stored_hash ON candidates(sha256, phash, centre_hash, status) "
+    "WHERE status = 'stored'",
+)
+
 #: ``MIGRATIONS[i]`` upgrades a version-``i`` database to version ``i + 1``. Append only.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 
 #: The schema version this bingcrawl writes.
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -315,7 +315,7 @@ def test_a_single_add_stays_short_at_a_million_hashes() -> None:
 def test_exact_duplicate_matches_with_distance_zero() -> None:
     dedup = DedupIndex(near_distance=0)
     assert dedup.check_and_add(sha(1), 0xAAAA) is None
-    assert dedup.check_and_add(sha(1), 0xAAAA) == Match(sha(1), 0)
+    assert dedup.check_and_add(sha(1), 0xAAAA) == Match(sha(1), 0, "exact")
     # Same perceptual hash, different bytes: with near-dup detection off, a new image.
     assert dedup.check_and_add(sha(2), 0xAAAA) is None
     assert len(dedup) == 2
@@ -329,9 +329,9 @@ def test_near_duplicate_matches_the_closest_stored_image() -> None:
     base = 0xF0F0_1234_5678_9ABC
     assert dedup.check_and_add(sha(1), base) is None
     assert dedup.check_and_add(sha(2), base ^ 0xFF00_0000) is None  # 8 bits: a new image
-    assert dedup.check_and_add(sha(3), base ^ 0b10101) == Match(sha(1), 3)
-    assert dedup.check_and_add(sha(4), base ^ 0xFF00_0000 ^ 0b1) == Match(sha(2), 1)
-    assert dedup.check_and_add(sha(5), base) == Match(sha(1), 0)  # same hash, other bytes
+    assert dedup.check_and_add(sha(3), base ^ 0b10101) == Match(sha(1), 3, "frame")
+    assert dedup.check_and_add(sha(4), base ^ 0xFF00_0000 ^ 0b1) == Match(sha(2), 1, "frame")
+    assert dedup.check_and_add(sha(5), base) == Match(sha(1), 0, "frame")  # same hash, other bytes
     assert len(dedup) == 2  # duplicates are never reserved
     assert sha(3) not in dedup
 
@@ -341,12 +341,12 @@ def test_first_stored_wins_and_duplicates_do_not_chain() -> None:
     a = 0
     assert dedup.check_and_add(sha(1), a) is None
     b = a ^ 0b1111  # 4 from a: a duplicate of a, not stored
-    assert dedup.check_and_add(sha(2), b) == Match(sha(1), 4)
+    assert dedup.check_and_add(sha(2), b) == Match(sha(1), 4, "frame")
     c = b ^ 0b1111_0000  # 4 from b but 8 from a: b was never stored, so c is new
     assert dedup.check_and_add(sha(3), c) is None
     # Equidistant from two stored images: the first stored wins.
     d = 0b1100_0011  # 4 from a, 4 from c
-    assert dedup.check_and_add(sha(4), d) == Match(sha(1), 4)
+    assert dedup.check_and_add(sha(4), d) == Match(sha(1), 4, "frame")
 
 
 def test_discard_releases_a_reservation() -> None:
@@ -358,7 +358,7 @@ def test_discard_releases_a_reservation() -> None:
     assert len(dedup) == 0
     # Neither the exact nor the near rule remembers a discarded image.
     assert dedup.check_and_add(sha(2), 0x1235) is None
-    assert dedup.check_and_add(sha(1), 0x1234) == Match(sha(2), 1)
+    assert dedup.check_and_add(sha(1), 0x1234) == Match(sha(2), 1, "frame")
     assert DedupIndex(0).discard(sha(9)) is False
 
 
@@ -366,12 +366,12 @@ def test_rebuild_from_checkpoint_rows() -> None:
     rows = [(sha(1), 0xFFFF_0000_0000_0000), (sha(2), 0x0000_0000_0000_FFFF), (sha(1), 0x1)]
     dedup = DedupIndex.rebuild(rows, near_distance=3)
     assert len(dedup) == 2  # a repeated sha256 row is stored once
-    assert dedup.check_and_add(sha(1), 0) == Match(sha(1), 0)
-    assert dedup.check_and_add(sha(7), 0xFFFF_0000_0000_0007) == Match(sha(1), 3)
+    assert dedup.check_and_add(sha(1), 0) == Match(sha(1), 0, "exact")
+    assert dedup.check_and_add(sha(7), 0xFFFF_0000_0000_0007) == Match(sha(1), 3, "frame")
     assert dedup.check_and_add(sha(8), 0x0000_0000_0000_FFF0) is None  # 4 bits from sha(2)
     # A signed 64-bit value read back from SQLite means the same hash.
     signed = DedupIndex.rebuild([(sha(1), -1)], near_distance=2)
-    assert signed.check_and_add(sha(2), MASK ^ 0b11) == Match(sha(1), 2)
+    assert signed.check_and_add(sha(2), MASK ^ 0b11) == Match(sha(1), 2, "frame")
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 1000])
@@ -391,8 +391,8 @@ def test_rebuild_streams_rows_in_chunks(monkeypatch: pytest.MonkeyPatch, chunk: 
     assert len(dedup) == 3
     # the repeats' hashes (far) were not indexed: only each sha256's first row counts
     assert dedup.check_and_add(sha(9), far) is None
-    assert dedup.check_and_add(sha(8), 0x1) == Match(sha(1), 1)
-    assert dedup.check_and_add(sha(7), 0xF7) == Match(sha(3), 1)
+    assert dedup.check_and_add(sha(8), 0x1) == Match(sha(1), 1, "frame")
+    assert dedup.check_and_add(sha(7), 0xF7) == Match(sha(3), 1, "frame")
 
 
 def test_rebuild_rejects_bad_rows() -> None:

@@ -204,8 +204,8 @@ class WatchedDedup:
         self._inner = inner
         self._matched = matched
 
-    def check_and_add(self, sha256: str, phash: int) -> Any:
-        match = self._inner.check_and_add(sha256, phash)
+    def check_and_add(self, sha256: str, phash: int, centre: int | None = None) -> Any:
+        match = self._inner.check_and_add(sha256, phash, centre)
         if match is not None:
             self._matched.set()
         return match

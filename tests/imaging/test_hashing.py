@@ -519,13 +519,13 @@ def test_pool_defaults() -> None:
 
 
 def hanging_batch(
-    items: list[bytes], algo: str, max_pixels: int, draft: bool, convert_to: str
+    items: list[bytes], algo: str, max_pixels: int, draft: bool, convert_to: str, method: str
 ) -> list[Any]:
     """The pool's batch function, except that the bytes ``b"hang"`` hang the decoder (as a
     pathological file can); runs in the spawned workers, so it lives at module level."""
     if b"hang" in items:
         threading.Event().wait()
-    return hash_batch(items, algo, max_pixels, draft, convert_to)
+    return hash_batch(items, algo, max_pixels, draft, convert_to, method)
 
 
 async def test_an_image_that_hangs_the_decoder_fails_and_the_rest_hash(

@@ -403,7 +403,7 @@ async def test_stored_hashes_and_counts(cp: Checkpoint, out: Path) -> None:
     outcomes = [
         stored_outcome(out, cats[0], b"c0", phash=1),
         stored_outcome(out, cats[1], b"c1", phash=(1 << 64) - 2),
-        stored_outcome(out, dogs[0], b"d0", phash=1 << 63),
+        replace(stored_outcome(out, dogs[0], b"d0", phash=1 << 63), centre=(1 << 64) - 3),
     ]
     for o in outcomes:
         cp.record_outcome(o)
@@ -412,12 +412,14 @@ async def test_stored_hashes_and_counts(cp: Checkpoint, out: Path) -> None:
     assert sorted(await cp.stored_hashes()) == sorted((o.sha256, o.phash) for o in outcomes)
     assert await cp.stored_counts() == {cat.id: 2, dog.id: 1}
 
-    def consume(rows: Iterator[tuple[str, int]]) -> tuple[bool, list[tuple[str, int]]]:
+    def consume(
+        rows: Iterator[tuple[str, int, int | None]],
+    ) -> tuple[bool, list[tuple[str, int, int | None]]]:
         return isinstance(rows, list), sorted(rows)
 
-    # streamed from the cursor, not handed over as a list
+    # streamed from the cursor, not handed over as a list; centre hashes read back unsigned
     streamed = await cp.read_stored_hashes(consume)
-    assert streamed == (False, sorted((o.sha256, o.phash) for o in outcomes))
+    assert streamed == (False, sorted((o.sha256, o.phash, o.centre) for o in outcomes))
 
 
 # ---------------------------------------------------------------- lifecycle
