@@ -36,9 +36,10 @@ log = logging.getLogger("benchmarks")
 SCENARIOS = ("main", "concurrency", "latency", "size", "memory")
 
 #: Tool selectors: ``webdataset`` and ``search`` are bingcrawl with that output / source;
-#: ``asyncio`` is bingcrawl (files) on asyncio's own loop instead of uvloop (what uvloop buys).
-TOOLS = ("bingcrawl", "webdataset", "search", "asyncio", "bare", "seed", "img2dataset",
-         "icrawler")  # fmt: skip
+#: ``asyncio`` is bingcrawl (files) on asyncio's own loop instead of uvloop (what uvloop buys);
+#: ``whole`` is bingcrawl with the one-hash near-duplicate method (what ``regions`` costs).
+TOOLS = ("bingcrawl", "webdataset", "search", "asyncio", "whole", "bare", "seed",
+         "img2dataset", "icrawler")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,7 @@ def plan(options: Options) -> list[Job]:
             ("webdataset", ToolSpec("bingcrawl", c, "webdataset")),
             ("search", ToolSpec("bingcrawl", c, source="search")),
             ("asyncio", ToolSpec("bingcrawl", c, event_loop="asyncio")),
+            ("whole", ToolSpec("bingcrawl", c, near_dup_method="whole")),
             ("bare", ToolSpec("bare", c)),
             ("img2dataset", i2d),
             ("img2dataset", i2d_nr),

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,55 @@ def rebuild_times(rng: np.random.Generator, n: int, radius: int) -> dict[str, fl
     }
 
 
+def dedup_decisions(
+    rng: np.random.Generator, n: int, radius: int, decisions: int
+) -> dict[str, dict[str, float]]:
+    """The crawler's whole decision (:meth:`DedupIndex.check_and_add`) at ``n`` stored
+    images, by near-duplicate method: ``whole`` stores one hash per image, ``regions`` two
+    (frame and centre, two index queries per decision, each hit confirmed). Per method: the
+    median and p99 microseconds of a decision (half new pictures, half near copies) and the
+    bytes per stored image (tracemalloc)."""
+    frames = rng.integers(0, 2**64, n, dtype=np.uint64, endpoint=False)
+    centres = rng.integers(0, 2**64, n, dtype=np.uint64, endpoint=False)
+    shas = [os.urandom(32).hex() for _ in range(n)]
+    # Half new pictures (random hashes), half copies of a stored one (each hash 0..radius
+    # bits away from that picture's).
+    q_frames, q_centres = [], []
+    for i in range(decisions):
+        k = int(rng.integers(n))
+        pair = [int(frames[k]), int(centres[k])]
+        for j in range(2):
+            if i % 2:
+                pair[j] = int(rng.integers(0, 2**64, dtype=np.uint64, endpoint=False))
+                continue
+            for bit in rng.choice(64, int(rng.integers(0, radius + 1)), replace=False):
+                pair[j] ^= 1 << int(bit)
+        q_frames.append(pair[0])
+        q_centres.append(pair[1])
+    out: dict[str, dict[str, float]] = {}
+    for method in ("whole", "regions"):
+        centre_of = centres.tolist() if method == "regions" else [None] * n
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        dedup = DedupIndex.rebuild(zip(shas, frames.tolist(), centre_of, strict=True), radius)
+        held = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        times = []
+        for i, (f, c) in enumerate(zip(q_frames, q_centres, strict=True)):
+            sha = f"{i:064x}"
+            t0 = time.perf_counter()
+            dedup.check_and_add(sha, f, c if method == "regions" else None)
+            times.append(time.perf_counter() - t0)
+        us = np.array(times) * 1e6
+        out[method] = {
+            "median_us": float(np.median(us)),
+            "p99_us": float(np.percentile(us, 99)),
+            "bytes_per_image": held / n,
+        }
+    out["regions"]["median_ratio"] = out["regions"]["median_us"] / out["whole"]["median_us"]
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
     rows: list[dict[str, Any]] = []
@@ -132,7 +182,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rows[-2]["speedup_median"] = scan["median_us"] / mih["median_us"]
         rows[-2]["speedup_throughput"] = mih["queries_per_s"] / scan["queries_per_s"]
     rebuild = rebuild_times(rng, max(args.sizes), args.radius)
+    decisions = dedup_decisions(rng, max(args.sizes), args.radius, args.queries)
     return {
+        "dedup_decisions": decisions,
         "radius": args.radius,
         "queries": args.queries,
         "rows": rows,
@@ -161,6 +213,13 @@ def render(result: dict[str, Any]) -> str:
         f"index arrays {rb['index_mb']:.0f} MB"
     )
     lines.append(f"answers differing from the scan: {result['mismatches']}")
+    lines.append(f"DedupIndex.check_and_add at {rb['size']:,} stored images:")
+    for method, d in result["dedup_decisions"].items():
+        ratio = f" ({d['median_ratio']:.2f}x whole)" if "median_ratio" in d else ""
+        lines.append(
+            f"  {method:<8} median {d['median_us']:.1f} us{ratio}, p99 {d['p99_us']:.1f} us, "
+            f"{d['bytes_per_image']:.0f} bytes per stored image"
+        )
     return "\n".join(lines)
 
 

@@ -22,6 +22,8 @@ REFERENCES = {
     "x_img2dataset_noreencode": "img2dataset (no reencode)",
     "x_bare": "bare aiohttp loop",
     "x_seed": "seed blog loop",
+    # bingcrawl's own default against its former near-duplicate method (one hash per image)
+    "x_whole": "bingcrawl (whole dedup)",
 }
 
 #: (name, metric path, comparison, bound) checked on the summary.
@@ -35,6 +37,7 @@ TARGETS: tuple[tuple[str, str, str, float], ...] = (
     ),
     ("images/s vs seed blog loop", "main:bingcrawl:x_seed", ">=", 50.0),
     ("images/s vs bare aiohttp loop", "main:bingcrawl:x_bare", ">=", 0.7),
+    ("images/s, regions dedup vs whole", "main:bingcrawl:x_whole", ">=", 0.9),
     ("images/s with webdataset output", "main:bingcrawl (webdataset):images_per_s", ">=", 1000.0),
     ("peak RSS MB at concurrency 256", "rss256", "<=", 300.0),
     ("RSS growth 10k -> 100k candidates", "memory_growth", "<=", 0.10),

@@ -2,11 +2,12 @@
 
     python -m benchmarks.threshold [--json out.json] [--algos phash,dhash,ahash,whash]
                                    [--tiles 256,128] [--queries 6] [--results 160] [--workers N]
+                                   [--web-tiles 256,192,128] [--photos DIR | --no-web]
 
 Needs the ``bench`` extra (``pip install -e '.[bench]'``): scikit-image and scikit-learn ship
 real photographs inside their wheels (read from the installed files, nothing is downloaded).
 
-Two sets, every image hashed by the production path (:func:`bingcrawl.imaging.hashing.
+Two tuning sets, every image hashed by the production path (:func:`bingcrawl.imaging.hashing.
 hash_image`, JPEG draft mode on):
 
 * **photos**: 18 real photographs (16 from scikit-image, china and flower from scikit-learn)
@@ -35,7 +36,14 @@ smallest distance that measures the same (pHash distances are always even: a pHa
 exactly 32 bits set, so d = 7 behaves as d = 6). The false-merge
 rate per pair (false merges / pairs of different pictures) says what a larger collection
 risks: a new image is compared with every stored one, so at a million stored images a rate of
-1e-7 per pair is already 0.1 expected false merges per new image.
+1e-7 per pair is already 0.1 expected false merges per new image. The tuning sets are hashed
+with the ``whole`` method (one hash per picture): they choose the radius.
+
+Then the **evaluation** set (:mod:`benchmarks.webedits`, photographs from
+``python -m benchmarks.photos fetch``, none of them tuned on): real photographs' tiles edited
+the way copies on the web are (logos, captions, crops, padding, re-encodes...), every
+near-duplicate method (``--near-dup-method``) at the default radius and two others: recall per
+edit and the merges of distinct pictures. ``--no-web`` leaves it out.
 """
 
 from __future__ import annotations
@@ -58,9 +66,11 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageEnhance
 
+from benchmarks import photos, webedits
+from bingcrawl.config import DEFAULT_NEAR_DUP_DISTANCE
 from bingcrawl.emulator.corpus import Corpus, CorpusConfig
 from bingcrawl.imaging.hashing import HASH_ALGOS, hash_image
-from bingcrawl.records import Hashed
+from bingcrawl.records import NEAR_DUP_METHODS, Hashed
 
 #: Precision the default threshold must keep on every set.
 MIN_PRECISION: Final = 0.999
@@ -153,15 +163,7 @@ def tiles(paths: Sequence[Path], size: int) -> list[tuple[str, npt.NDArray[np.ui
         with Image.open(path) as img:
             img.load()
             pic = img.convert("RGB") if img.mode not in ("L", "RGB") else img.copy()
-        cols, rows = pic.width // size, pic.height // size
-        x0, y0 = (pic.width - cols * size) // 2, (pic.height - rows * size) // 2
-        for r in range(rows):
-            for c in range(cols):
-                box = (x0 + c * size, y0 + r * size, x0 + (c + 1) * size, y0 + (r + 1) * size)
-                tile = pic.crop(box)
-                if float(np.asarray(tile.convert("L"), dtype=np.float64).std()) < MIN_TILE_STD:
-                    continue
-                out.append((f"{path.stem}[{r},{c}]", np.asarray(tile)))
+        out += webedits.grid_tiles(path.stem, pic, size, MIN_TILE_STD)
     return out
 
 
@@ -206,8 +208,9 @@ def reference_of(transform: str) -> str:
 
 
 def hash_bytes(data: bytes, algo: str) -> int:
-    """The production hash of ``data`` (JPEG draft mode on, as the crawler runs it)."""
-    result = hash_image(data, algo=algo)
+    """The production hash of ``data`` (JPEG draft mode on, as the crawler runs it), of the
+    whole picture (the ``whole`` method)."""
+    result = hash_image(data, algo=algo, method="whole")
     if not isinstance(result, Hashed):
         raise RuntimeError(f"{algo} could not hash a test image: {result}")
     return result.phash
@@ -343,14 +346,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     keys = emulator_keys(corpus_config, args.queries)
     chunks = [keys[i : i + 40] for i in range(0, len(keys), 40)]
+    web_photos = [] if args.no_web else photos.load(args.photos)
+    web_sets = {size: webedits.tiles(web_photos, size) for size in args.web_tiles if web_photos}
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         tile_futures = {
             size: [pool.submit(tile_job, tile, algos) for _, tile in found]
             for size, found in photo_sets.items()
         }
         emu_futures = [pool.submit(emulator_job, corpus_config, c, algos) for c in chunks]
+        web_futures = {
+            size: [
+                pool.submit(webedits.tile_job, tile, seed) for seed, (_, tile) in enumerate(found)
+            ]
+            for size, found in web_sets.items()
+        }
         tile_hashes = {size: [f.result() for f in fs] for size, fs in tile_futures.items()}
         emu_rows = [row for f in emu_futures for row in f.result()]
+        web_hashes = {size: [f.result() for f in fs] for size, fs in web_futures.items()}
+    radii = sorted({4, DEFAULT_NEAR_DUP_DISTANCE, 8})
+    web = {
+        "photos": [name for name, _ in web_photos],
+        "radii": radii,
+        "sets": {
+            f"{size} px": {
+                method: webedits.evaluate([t[method] for t in per_tile], radii)
+                for method in NEAR_DUP_METHODS
+            }
+            for size, per_tile in web_hashes.items()
+        },
+    }
 
     sets: dict[str, dict[str, Any]] = {}
     for algo in algos:
@@ -378,6 +402,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "algos": algos,
         "chosen": chosen,
         "results": sets,
+        "web": web,
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -494,6 +519,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=int, default=160, help="results per query (default 160)")
     p.add_argument("--seed", type=int, default=0, help="emulator corpus seed")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument(
+        "--web-tiles",
+        type=lambda s: [int(x) for x in s.split(",") if x.strip()],
+        default=[256, 192, 128],
+        help="tile sides of the evaluation set, one set each (default 256,192,128)",
+    )
+    p.add_argument(
+        "--photos", type=Path, help="the evaluation photographs (python -m benchmarks.photos)"
+    )
+    p.add_argument("--no-web", action="store_true", help="leave the evaluation set out")
     p.add_argument("--json", type=Path, help="write every number to this file")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -504,10 +539,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--tiles must be at least 64 pixels")
     try:
         result = run(args)
-    except MissingPackage as exc:
+    except (MissingPackage, photos.MissingPhotos) as exc:
         print(f"benchmarks.threshold: {exc}", file=sys.stderr)
         return 2
     print(render(result))
+    if result["web"]["sets"]:
+        print()
+        print(webedits.render(result["web"], DEFAULT_NEAR_DUP_DISTANCE))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -64,7 +64,8 @@ class ToolSpec:
     every tool reads, ``search``: the search API, whose results are the same URLs);
     ``processes`` is img2dataset's process count; ``sample`` caps the URLs (the seed loop
     runs on a sample); ``event_loop`` forces bingcrawl's ``--event-loop`` (and the bare
-    loop's) instead of the default, which takes uvloop when it is installed.
+    loop's) instead of the default, which takes uvloop when it is installed;
+    ``near_dup_method`` forces bingcrawl's ``--near-dup-method``.
     """
 
     kind: str
@@ -74,6 +75,7 @@ class ToolSpec:
     processes: int = 2
     sample: int | None = None
     event_loop: str = ""  # bingcrawl and the bare loop: "" = their default (auto)
+    near_dup_method: str = ""  # bingcrawl: "" = its default (regions)
 
     @property
     def name(self) -> str:
@@ -83,6 +85,8 @@ class ToolSpec:
         if self.kind in ("bingcrawl", "bare") and self.event_loop:
             base = "bare aiohttp loop" if self.kind == "bare" else "bingcrawl"
             return f"{base} ({self.event_loop} loop)"
+        if self.kind == "bingcrawl" and self.near_dup_method:
+            return f"bingcrawl ({self.near_dup_method} dedup)"
         names = {
             ("bingcrawl", "webdataset"): "bingcrawl (webdataset)",
             ("img2dataset", "noreencode"): "img2dataset (no reencode)",
@@ -265,6 +269,8 @@ def _argv(spec: ToolSpec, urls: UrlSet, files: dict[str, Path], out: Path, resul
             argv += ["--output-format", "webdataset"]
         if spec.event_loop and "--event-loop" in features:
             argv += ["--event-loop", spec.event_loop]
+        if spec.near_dup_method and "--near-dup-method" in features:
+            argv += ["--near-dup-method", spec.near_dup_method]
         return argv, ctx.python
     if spec.kind == "bare":
         return [

@@ -47,6 +47,7 @@ __all__ = [
     "DedupIndex",
     "HammingIndex",
     "Match",
+    "near_match",
 ]
 
 #: Rows :meth:`DedupIndex.rebuild` decodes at a time.
@@ -56,7 +57,25 @@ REBUILD_CHUNK: Final = 65_536
 #: this many bits.
 CENTRE_CONFIRM: Final = 20
 #: A centre hash hit is a duplicate only if the frame hashes are within this many bits.
-FRAME_CONFIRM: Final = 16
+FRAME_CONFIRM: Final = 24
+
+
+def near_match(
+    frame_distance: npt.ArrayLike,
+    centre_distance: npt.ArrayLike,
+    both_centres: npt.ArrayLike,
+    radius: int,
+) -> npt.NDArray[np.bool_]:
+    """Whether pairs of pictures are near duplicates by the rule :class:`DedupIndex` applies
+    (vectorised, for measuring it on every pair of a set): the Hamming distances of their
+    frame and centre hashes, and whether both have a centre hash."""
+    frame = np.asarray(frame_distance)
+    centre = np.asarray(centre_distance)
+    both = np.asarray(both_centres, dtype=bool)
+    frame_hit = (frame <= radius) & (~both | (centre <= CENTRE_CONFIRM))
+    centre_hit = both & (centre <= radius) & (frame <= FRAME_CONFIRM)
+    result: npt.NDArray[np.bool_] = frame_hit | centre_hit
+    return result
 
 
 @dataclass(frozen=True, slots=True)

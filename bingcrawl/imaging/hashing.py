@@ -408,8 +408,8 @@ def trim_box(gray: Image.Image) -> tuple[int, int, int, int]:
 
     A flat border is a run of rows (or columns) from an edge in which 99 % of the pixels are
     within 3 grey levels of the edge's median: letterbox bars, padding, a plain frame. Runs
-    shorter than 3 % of the side are kept (JPEG noise along an edge), at most 35 % of a side
-    is looked at, and a picture that would lose 80 % of a side is kept whole (a blank one).
+    shorter than 3 % of the side are kept (JPEG noise along an edge), and a run that reaches
+    35 % of the side is no border (a blank or near-blank picture): that side is kept.
     The tolerance is tight on purpose: a looser one trims smooth sky or sand, and then a
     copy with other contrast is trimmed elsewhere than its original.
     """
@@ -427,13 +427,13 @@ def trim_box(gray: Image.Image) -> tuple[int, int, int, int]:
             return 0  # most pictures: the edge itself is not flat
         lines = lines[: max(1, int(side * _BORDER_MAX))]
         flat = (np.abs(lines - edge) <= _BORDER_TOLERANCE).mean(axis=1) >= _BORDER_SHARE
-        n = int(flat.size) if flat.all() else int(np.argmin(flat))
+        if flat.all():
+            return 0  # flat as far as we look: a blank picture, not a border
+        n = int(np.argmin(flat))
         return n if n >= _BORDER_MIN * side else 0
 
     top, bottom = run(a, h), run(a[::-1], h)
     left, right = run(a.T, w), run(a.T[::-1], w)
-    if top + bottom >= 0.8 * h or left + right >= 0.8 * w:
-        return 0, 0, w, h
     return left, top, w - right, h - bottom
 
 

@@ -489,3 +489,75 @@ def test_malloc_trim_is_found_on_glibc() -> None:
         pytest.skip("malloc_trim is glibc's")
     assert hamming._MALLOC_TRIM is not None
     assert hamming._MALLOC_TRIM(0) in (0, 1)  # 1: memory was released
+
+
+# ---------------------------------------------------------------- the regions method
+
+
+def flipped(h: int, bits: int, start: int = 0) -> int:
+    """``h`` with ``bits`` bits flipped, from bit ``start`` up."""
+    return h ^ (((1 << bits) - 1) << start)
+
+
+FRAME, CENTRE = 0x0123_4567_89AB_CDEF, 0xFEDC_BA98_7654_3210
+
+
+def test_a_centre_hit_is_a_duplicate_when_the_frames_confirm_it() -> None:
+    dedup = DedupIndex(6)
+    assert dedup.check_and_add(sha(1), FRAME, CENTRE) is None
+    # A corner logo: the frame moved 20 bits, the centre is untouched.
+    logo = flipped(FRAME, 20)
+    assert dedup.check_and_add(sha(2), logo, CENTRE) == Match(sha(1), 0, "centre")
+    # A different picture that shares a smooth middle: its frame is far away.
+    assert dedup_module.FRAME_CONFIRM < 30
+    assert dedup.check_and_add(sha(3), flipped(FRAME, 30), flipped(CENTRE, 2)) is None
+
+
+def test_a_frame_hit_needs_the_centres_to_agree_where_both_exist() -> None:
+    dedup = DedupIndex(6)
+    assert dedup.check_and_add(sha(1), FRAME, CENTRE) is None
+    assert dedup_module.CENTRE_CONFIRM < 30
+    # Frames 4 bits apart but centres 30 apart: look-alikes, not copies.
+    assert dedup.check_and_add(sha(2), flipped(FRAME, 4), flipped(CENTRE, 30)) is None
+    # Frames 2 bits apart and centres close: a copy, found by its frame.
+    assert dedup.check_and_add(sha(3), flipped(FRAME, 2, 40), flipped(CENTRE, 8)) == Match(
+        sha(1), 2, "frame"
+    )
+    # No centre on one side (a small picture): the frame alone decides.
+    assert dedup.check_and_add(sha(4), flipped(FRAME, 3, 20), None) == Match(sha(1), 3, "frame")
+
+
+def test_a_rejected_closest_frame_does_not_hide_a_farther_one_that_confirms() -> None:
+    dedup = DedupIndex(6)
+    assert dedup.check_and_add(sha(1), FRAME, CENTRE) is None
+    assert dedup.check_and_add(sha(2), flipped(FRAME, 4), flipped(CENTRE, 40)) is None  # stored
+    # Closest frame: sha(2) at 2 bits, whose centre disagrees; sha(1) at 6 bits confirms.
+    probe = flipped(flipped(FRAME, 4), 2, 10)
+    assert ((probe ^ FRAME).bit_count(), (probe ^ flipped(FRAME, 4)).bit_count()) == (6, 2)
+    assert dedup.check_and_add(sha(3), probe, CENTRE) == Match(sha(1), 6, "frame")
+
+
+def test_discard_and_rebuild_keep_the_centre_index_in_step() -> None:
+    dedup = DedupIndex(6)
+    assert dedup.check_and_add(sha(1), FRAME, CENTRE) is None
+    assert dedup.discard(sha(1))
+    assert dedup.check_and_add(sha(2), flipped(FRAME, 20), CENTRE) is None  # nothing to match
+    rebuilt = DedupIndex.rebuild([(sha(2), flipped(FRAME, 20), CENTRE), (sha(5), 7, None)], 6)
+    assert rebuilt.check_and_add(sha(3), FRAME, CENTRE) == Match(sha(2), 0, "centre")
+    assert rebuilt.check_and_add(sha(4), 7 ^ 1, 12345) == Match(sha(5), 1, "frame")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 12), st.integers(0, 40), st.booleans()), min_size=1))
+def test_the_index_decides_by_the_rule_near_match_measures(
+    pairs: list[tuple[int, int, bool]],
+) -> None:
+    """Every (frame distance, centre distance, centre known) the benchmark measures with
+    ``near_match`` is the decision the index makes between the same two pictures."""
+    for frame_bits, centre_bits, known in pairs:
+        dedup = DedupIndex(6)
+        assert dedup.check_and_add(sha(1), FRAME, CENTRE) is None
+        centre = flipped(CENTRE, centre_bits, 10) if known else None
+        found = dedup.check_and_add(sha(2), flipped(FRAME, frame_bits, 3), centre)
+        expected = bool(dedup_module.near_match(frame_bits, centre_bits, known, 6))
+        assert (found is not None) == expected, (frame_bits, centre_bits, known)

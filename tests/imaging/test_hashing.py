@@ -661,3 +661,96 @@ async def test_the_pool_converts_in_its_workers() -> None:
     async with HashPool(1, convert_to="jpg") as pool:
         result = await pool.hash(data)
     assert _decoded(result).format == "JPEG"
+
+
+# -- the regions method (issue 17) ------------------------------------------------------------
+
+
+def _scene(size: tuple[int, int] = (320, 240)) -> Image.Image:
+    """A textured picture (circles of many shades over a gradient), no flat border."""
+    w, h = size
+    img = _gradient(size=size)
+    draw = ImageDraw.Draw(img)
+    for i in range(40):
+        x, y = (i * 37) % w, (i * 53) % h
+        draw.ellipse((x, y, x + 25, y + 18), fill=((i * 61) % 256, (i * 23) % 256, (i * 97) % 256))
+    return img
+
+
+def _hashed(data: bytes, **kw: Any) -> Hashed:
+    result = hash_image(data, **kw)
+    assert isinstance(result, Hashed), result
+    return result
+
+
+def test_whole_is_the_imagehash_phash_of_the_picture_and_has_no_centre() -> None:
+    img = _scene()
+    data = _encode(img, "PNG")
+    whole = _hashed(data, method="whole")
+    expected = int(str(imagehash.phash(img.convert("L"))), 16)
+    assert (whole.phash, whole.centre) == (expected, None)
+    # Without flat borders, regions' frame hash is close to it (hashed from a reduced copy)
+    regions = _hashed(data)
+    assert regions.centre is not None
+    assert (regions.phash ^ whole.phash).bit_count() <= 6
+
+
+def test_letterbox_and_padding_are_trimmed_before_hashing() -> None:
+    img = _scene()
+    plain = _hashed(_encode(img, "PNG"))
+    for colour in ((0, 0, 0), (255, 255, 255)):
+        boxed = Image.new("RGB", (320, 360), colour)
+        boxed.paste(img, (0, 60))
+        padded = Image.new("RGB", (420, 240), colour)
+        padded.paste(img, (50, 0))
+        for copy in (boxed, padded):
+            found = _hashed(_encode(copy, "PNG"))
+            assert (found.phash ^ plain.phash).bit_count() <= 4, colour
+            assert found.centre is not None
+            assert plain.centre is not None
+            assert (found.centre ^ plain.centre).bit_count() <= 4, colour
+            # the whole picture's hash is another picture's
+            whole = _hashed(_encode(copy, "PNG"), method="whole")
+            plain_whole = _hashed(_encode(img, "PNG"), method="whole")
+            assert (whole.phash ^ plain_whole.phash).bit_count() > 10
+
+
+def test_trim_box_keeps_pictures_without_flat_borders_and_blank_ones_whole() -> None:
+    from bingcrawl.imaging.hashing import trim_box
+
+    scene = _scene().convert("L")
+    assert trim_box(scene) == (0, 0, 320, 240)
+    assert trim_box(Image.new("L", (200, 100), 128)) == (0, 0, 200, 100)
+    framed = Image.new("L", (200, 100), 255)
+    framed.paste(scene.resize((160, 80)), (20, 10))
+    assert trim_box(framed) == (20, 10, 180, 90)
+    # a border thinner than 3 % of the side is JPEG noise's business, not a frame
+    thin = Image.new("L", (200, 100), 255)
+    thin.paste(scene.resize((198, 98)), (1, 1))
+    assert trim_box(thin) == (0, 0, 200, 100)
+
+
+def test_a_corner_logo_leaves_the_centre_hash_unchanged() -> None:
+    img = _scene()
+    logo = img.copy()
+    ImageDraw.Draw(logo).rectangle((230, 0, 320, 40), fill=(200, 20, 20))
+    a = _hashed(_encode(img, "PNG"))
+    b = _hashed(_encode(logo, "PNG"))
+    assert a.centre == b.centre
+    assert a.phash != b.phash
+
+
+def test_small_pictures_get_no_centre_hash() -> None:
+    from bingcrawl.imaging.hashing import MIN_CENTRE_SIDE
+
+    small = _hashed(_encode(_scene((MIN_CENTRE_SIDE + 40, MIN_CENTRE_SIDE - 1)), "PNG"))
+    assert small.centre is None
+    large = _hashed(_encode(_scene((MIN_CENTRE_SIDE + 40, MIN_CENTRE_SIDE)), "PNG"))
+    assert large.centre is not None
+
+
+def test_an_unknown_method_is_refused_naming_the_option() -> None:
+    with pytest.raises(ConfigError, match="--near-dup-method"):
+        hash_image(b"", method="halves")
+    with pytest.raises(ConfigError, match="--near-dup-method"):
+        HashPool(0, method="halves")

@@ -64,6 +64,8 @@ async def test_old_version_is_migrated_with_its_data(out: Path) -> None:
     async with await Checkpoint.open(out) as cp:
         assert cp.migrated_from == 1
         assert await cp.stored_hashes() == [("ab" * 32, from_signed(-5))]
+        # v7: rows stored before the regions method have no centre hash
+        assert await cp.read_stored_hashes(list) == [("ab" * 32, from_signed(-5), None)]
         assert [q.text for q in await cp.queries()] == ["Cat"]
     assert sql(out, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert "idx_candidates_stored_hash" in _indexes(out)
