@@ -19,6 +19,7 @@ def test_quick_plan_covers_every_scenario_and_tool() -> None:
         "bingcrawl (webdataset)",
         "bingcrawl (search API)",
         "bingcrawl (asyncio loop)",
+        "bingcrawl (whole dedup)",
         "bare aiohttp loop",
         "img2dataset",
         "img2dataset (no reencode)",
@@ -31,6 +32,8 @@ def test_quick_plan_covers_every_scenario_and_tool() -> None:
     assert {j.emulator.format_mix for j in jobs} == {"jpeg"}
     asyncio_run = next(j for j in main if j.tool.event_loop == "asyncio")
     assert asyncio_run.tool.kind == "bingcrawl"
+    whole_run = next(j for j in main if j.tool.near_dup_method == "whole")
+    assert whole_run.tool.kind == "bingcrawl"
     assert {j.point for j in jobs if j.scenario == "latency"} == {"0 ms", "50 ms"}
     assert {j.point for j in jobs if j.scenario == "size"} == {"30k", "200k"}
     memory = [j for j in jobs if j.scenario == "memory"]
