@@ -8,7 +8,8 @@ thread, after ``await checkpoint.flush()``.
 ``manifest.jsonl`` fields (a contract, DESIGN.md): ``path`` (relative to OUT), ``label``,
 ``query``, ``source``, ``content_url``, ``host_page_url``, ``image_id``, ``name``, ``sha256``,
 ``phash`` (16 lower-case hex digits), ``width``, ``height``, ``format``, ``bytes``,
-``license``, ``fetched_at`` (ISO 8601 UTC), plus ``parent`` and ``thumbnail_url``.
+``license``, ``fetched_at`` (ISO 8601 UTC), plus ``parent``, ``thumbnail_url`` and (the
+``regions`` near-duplicate method) ``centre_hash``, 16 hex digits or null.
 
 CSV cells are written as they are (no spreadsheet-formula escaping): an export is data for
 programs; values that start with ``=`` come from the web and should be treated as such.
@@ -98,6 +99,9 @@ _MANIFEST: tuple[_Field, ...] = (
     ("creator", "creator", "str"),
     ("attribution", "attribution", "str"),
     ("provider", "provider", "str"),
+    # the regions near-duplicate method (issue 17): the hash of the picture's centre, so a
+    # dataset merged from several crawls can be de-duplicated by the crawl's own rule
+    ("centre_hash", "centre_hash", "phash"),
 )
 
 _CANDIDATE: tuple[_Field, ...] = (

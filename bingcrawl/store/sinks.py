@@ -130,6 +130,7 @@ def member_meta(
         "provider": candidate.provider,
         "sha256": hashed.sha256,
         "phash": f"{hashed.phash:016x}",
+        "centre_hash": None if hashed.centre is None else f"{hashed.centre:016x}",
         "width": hashed.width,
         "height": hashed.height,
         "format": hashed.format,

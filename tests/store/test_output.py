@@ -33,6 +33,8 @@ CONTRACT_FIELDS = {
     "parent", "thumbnail_url", "member", "shard_offset",
     # licenses as data (issue 15, DESIGN.md "Providers")
     "license_url", "creator", "attribution", "provider",
+    # the regions near-duplicate method's second hash (issue 17)
+    "centre_hash",
 }  # fmt: skip
 
 
@@ -94,7 +96,7 @@ async def test_manifest_has_the_contract_fields(out: Path, crawled: dict[str, An
         "height": 480, "format": "jpeg", "bytes": len(b"first image"), "license": "Public",
         "fetched_at": rows[0]["fetched_at"], "parent": None, "thumbnail_url": c.thumbnail_url,
         "member": None, "shard_offset": None, "license_url": None, "creator": None,
-        "attribution": None, "provider": None,
+        "attribution": None, "provider": None, "centre_hash": None,
     }  # fmt: skip
     fetched = datetime.fromisoformat(rows[0]["fetched_at"].replace("Z", "+00:00"))
     assert fetched.utcoffset() == timedelta(0)
