@@ -42,7 +42,7 @@ _KIND = (
 _PAIRS = (
     "SELECT d.id, d.url, d.label, d.query, d.host_page_url, d.distance, "
     f"{_KIND.format(t='d.')}, "
-    "d.duplicate_of, s.url, s.path, s.shard_end, s.label, s.width, s.height "
+    "d.duplicate_of, s.url, s.path, s.shard_end, s.label, s.width, s.height, d.width, d.height "
     "FROM candidates d LEFT JOIN candidates s "
     "ON s.sha256 = d.duplicate_of AND s.status = 'stored' "
     "WHERE d.status = 'duplicate' {where} ORDER BY d.distance DESC, d.id LIMIT ?"
@@ -65,6 +65,7 @@ class DupePair:
     kept_path: str | None  # None: not a file of its own (a shard member, or a seed image)
     kept_label: str | None
     kept_size: tuple[int, int] | None
+    size: tuple[int, int] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,7 @@ def _pairs(conn: sqlite3.Connection, *, exact: bool, limit: int) -> Iterator[Dup
             kept_path=row[9] if in_file else None,
             kept_label=row[11],
             kept_size=(row[12], row[13]) if row[12] is not None else None,
+            size=(row[14], row[15]) if row[14] is not None else None,
         )
 
 
@@ -174,13 +176,14 @@ def _page(out: Path, pairs: list[DupePair], total: int, to_out: Path) -> str:
         else:
             kept_src = p.kept_url
         kept_alt = "a seed image (not stored)" if p.kept_label is None else "stored image"
-        size = f"{p.kept_size[0]}x{p.kept_size[1]}" if p.kept_size else ""
+        kept_size = f"{p.kept_size[0]}x{p.kept_size[1]}" if p.kept_size else ""
+        size = f" {p.size[0]}x{p.size[1]}" if p.size else ""
         rows.append(
             "<tr>"
             f"<td>{_img(kept_src, kept_alt)}<div>{html.escape(p.kept_label or 'seed')} "
-            f"{size}<br><code>{p.kept_sha256[:16]}</code></div></td>"
+            f"{kept_size}<br><code>{p.kept_sha256[:16]}</code></div></td>"
             f"<td>{_img(p.url, 'rejected copy')}<div>{_link(p.url, 'source')} · "
-            f"{_link(p.host_page_url, 'page')}<br>{html.escape(p.label)}: "
+            f"{_link(p.host_page_url, 'page')}{size}<br>{html.escape(p.label)}: "
             f"{html.escape(p.query)}</div></td>"
             f'<td class="m">{html.escape(p.match)}<br>{p.distance} bits<br>#{p.id}</td>'
             "</tr>"
@@ -200,8 +203,10 @@ code {{ color: #555; }}
 </style></head><body>
 <h1>Duplicates of {html.escape(str(out))}</h1>
 <p>{shown} rejected copies, farthest first: the stored image (left) and the copy that was
-not stored (right, loaded from its source URL), with the hash that matched (frame: the
-picture without flat borders; centre: its centre) and the Hamming distance.</p>
+not stored (right), with the hash that matched (frame: the picture without flat borders;
+centre: its centre) and the Hamming distance. A rejected copy was never stored: it is loaded
+from its source URL, and shows as a broken image where that source is gone (an emulator that
+has stopped, a page taken down).</p>
 <table>
 <tr><th>stored</th><th>rejected as its copy</th><th>match</th></tr>
 {chr(10).join(rows)}

@@ -214,3 +214,15 @@ async def test_dupes_command_prints_counts_and_writes_the_page(
     # --output shapes the page: without --html it is a usage error
     assert cli_main(["dupes", str(out), "-o", str(page)]) == 2
     assert "--html" in capsys.readouterr().err
+
+
+async def test_the_page_shows_images_in_shards_from_their_urls(site: Path, tmp_path: Path) -> None:
+    out = tmp_path / "shards"
+    await crawl(_config(site, out, output_format="webdataset"))
+    rows = _by_name(out)
+    page = write_dupes_html(out, dest=tmp_path / "page.html")
+    html = page.path.read_text()
+    assert page.pairs == 3
+    # a shard member has no file of its own: the stored side is its source URL
+    assert html.count(f'src="{rows["original.jpg"]["url"]}"') == 3
+    assert "shards/" not in html
