@@ -452,7 +452,7 @@ def _region_hashes(
     pixels: the hashers' Lanczos resize costs in proportion to the pixels it reads (172 us
     from 240 x 180, most of a pHash's cost), and a 32 x 32 hash needs no more. Measured on
     the evaluation set, hashing the centre from the decoded picture instead found as many
-    copies and merged as few pictures, for 8 % more CPU on small pictures. Without
+    copies and merged as few pictures, for 6-8 % more CPU on small pictures. Without
     ``centre`` (a small picture: :data:`MIN_CENTRE_SIDE`) the centre hash is None.
     """
     factor = max(1, min(gray.size) // REGION_SIDE)
