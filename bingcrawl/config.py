@@ -308,6 +308,9 @@ class CrawlConfig:
     near_dup_method: str | None = None
     max_pixels: int = 64_000_000
     durable: bool = False
+    #: Bytes to keep free on OUT's filesystem: below it the crawl stops as on a full disk
+    #: (exit 5, resumable). None: 1 GiB or 1 % of the filesystem, the smaller; 0: no floor.
+    min_free: int | None = None
     fresh: bool = False
     progress: bool = False
     grace: float = 5.0
@@ -369,6 +372,10 @@ class CrawlConfig:
             raise ConfigError("--hash-workers", "must be >= 0 (0 hashes in a thread)")
         if not 0 <= self.near_dup_distance <= 32:
             raise ConfigError("--near-dup-distance", "must be between 0 and 32")
+        if self.min_free is not None and self.min_free < 0:
+            raise ConfigError(
+                "--min-free", f"must be >= 0 bytes (0: no floor), got {self.min_free}"
+            )
         if self.near_dup_method is not None and self.near_dup_method not in NEAR_DUP_METHODS:
             raise ConfigError(
                 "--near-dup-method", f"must be one of {', '.join(NEAR_DUP_METHODS)}"

@@ -256,6 +256,14 @@ def add_crawl_options(p: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--durable", action="store_true", help="fsync files and the checkpoint")
     run.add_argument(
+        "--min-free",
+        type=int,
+        metavar="BYTES",
+        help="bytes to keep free on the output's filesystem: below it the crawl stops as on a "
+        "full disk (exit 5, resumable) (default: 1 GiB or 1 %% of the filesystem, the "
+        "smaller; 0: no floor)",
+    )
+    run.add_argument(
         "--fresh",
         action="store_true",
         help="start over: the previous run's files are moved to OUT/replaced-<time>/",
@@ -536,6 +544,7 @@ def build_config(
         hash_algo=args.hash_algo,
         hash_workers=args.hash_workers,
         near_dup_method=args.near_dup_method,
+        min_free=args.min_free,
         near_dup_distance=(
             DEFAULT_NEAR_DUP_DISTANCE if args.near_dup_distance is None else args.near_dup_distance
         ),

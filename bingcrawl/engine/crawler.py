@@ -34,6 +34,7 @@ import errno
 import functools
 import importlib
 import logging
+import shutil
 import signal
 import sqlite3
 import time
@@ -44,7 +45,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from bingcrawl.config import CrawlConfig, prepare_out_dir
 from bingcrawl.dedup.index import DedupIndex
@@ -233,6 +234,26 @@ STORAGE_FAULTS = frozenset(
 )
 
 #: What to do about each storage fault, for the one line a user reads.
+#: The default ``--min-free``: 1 GiB, or 1 % of a smaller filesystem.
+MIN_FREE_DEFAULT: Final = 1 << 30
+
+
+def _min_free(out: Path, asked: int | None) -> int:
+    """The free-space floor in bytes: ``asked``, else :data:`MIN_FREE_DEFAULT` or 1 % of
+    OUT's filesystem, the smaller."""
+    if asked is not None:
+        return asked
+    return min(MIN_FREE_DEFAULT, shutil.disk_usage(out).total // 100)
+
+
+def _size(n: int) -> str:
+    """Bytes for a person: 1.5 GiB, 300.0 MiB, 12.0 KiB."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
 _STORAGE_ADVICE: dict[int, str] = {
     errno.ENOSPC: "free some space",
     errno.EDQUOT: "free some space or raise the disk quota",
@@ -367,6 +388,7 @@ class Crawler:
         self._quota_error: QuotaExceededError | None = None
         self._producer_error: BingCrawlError | None = None
         self._storage_error: StorageError | None = None
+        self._min_free = 0  # bytes; decided on entering (see _min_free)
         self._stages_done = False
         self._finished = False
         # Images whose write is under way, by sha256: their near-duplicates wait for the
@@ -419,6 +441,15 @@ class Crawler:
         stack = AsyncExitStack()
         try:
             prepare_out_dir(self.out)
+            self._min_free = _min_free(self.out, self.config.min_free)
+            try:
+                self._check_free_space()  # before any request: a crawl that cannot write
+            except OSError as exc:
+                raise StorageError(
+                    errno.ENOSPC,
+                    f"cannot write under {self.out} ({exc.strerror}): nothing was done; free "
+                    "some space (or lower --min-free), then re-run the same command",
+                ) from None
             images = self.out / "images"
             if images.is_symlink():
                 raise UnsafePathError(f"{images} is a symlink; refusing to write through it")
@@ -575,6 +606,18 @@ class Crawler:
             _, pending = await asyncio.wait(self._worker_tasks, timeout=self.config.grace)
             for task in pending:
                 task.cancel()
+
+    def _check_free_space(self) -> None:
+        """Raise ENOSPC when OUT's filesystem has less free space than ``--min-free``: the
+        write that would eat into the floor is not made, and the crawl stops as on a full
+        disk, with room left for the checkpoint and the manifest to be written."""
+        if self._min_free:
+            free = shutil.disk_usage(self.out).free
+            if free < self._min_free:
+                raise OSError(
+                    errno.ENOSPC,
+                    f"{_size(free)} free, below --min-free {_size(self._min_free)}",
+                )
 
     def _storage_fault(self, exc: OSError) -> None:
         """A write failed for a reason that is not the image's: stop the crawl cleanly."""
@@ -929,6 +972,7 @@ class Crawler:
         stored = False
         try:
             try:
+                self._check_free_space()
                 placed = await self._place(decoded.candidate, got)
             except BytesLost as exc:
                 log.warning("%s; fetching %s again", exc, decoded.candidate.url)

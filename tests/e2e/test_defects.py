@@ -547,12 +547,9 @@ def big_picture(name: str) -> bytes:
     return buf.getvalue()  # ~77 KB: a 3 MB disk fills after a few dozen
 
 
-@pytest.mark.parametrize("layout", ["files", "webdataset"])
-async def test_a_real_full_disk_exits_5_and_resumes_once_there_is_room(
-    tmp_path: Path, layout: str
-) -> None:
-    # The checkpoint fills up too (SQLite: "database or disk is full"); that used to end the
-    # crawl with a CheckpointError (exit 1).
+@pytest.fixture
+async def pictures() -> AsyncIterator[Host]:
+    """A local host serving ``/img/<n>``: incompressible ~77 KB PNGs (:func:`big_picture`)."""
     app = web.Application()
 
     async def image(request: web.Request) -> web.Response:
@@ -563,27 +560,71 @@ async def test_a_real_full_disk_exits_5_and_resumes_once_there_is_room(
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    host = Host(f"http://127.0.0.1:{runner.addresses[0][1]}/", {}, [])
-    plan = [("x", 1000, [f"img/{i}" for i in range(120)])]
-    extra: dict[str, Any] = {"output_format": layout, "shard_size": 1000}
     try:
-        with tmpfs(tmp_path / "disk", "size=3m") as disk:
-            out = disk / "out"
-            crawler = Crawler(
-                config(host, out, concurrency=4, **extra), producers=[producer(host, plan)]
-            )
-            async with crawler:
-                with pytest.raises(StorageError) as info:
-                    await crawler.run()
-            assert info.value.exit_code == 5
-            assert "free some space" in str(info.value)
-            subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
-            await crawl(host, out, plan, concurrency=4, **extra)  # room again: resumes
-            statuses = [r["status"] for r in rows(out)]
-            assert statuses.count("stored") == 120
-            assert len(read_manifest(out)) == 120
+        yield Host(f"http://127.0.0.1:{runner.addresses[0][1]}/", {}, [])
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("layout", ["files", "webdataset"])
+async def test_a_real_full_disk_exits_5_and_resumes_once_there_is_room(
+    pictures: Host, tmp_path: Path, layout: str
+) -> None:
+    # The checkpoint fills up too (SQLite: "database or disk is full"); that used to end the
+    # crawl with a CheckpointError (exit 1).
+    host = pictures
+    plan = [("x", 1000, [f"img/{i}" for i in range(120)])]
+    extra: dict[str, Any] = {"output_format": layout, "shard_size": 1000}
+    with tmpfs(tmp_path / "disk", "size=3m") as disk:
+        out = disk / "out"
+        crawler = Crawler(
+            config(host, out, concurrency=4, **extra), producers=[producer(host, plan)]
+        )
+        async with crawler:
+            with pytest.raises(StorageError) as info:
+                await crawler.run()
+        assert info.value.exit_code == 5
+        assert "free some space" in str(info.value)
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        await crawl(host, out, plan, concurrency=4, **extra)  # room again: resumes
+        statuses = [r["status"] for r in rows(out)]
+        assert statuses.count("stored") == 120
+        assert len(read_manifest(out)) == 120
+
+
+async def test_the_free_space_floor_stops_the_crawl_before_the_disk_is_full(
+    pictures: Host, tmp_path: Path
+) -> None:
+    host = pictures
+    plan = [("x", 1000, [f"img/{i}" for i in range(60)])]
+    with tmpfs(tmp_path / "disk", "size=8m") as disk:
+        out = disk / "out"
+        floor = 6 * 1024 * 1024  # about 20 images of room above it, once SQLite has its share
+        crawler = Crawler(
+            config(host, out, concurrency=4, min_free=floor), producers=[producer(host, plan)]
+        )
+        async with crawler:
+            with pytest.raises(StorageError) as info:
+                await crawler.run()
+        assert info.value.exit_code == 5
+        assert "below --min-free 6.0 MiB" in str(info.value)
+        found = rows(out)
+        stored = [r for r in found if r["status"] == "stored"]
+        assert 0 < len(stored) < 60
+        assert {r["status"] for r in found} <= {"stored", "pending"}  # nothing lost or failed
+        files = sorted(p.name for p in (out / "images" / "x").iterdir())
+        assert files == sorted(Path(r["path"]).name for r in stored)  # no file without its row
+        assert len(read_manifest(out)) == len(stored)
+        assert shutil.disk_usage(out).free >= floor - 2 * 1024 * 1024  # the floor held
+
+        # Asked for more than the filesystem has: refused before any request.
+        with pytest.raises(StorageError, match="nothing was done") as early:
+            async with Crawler(config(host, out, min_free=1 << 40)):
+                pass
+        assert early.value.exit_code == 5
+
+        await crawl(host, out, plan, concurrency=4, min_free=0)  # the floor lowered: resumes
+        assert [r["status"] for r in rows(out)].count("stored") == 60
 
 
 async def test_a_candidate_is_not_skipped_while_the_write_that_fills_the_query_may_fail(
