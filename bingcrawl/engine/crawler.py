@@ -31,16 +31,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import functools
 import importlib
 import logging
 import shutil
 import signal
 import sqlite3
+import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -82,7 +82,8 @@ from bingcrawl.records import (
 )
 from bingcrawl.sources.runner import run_sources
 from bingcrawl.store.checkpoint import Checkpoint
-from bingcrawl.store.output import write_manifest, write_stats
+from bingcrawl.store.output import write_stats
+from bingcrawl.store.recovery import StartupStopped
 from bingcrawl.store.sinks import ImageSink, Placed, open_sink
 
 __all__ = [
@@ -382,6 +383,10 @@ class Crawler:
         self._stack: AsyncExitStack | None = None
         self._state = "new"
         self._stop_signal: int | None = None
+        # Start-up (recovery, the dedup rebuild: long at millions of images) under way: a
+        # signal cancels it and tells the threads doing it to stop between two steps.
+        self._opening: asyncio.Task[Any] | None = None
+        self._startup_stop = threading.Event()
         self._producer_task: asyncio.Task[None] | None = None
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._stop_task: asyncio.Task[None] | None = None
@@ -439,6 +444,7 @@ class Crawler:
             raise RuntimeError("a Crawler cannot be reopened; make a new one")
         self._state = "open"
         stack = AsyncExitStack()
+        self._opening = asyncio.current_task()
         try:
             prepare_out_dir(self.out)
             self._min_free = _min_free(self.out, self.config.min_free)
@@ -461,10 +467,14 @@ class Crawler:
             await self.checkpoint.check_fingerprint(
                 self.config.fingerprint(), fresh=self.config.fresh
             )
-            await self.checkpoint.recover(self.out)  # logs what it repaired
+            # logs what it repaired
+            await self.checkpoint.recover(self.out, stop=self._startup_stop)
+            # Cuts a torn tail off, lists what a stopped run stored but did not list yet.
+            await self.checkpoint.append_manifest()
             # ~1 s per million stored images, in a reader thread, streamed from the cursor
+            distance, stop = self.config.near_dup_distance, self._startup_stop
             self.dedup = await self.checkpoint.read_stored_hashes(
-                functools.partial(DedupIndex.rebuild, near_distance=self.config.near_dup_distance)
+                lambda found: DedupIndex.rebuild(_until(found, stop), near_distance=distance)
             )
             await self._open_workshop(stack)
             self.calls_before = self.checkpoint.api_calls_total
@@ -480,10 +490,21 @@ class Crawler:
                 calls_before=self.calls_before,
                 ledger=self.checkpoint,
             )
-        except BaseException:
+        except BaseException as exc:
+            self._opening = None
+            self._startup_stop.set()  # (whatever still runs in a thread: stop)
             await stack.aclose()
             self._state = "closed"
+            task = asyncio.current_task()
+            stopped = isinstance(exc, asyncio.CancelledError | CheckpointError)
+            if stopped and self._stop_signal is not None:
+                # A signal during start-up: nothing was half-done (the repair rolled back),
+                # and the run ends as an interruption, resumable, not as an error.
+                if task is not None and task.cancelling():
+                    task.uncancel()
+                raise Interrupted(self._stop_signal) from None
             raise
+        self._opening = None
         self._stack = stack
         return self
 
@@ -564,6 +585,14 @@ class Crawler:
         """
         if self._stages_done:
             log.warning("signal %d: the crawl is complete; finishing its files", signum)
+            return
+        if self._opening is not None:
+            # Start-up is under way (at millions of images, seconds): stop it now.
+            self._stop_signal = signum
+            log.warning("signal %d: stopping during start-up", signum)
+            self._startup_stop.set()
+            self._opening.cancel()
+            self._opening = None
             return
         if self._stop_signal is None:
             self._stop_signal = signum
@@ -646,6 +675,7 @@ class Crawler:
                 self.counters, live=self.config.progress, waiting=self.waiting_for
             ).run()
         )
+        lister = asyncio.create_task(self._list_stored())
         error: BaseException | None = None
         try:
             if self._stop_signal is None:  # (a signal while the crawler opened: stop now)
@@ -666,9 +696,10 @@ class Crawler:
                 self._storage_fault(fault)
                 error = None
         finally:
-            reporter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reporter
+            for task in (reporter, lister):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             stats = await asyncio.shield(self._finish())
             self._finished = True
         if error is not None:
@@ -818,7 +849,10 @@ class Crawler:
     # -- workers -------------------------------------------------------------------------
 
     async def _worker(self) -> None:
-        while (candidate := await self.frontier.get()) is not None:
+        while True:
+            await self.checkpoint.room()  # backpressure: the checkpoint writer keeps up
+            if (candidate := await self.frontier.get()) is None:
+                return
             while candidate is not None and not self.stopping:
                 candidate = await self._handle(candidate)
 
@@ -1009,6 +1043,22 @@ class Crawler:
             self._writing.pop(hashed.sha256, None)
             done.set_result(stored)  # after the record: a duplicate's row follows the winner's
 
+    async def _list_stored(self) -> None:
+        """Append the images stored meanwhile to ``manifest.jsonl`` every
+        :data:`MANIFEST_EVERY` seconds: the manifest follows the crawl, and a stop has only
+        the last seconds' rows left to list."""
+        while True:
+            await asyncio.sleep(MANIFEST_EVERY)
+            try:
+                await self.checkpoint.append_manifest()
+            except CheckpointError as exc:
+                fault = storage_fault_of(exc)
+                if fault is None:
+                    log.error("manifest.jsonl: the append failed (next one retries): %s", exc)
+                    continue
+                self._storage_fault(fault)
+                return
+
     # -- end of run ----------------------------------------------------------------------
 
     async def _finish(self) -> dict[str, Any]:
@@ -1041,20 +1091,37 @@ class Crawler:
         )
         durable = self.config.durable
         try:
-            await asyncio.to_thread(write_manifest, self.checkpoint, self.out, durable=durable)
+            await self.checkpoint.append_manifest()  # the rows stored since the last append
             return await asyncio.to_thread(
                 write_stats, self.checkpoint, self.out, extra={"run": snapshot}, durable=durable
             )
         except (OSError, CheckpointError) as exc:
             # A full disk refuses the manifest too: the checkpoint holds everything, and the
-            # next run rewrites both files. Report the storage fault, not a traceback.
+            # next run lists what is missing. Report the storage fault, not a traceback.
             fault = storage_fault_of(exc)
             if fault is None:
                 raise
             self._storage_fault(fault)
-            log.error("manifest.jsonl and stats.json were not rewritten: %s", exc)
+            log.error("manifest.jsonl or stats.json was not brought up to date: %s", exc)
             return {"run": snapshot}
 
+
+#: Rows between two looks at a stop request while start-up reads the stored hashes.
+_STOP_CHECK_EVERY = 65_536
+
+
+def _until(rows: Iterator[T], stop: threading.Event) -> Iterator[T]:
+    """``rows``, ending with :class:`StartupStopped` once ``stop`` is set (checked every
+    :data:`_STOP_CHECK_EVERY` rows: a start-up at ten million images stops in well under a
+    second)."""
+    for n, row in enumerate(rows):
+        if n % _STOP_CHECK_EVERY == 0 and stop.is_set():
+            raise StartupStopped("a stop was asked for while the dedup index was rebuilt")
+        yield row
+
+
+#: Seconds between two appends to ``manifest.jsonl`` during a crawl.
+MANIFEST_EVERY = 2.0
 
 #: Seconds the end of a run waits for image writes under way.
 COMMIT_WAIT = 60.0

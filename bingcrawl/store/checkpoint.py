@@ -35,7 +35,7 @@ import orjson
 
 from bingcrawl.errors import CheckpointError, ConfigError, ResumeMismatchError, UnsafePathError
 from bingcrawl.records import Candidate, Outcome, Source
-from bingcrawl.store import meta, output, rows
+from bingcrawl.store import manifest, meta, output, rows
 from bingcrawl.store.recovery import RecoveryReport, recover_sync
 from bingcrawl.store.rows import QueryRow, StoredHashes, url_key
 from bingcrawl.store.schema import CHECKPOINT_NAME, QUERY_STATES, SCHEMA_VERSION, connect_readonly
@@ -459,6 +459,12 @@ class Checkpoint:
         self._downloads_recorded = True
         writer.post(rows.UPDATE_OUTCOME, rows.outcome_params(outcome, time.time()))
 
+    async def room(self) -> None:
+        """Wait while the writer has too many outcomes queued (backpressure: a crawl faster
+        than its disk slows down to it instead of queueing without bound)."""
+        if self._writer is not None:
+            await self._writer.room()
+
     def record_api_call(self, endpoint: str, status: int) -> None:
         """Count one answered API call (by endpoint and HTTP status); never blocks.
 
@@ -595,16 +601,22 @@ class Checkpoint:
 
         return await self._read(read)
 
-    async def recover(self, out: Path | None = None) -> RecoveryReport:
+    async def recover(
+        self, out: Path | None = None, *, stop: threading.Event | None = None
+    ) -> RecoveryReport:
         """Repair what a crash left behind; call once at start-up, before any download.
 
         See :func:`bingcrawl.store.recovery.recover_sync` for the invariants restored.
+        ``stop`` set (a signal during start-up) ends the repair between two folders; its row
+        changes roll back and the next start-up repeats it.
         """
         writer = self._w()
         if self._downloads_recorded:
             raise CheckpointError("recover() must run before any download outcome is recorded")
         root = self._out if out is None else Path(out)
-        report = await writer.call(lambda conn: recover_sync(conn, root), what="recovery")
+        report = await writer.call(
+            lambda conn: recover_sync(conn, root, stop=stop), what="recovery"
+        )
         self._recovered = True
         if report.changed:
             log.info("checkpoint recovery: %s", report)
@@ -616,11 +628,29 @@ class Checkpoint:
 
     # ------------------------------------------------------------------ output files
 
+    async def append_manifest(self) -> int:
+        """Append to ``OUT/manifest.jsonl`` the images stored since the last append; return
+        how many. Costs O(new rows); cuts a torn or uncommitted tail off first, and rewrites
+        the file in full only when it cannot be trusted (see :mod:`bingcrawl.store.manifest`).
+        """
+        out, durable = self._out, self._durable
+        done = await self._w().call(
+            lambda conn: manifest.append_sync(conn, out, durable=durable), what="manifest append"
+        )
+        if done.cut:
+            log.info("manifest.jsonl: cut %d uncommitted bytes off its end", done.cut)
+        if done.rewritten and done.lines:
+            log.info("manifest.jsonl: rewritten in full (%s)", done.rewritten)
+        return done.lines
+
     async def write_manifest(self) -> int:
-        """Flush, then rewrite ``OUT/manifest.jsonl`` in a thread; return the image count."""
-        await self.flush()
-        return await asyncio.to_thread(
-            output.write_manifest, self, self._out, durable=self._durable
+        """Rewrite ``OUT/manifest.jsonl`` in full, in the writer's transaction (so later
+        appends continue it); return the image count. :meth:`append_manifest` is the cheap
+        way to bring it up to date."""
+        out, durable = self._out, self._durable
+        return await self._w().call(
+            lambda conn: manifest.rewrite_sync(conn, out, durable=durable),
+            what="manifest rewrite",
         )
 
     async def write_stats(self, extra: Mapping[str, object] | None = None) -> dict[str, object]:

@@ -26,6 +26,7 @@ from bingcrawl.store.schema import CHECKPOINT_NAME, SCHEMA_VERSION, migrate, utc
 __all__ = [
     "API_SENT_KEY",
     "LOCK_NAME",
+    "MANIFEST_KEY",
     "PREVIOUS_RUN_FILES",
     "REFUND_API_CALL",
     "SET_META",
@@ -168,7 +169,7 @@ def reset_crawl(conn: sqlite3.Connection, fingerprint: Mapping[str, object]) -> 
     # Children first: candidates and pages reference queries.
     for table in ("candidates", "pages", "queries", "api_calls"):
         conn.execute(f"DELETE FROM {table}")
-    conn.execute("DELETE FROM meta WHERE key = ?", (API_SENT_KEY,))
+    conn.execute("DELETE FROM meta WHERE key IN (?, ?)", (API_SENT_KEY, MANIFEST_KEY))
     store_fingerprint(conn, fingerprint)
     conn.execute(
         "INSERT INTO meta (key, value) VALUES ('created_at', ?) "
@@ -219,6 +220,9 @@ API_SENT_KEY = "api_calls_sent"
 
 #: "1" from the start of a run until its checkpoint closes cleanly (absent: never known).
 UNCLEAN_KEY = "unclean_stop"
+
+#: The committed length of ``manifest.jsonl`` and its inode (:mod:`bingcrawl.store.manifest`).
+MANIFEST_KEY = "manifest_committed"
 
 
 def get_flag(conn: sqlite3.Connection, key: str, *, default: bool) -> bool:

@@ -49,6 +49,8 @@ __all__ = [
     "atomic_write_bytes",
     "export",
     "manifest_rows",
+    "manifest_select",
+    "manifest_values",
     "snapshot",
     "status_report",
     "write_manifest",
@@ -213,6 +215,21 @@ def _rows(cursor: sqlite3.Cursor, fields: Sequence[_Field]) -> Iterator[dict[str
     while chunk := cursor.fetchmany(_FETCH):
         for row in chunk:
             yield {name: _convert(kind, v) for (name, kind), v in zip(names, row, strict=True)}
+
+
+def manifest_select() -> str:
+    """The SQL select list of a manifest row (for :func:`manifest_values`)."""
+    return _select(_MANIFEST)
+
+
+_MANIFEST_NAMES = tuple((name, kind) for name, _, kind in _MANIFEST)
+
+
+def manifest_values(row: Sequence[Any]) -> dict[str, Any]:
+    """A manifest object from a row selected with :func:`manifest_select`."""
+    return {
+        name: _convert(kind, v) for (name, kind), v in zip(_MANIFEST_NAMES, row, strict=True)
+    }
 
 
 def manifest_rows(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:

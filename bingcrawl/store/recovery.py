@@ -8,11 +8,18 @@ and restores these invariants:
    under ``OUT/images/`` and directly in ``OUT`` are removed: they are unfinished writes.
 2. **Nothing in flight.** ``inflight`` rows (written by bingcrawl before 0.2; the crawler no
    longer marks rows in flight) go back to ``pending``.
-3. **Every stored row has its file.** A ``stored`` row whose file is missing, is not a
-   regular file (e.g. a symlink planted there) or has the wrong size (a write torn by power
-   loss without ``--durable``) goes back to ``pending``, and a torn file is removed. Rows
-   that were ``duplicate`` of such an image go back to ``pending`` too (unless another stored
-   row has the same sha256), so no duplicate points at an image that is not there.
+3. **Every stored row has its file.** A ``stored`` row whose file is missing or is not a
+   regular file (e.g. a symlink planted there) goes back to ``pending``; so does one whose
+   file has the wrong size (a write torn by a crash or power loss without ``--durable``),
+   and the torn file is removed. Rows that were ``duplicate`` of such an image go back to
+   ``pending`` too (unless another stored row has the same sha256), so no duplicate points
+   at an image that is not there. ``images/`` is walked one label folder at a time, each
+   against its range of the stored rows' covering index, so memory is O(largest folder)
+   and not O(crawl). Sizes (a ``stat`` per file: minutes at ten million) are checked only
+   when the previous run did not close its checkpoint cleanly: a clean close commits each
+   row after its file is in place. (Without ``--durable``, a power failure within the
+   kernel's writeback delay, ~30 s, *after* a clean exit can still tear the last files
+   unnoticed; ``--durable`` closes that window.)
 4. **Every image file has its row.** A file named like ours (``<16 hex>.<ext>``) that no
    stored row points at is the product of a write whose outcome never committed. Its
    candidate is ``pending`` again and will be downloaded and written to the same name, so the
@@ -36,16 +43,16 @@ import logging
 import os
 import re
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bingcrawl.errors import UnsafePathError
-from bingcrawl.store import meta, rows
+from bingcrawl.store import manifest, meta, rows
 from bingcrawl.store.shards import SHARD_DIR, StoredRow, recover_shards
 
-__all__ = ["IMAGE_NAME", "TEMP_NAME", "RecoveryReport", "recover_sync"]
+__all__ = ["IMAGE_NAME", "TEMP_NAME", "RecoveryReport", "StartupStopped", "recover_sync"]
 
 log = logging.getLogger(__name__)
 
@@ -84,19 +91,95 @@ class RecoveryReport:
         return ", ".join(parts) or "nothing to repair"
 
 
-def _walk(root: Path, rel: str = "") -> Iterator[tuple[str, os.DirEntry[str]]]:
-    # Relative POSIX paths (as the checkpoint stores them) of every non-directory entry.
+def _listing(folder: str) -> list[os.DirEntry[str]]:
     try:
-        with os.scandir(root) as it:
-            entries = list(it)
+        with os.scandir(folder) as it:
+            return list(it)
     except FileNotFoundError:
-        return
-    for entry in entries:
-        path = f"{rel}/{entry.name}" if rel else entry.name
-        if entry.is_dir(follow_symlinks=False):
-            yield from _walk(Path(entry.path), path)
-        else:
-            yield path, entry
+        return []
+
+
+#: Stored rows in one folder's range of the covering index (parameters: prefix, its end).
+_FOLDER_ROWS = (
+    "SELECT id, path, bytes FROM candidates INDEXED BY idx_candidates_stored_location "
+    "WHERE status = 'stored' AND path >= ? AND path < ?"
+)
+_FILE_ROWS = (
+    "SELECT count(*) FROM candidates INDEXED BY idx_candidates_stored_location "
+    "WHERE status = 'stored' AND (path IS NULL OR path < ? OR path >= ?)"
+)
+_ALL_FILE_ROWS = (
+    "SELECT id, path FROM candidates INDEXED BY idx_candidates_stored_location "
+    "WHERE status = 'stored' AND (path IS NULL OR path < ? OR path >= ?)"
+)
+
+
+def _range_end(prefix: str) -> str:
+    # The first string after every string that starts with ``prefix`` (which ends in "/").
+    return prefix[:-1] + chr(ord("/") + 1)
+
+
+class StartupStopped(Exception):
+    """A stop was asked for while start-up repaired OUT (nothing is half-done: the repair's
+    row changes roll back and the next start-up does it again)."""
+
+
+@dataclass(slots=True)
+class _Walk:
+    """What the folder-by-folder walk of ``images/`` found."""
+
+    check_sizes: bool
+    stop: threading.Event | None
+    temp_removed: int = 0
+    vanished: list[int] = field(default_factory=list)
+    torn: int = 0
+    orphans: int = 0
+    foreign: int = 0
+    matched: int = 0  # stored rows found in a folder that exists
+    folders: set[str] = field(default_factory=set)
+
+    def folder(self, conn: sqlite3.Connection, rel: str, path: str) -> None:
+        """Check one folder (``rel`` as the checkpoint writes it, ``path`` on disk) against
+        its stored rows: memory O(this folder), not O(crawl)."""
+        if self.stop is not None and self.stop.is_set():
+            raise StartupStopped("a stop was asked for during start-up recovery")
+        self.folders.add(rel)
+        prefix = f"{rel}/"
+        depth = len(prefix)
+        rows = {
+            p: (cid, size)
+            for cid, p, size in conn.execute(_FOLDER_ROWS, (prefix, _range_end(prefix)))
+            if "/" not in p[depth:]  # (rows of a subfolder are checked with it)
+        }
+        self.matched += len(rows)
+        for entry in _listing(path):
+            name = entry.name
+            if entry.is_dir(follow_symlinks=False):
+                self.folder(conn, prefix + name, entry.path)
+                continue
+            if TEMP_NAME.match(name):
+                self.temp_removed += _remove(entry.path)
+                continue
+            row = rows.pop(prefix + name, None)
+            if row is None:
+                if IMAGE_NAME.match(name) and entry.is_file(follow_symlinks=False):
+                    self.orphans += _remove(entry.path)  # its write never committed
+                else:
+                    self.foreign += 1
+                continue
+            cid, size = row
+            if not entry.is_file(follow_symlinks=False):  # e.g. a symlink planted there
+                self.vanished.append(cid)
+                self.foreign += 1
+                continue
+            if (
+                self.check_sizes
+                and size is not None
+                and entry.stat(follow_symlinks=False).st_size != size
+            ):
+                self.torn += _remove(entry.path)
+                self.vanished.append(cid)
+        self.vanished.extend(cid for cid, _ in rows.values())  # rows whose file is gone
 
 
 def _remove(path: str) -> bool:
@@ -107,12 +190,17 @@ def _remove(path: str) -> bool:
     return True
 
 
-def recover_sync(conn: sqlite3.Connection, out: Path) -> RecoveryReport:
+def recover_sync(
+    conn: sqlite3.Connection, out: Path, *, stop: threading.Event | None = None
+) -> RecoveryReport:
     """Restore the invariants of the module docstring; return what was fixed.
 
     Runs inside the caller's transaction (the writer's): the row changes commit together.
+    ``stop`` set (a signal during start-up) ends the walk between two folders with
+    :class:`StartupStopped`; the caller's transaction then rolls back.
     """
     now = time.time()
+    unclean = meta.get_flag(conn, meta.UNCLEAN_KEY, default=True)
     images = out / "images"
     if images.is_symlink():
         # Walking it would delete image-named files wherever it points.
@@ -128,36 +216,43 @@ def recover_sync(conn: sqlite3.Connection, out: Path) -> RecoveryReport:
         (now,),
     ).rowcount
 
-    # One directory walk, then set arithmetic: no per-row stat of files that are fine.
-    files: dict[str, os.DirEntry[str]] = {}
-    for rel, entry in _walk(images):
-        if TEMP_NAME.match(entry.name):
-            temp_removed += _remove(entry.path)
+    # One label folder at a time, each against its range of the covering index: memory is
+    # O(largest folder), not O(crawl). Sizes (a stat per file) are checked only after a stop
+    # that was not clean, the only time a write can be torn (see the module docstring).
+    walk = _Walk(check_sizes=unclean, stop=stop)
+    walk.temp_removed = temp_removed
+    for entry in sorted(_listing(str(images)), key=lambda e: e.name):
+        rel = f"images/{entry.name}"
+        if entry.is_dir(follow_symlinks=False):
+            walk.folder(conn, rel, entry.path)
+        elif TEMP_NAME.match(entry.name):
+            walk.temp_removed += _remove(entry.path)
+        elif IMAGE_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+            walk.orphans += _remove(entry.path)
         else:
-            files[f"images/{rel}"] = entry
-
-    # Every stored row's location, read once for both layouts from a covering index: this
-    # scan is most of what start-up costs at a million candidates.
-    stored: list[tuple[int, str | None, int | None]] = []
-    in_shards: list[StoredRow] = []
-    for cid, path, size, shard_end in conn.execute(rows.STORED_LOCATIONS):
-        if path is not None and path.startswith(SHARD_PREFIX):
-            in_shards.append((cid, path, shard_end))
-        else:
-            stored.append((cid, path, size))
-    referenced: set[str] = set()
-    vanished: list[int] = []
-    torn = 0
-    for cid, path, size in stored:
-        found = files.get(path) if path else None
-        if path is None or found is None or not found.is_file(follow_symlinks=False):
-            vanished.append(cid)
-            continue
-        if size is not None and found.stat(follow_symlinks=False).st_size != size:
-            torn += _remove(found.path)
-            vanished.append(cid)
-            continue
-        referenced.add(path)
+            walk.foreign += 1
+    shard_range = (SHARD_PREFIX, _range_end(SHARD_PREFIX))
+    (file_rows,) = conn.execute(_FILE_ROWS, shard_range).fetchone()
+    if file_rows != walk.matched:
+        # Rows in a folder that is gone (or with no path): one streamed pass finds them.
+        walk.vanished.extend(
+            cid
+            for cid, path in conn.execute(_ALL_FILE_ROWS, shard_range)
+            if path is None or path.rpartition("/")[0] not in walk.folders
+        )
+    vanished, torn, temp_removed = walk.vanished, walk.torn, walk.temp_removed
+    orphans, foreign = walk.orphans, walk.foreign
+    if foreign:
+        log.warning("%d files under %s were not written by bingcrawl; left alone", foreign, images)
+    in_shards: list[StoredRow] = [
+        (cid, path, shard_end)
+        for cid, path, _, shard_end in conn.execute(
+            "SELECT id, path, bytes, shard_end FROM candidates "
+            "INDEXED BY idx_candidates_stored_location "
+            "WHERE status = 'stored' AND path >= ? AND path < ?",
+            shard_range,
+        )
+    ]
 
     duplicates = rows.reset_stored(conn, vanished, now)
     if vanished:
@@ -165,22 +260,14 @@ def recover_sync(conn: sqlite3.Connection, out: Path) -> RecoveryReport:
             "%d stored images were missing or torn; they will be fetched again", len(vanished)
         )
 
-    orphans = foreign = 0
-    for rel, entry in files.items():
-        if rel in referenced:
-            continue
-        if IMAGE_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
-            orphans += _remove(entry.path)
-        else:
-            foreign += 1
-    if foreign:
-        log.warning("%d files under %s were not written by bingcrawl; left alone", foreign, images)
     shards = recover_shards(conn, out, stored=in_shards)
     duplicates += shards["shard_duplicates_reset"]
-    if meta.get_flag(conn, meta.UNCLEAN_KEY, default=True):
+    if unclean:
         # Only after a stop that was not clean (and once for a checkpoint from before the
         # flag): a full scan of the duplicates costs ~0.5-3 s per million rows.
         duplicates += conn.execute(rows.RESET_ORPHAN_DUPLICATES, (now,)).rowcount
+    if vanished or shards["shard_rows_reset"]:
+        manifest.forget_length(conn)  # their lines must go: the manifest is rewritten once
     meta.set_flag(conn, meta.UNCLEAN_KEY, True)  # until this run's checkpoint closes cleanly
     return RecoveryReport(
         temp_files_removed=temp_removed,

@@ -122,7 +122,7 @@ UPDATE_OUTCOME = (
     "UPDATE candidates SET status = ?, attempts = ?, error_class = ?, detail = ?, sha256 = ?, "
     "phash = ?, width = ?, height = ?, format = ?, bytes = ?, path = ?, duplicate_of = ?, "
     "distance = ?, fetched_at = ?, shard_offset = ?, shard_end = ?, centre_hash = ?, "
-    "match_kind = ?, updated_at = ? WHERE id = ?"
+    "match_kind = ?, unlisted = ?, updated_at = ? WHERE id = ?"
 )
 
 COUNT_API_CALL = (
@@ -253,6 +253,7 @@ def outcome_params(outcome: Outcome, now: float) -> tuple[object, ...]:
         outcome.shard_end,
         None if outcome.centre is None else to_signed(outcome.centre),
         outcome.match,
+        1 if outcome.status is Status.STORED else None,  # its manifest line is yet to come
         now,
         outcome.candidate.id,
     )
@@ -336,7 +337,8 @@ def stored_hash_rows(conn: sqlite3.Connection) -> list[tuple[int, str, int, int 
 _RESET_STORED = (
     "UPDATE candidates SET status = 'pending', sha256 = NULL, phash = NULL, width = NULL, "
     "height = NULL, format = NULL, bytes = NULL, path = NULL, duplicate_of = NULL, "
-    "distance = NULL, shard_offset = NULL, shard_end = NULL, updated_at = ? WHERE id = ?"
+    "distance = NULL, shard_offset = NULL, shard_end = NULL, unlisted = NULL, updated_at = ? "
+    "WHERE id = ?"
 )
 _RESET_DUPLICATES = (
     "UPDATE candidates SET status = 'pending', duplicate_of = NULL, distance = NULL, "
@@ -350,7 +352,7 @@ _RESET_DUPLICATES = (
 RESET_ORPHAN_DUPLICATES = (
     "UPDATE candidates SET status = 'pending', duplicate_of = NULL, distance = NULL, "
     "updated_at = ? WHERE status = 'duplicate' AND (duplicate_of IS NULL OR (NOT EXISTS "
-    "(SELECT 1 FROM candidates s INDEXED BY idx_candidates_sha256 "
+    "(SELECT 1 FROM candidates s INDEXED BY idx_candidates_stored_hash "
     "WHERE s.sha256 = candidates.duplicate_of AND s.status = 'stored') AND NOT EXISTS "
     "(SELECT 1 FROM queries q WHERE q.source = 'visual' AND q.norm = candidates.duplicate_of)))"
 )

@@ -25,6 +25,9 @@ Tables (version 4):
 ``api_calls``
     aggregated count per (endpoint, HTTP status); the sum feeds ``--max-api-calls``.
 
+Version 8 adds ``candidates.unlisted`` (a stored row not yet in ``manifest.jsonl``) and meta
+``manifest_bytes`` (the manifest's committed length): see :mod:`bingcrawl.store.manifest`.
+
 Version 3 adds ``candidates.shard_offset`` / ``shard_end`` for webdataset output (see
 :mod:`bingcrawl.store.shards`); version 4 an index for start-up recovery. ``meta`` also holds
 ``api_calls_sent``: API calls counted before they were sent (see :func:`~bingcrawl.store.
@@ -216,8 +219,20 @@ _V7: tuple[str, ...] = (
     "WHERE status = 'stored'",
 )
 
+_V8: tuple[str, ...] = (
+    # The manifest is appended, not rewritten (issue 18): ``unlisted`` is 1 on a stored row
+    # whose manifest line is not yet committed, NULL otherwise. The partial index holds only
+    # those rows, so finding what to append costs O(new rows). Rows of older checkpoints are
+    # NULL; their manifest is rewritten once in full (meta ``manifest_bytes`` is absent).
+    "ALTER TABLE candidates ADD COLUMN unlisted INTEGER",
+    "CREATE INDEX idx_candidates_unlisted ON candidates(id) WHERE unlisted IS NOT NULL",
+    # Every lookup by sha256 is of a stored image, which the stored rows' covering index
+    # (sha256 first) answers: this index of every hashed row cost ~58 bytes per candidate.
+    "DROP INDEX idx_candidates_sha256",
+)
+
 #: ``MIGRATIONS[i]`` upgrades a version-``i`` database to version ``i + 1``. Append only.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 
 #: The schema version this bingcrawl writes.
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -13,6 +13,12 @@ commits it. Two kinds of operation exist:
   the rows are retried one by one so a single bad row is isolated. A row that still fails is
   logged and counted; :meth:`Writer.flush` reports the count, so nothing is dropped silently.
 
+Backpressure: rows queued but not yet committed are counted; past ``max_queued`` of them
+:meth:`Writer.room` makes its caller wait (the crawler's workers, before their next
+download) until the thread has brought the queue back under half of it. Posting itself
+never blocks, so a row is never lost to a full queue; a crawl faster than its disk slows
+down to the disk instead of growing the queue without bound.
+
 Latency versus throughput: a batch that holds a call, a flush or the stop request is
 committed as soon as the queue is drained (a producer awaiting ``record_page`` should not
 wait for the batch timer); a batch that starts with a row waits ``batch_interval`` seconds
@@ -42,6 +48,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _JOIN_AT_EXIT = 30.0
+
+#: Rows queued (posted, not yet committed) past which :meth:`Writer.room` waits.
+MAX_QUEUED = 20_000
 
 #: SQLite's result code for "database or disk is full" (extended codes keep these low bits).
 _SQLITE_FULL = 13
@@ -160,8 +169,16 @@ class Writer:
         batch_size: int,
         batch_interval: float,
         on_commit: Callable[[sqlite3.Connection], None] | None = None,
+        max_queued: int = MAX_QUEUED,
     ) -> None:
         self._path = path
+        self._max_queued = max_queued
+        # Rows posted (by the loop's thread only) and settled (by the writer thread only):
+        # each counter has one writer, so their difference needs no lock.
+        self._posted = 0
+        self._settled = 0
+        self._room_lock = threading.Lock()
+        self._room_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._durable = durable
         self._batch_size = batch_size
         self._batch_interval = batch_interval
@@ -211,7 +228,35 @@ class Writer:
     def post(self, sql: str, params: Sequence[object]) -> None:
         """Queue one fire-and-forget statement; never blocks."""
         self._check_open()
+        self._posted += 1
         self._ops.put(_Row(sql, params))
+
+    @property
+    def queued(self) -> int:
+        """Rows posted and not yet committed (or lost)."""
+        return self._posted - self._settled
+
+    async def room(self) -> None:
+        """Return at once while fewer than ``max_queued`` rows wait to be committed; else wait
+        until the writer has brought them under half of that (or stopped)."""
+        if self.queued < self._max_queued or self._closed or not self._thread.is_alive():
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._room_lock:
+            self._room_waiters.append((loop, future))
+        # The thread may have drained the queue, or stopped, meanwhile.
+        self._wake_waiters(all_of_them=self._closed)
+        await future
+
+    def _wake_waiters(self, *, all_of_them: bool = False) -> None:
+        # Any thread. The waiters go when the queue is under half the bound, or at the end.
+        if not all_of_them and self.queued >= self._max_queued // 2:
+            return
+        with self._room_lock:
+            waiters, self._room_waiters = self._room_waiters, []
+        for loop, future in waiters:
+            _resolve(loop, future, None)
 
     async def call(self, fn: Callable[[sqlite3.Connection], T], *, what: str) -> T:
         """Run ``fn(conn)`` in the writer's next transaction and return its result.
@@ -288,6 +333,7 @@ class Writer:
             self._closed = True
             conn.close()
             self._drain_after_stop()
+            self._wake_waiters(all_of_them=True)  # nobody waits on a writer that is gone
 
     def _drain_after_stop(self) -> None:
         # Nothing should be queued after a stop; if something raced in, fail it loudly.
@@ -372,6 +418,8 @@ class Writer:
             settled = [(op, None, error) for op in batch if isinstance(op, _Call)]
             if rows:
                 self._losses.add(rows, str(exc))
+        self._settled += sum(isinstance(op, _Row) for op in batch)
+        self._wake_waiters()
         if checkpoint_wal:
             _checkpoint_wal(conn)
         for call, result, err in settled:

@@ -277,8 +277,8 @@ async def test_a_full_disk_stops_the_crawl_and_a_rerun_resumes(host: Host, tmp_p
             raise OSError(errno.ENOSPC, "No space left on device")
 
         with pytest.MonkeyPatch.context() as patch:
-            # the full disk refuses the manifest as well: still the storage fault, exit 5
-            patch.setattr("bingcrawl.engine.crawler.write_manifest", manifest_too)
+            # the full disk refuses the manifest's append as well: still the storage fault
+            patch.setattr("bingcrawl.store.manifest._pwrite_all", manifest_too)
             with pytest.raises(StorageError) as info:
                 await crawler.run()
     assert info.value.exit_code == 5
@@ -756,3 +756,71 @@ async def test_a_winner_lost_in_its_write_is_fetched_again_and_stored_once(
     manifest = read_manifest(tmp_path)
     assert [m["sha256"] for m in manifest] == [stored[0]["sha256"]]
     assert (tmp_path / manifest[0]["path"]).is_file()
+
+
+# -- issue 18: a signal during a long start-up ------------------------------------------------
+
+
+@pytest.mark.parametrize("step", ["recovery", "dedup rebuild"])
+async def test_a_signal_during_start_up_stops_it_cleanly(
+    host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """At millions of images start-up takes seconds: a SIGTERM then must not wait for it.
+    The step is held (on an event) while the signal arrives: start-up ends with Interrupted
+    (exit 143), nothing is half-done, and the same crawl then resumes and completes."""
+    plan = [("x", 100, [f"img/x{i}" for i in range(6)]), ("y", 100, ["img/y0"])]
+    await crawl(host, tmp_path, plan[:1])  # a first run: something to recover and rebuild
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        entered.set()
+        assert release.wait(60), "the test never released the held step"
+
+    if step == "recovery":
+        import bingcrawl.store.recovery as recovery
+
+        listing = recovery._listing
+
+        def held_listing(folder: str) -> list[os.DirEntry[str]]:
+            hold()
+            return listing(folder)
+
+        monkeypatch.setattr(recovery, "_listing", held_listing)
+    else:
+        import bingcrawl.engine.crawler as crawler_module
+
+        until = crawler_module._until
+
+        def held_until(found: Any, stop: threading.Event) -> Any:
+            hold()
+            return until(found, stop)
+
+        monkeypatch.setattr(crawler_module, "_until", held_until)
+    crawler = Crawler(config(host, tmp_path), producers=[producer(host, plan)])
+    opening = asyncio.ensure_future(crawler.__aenter__())
+    await asyncio.to_thread(entered.wait, 60)  # the step is under way, in its thread
+    crawler.request_stop(signal.SIGTERM)
+    release.set()
+    with pytest.raises(Interrupted) as info:
+        await opening
+    assert info.value.code == 143
+    assert crawler._state == "closed"
+    monkeypatch.undo()
+    before = len(host.served)
+    # nothing was half-done: the same crawl resumes and completes
+    await crawl(host, tmp_path, plan)
+    assert sorted(r["status"] for r in rows(tmp_path)) == ["stored"] * 7
+    assert len(read_manifest(tmp_path)) == 7
+    assert len(host.served) == before + 1  # only the new image was fetched
+
+
+def test_the_stored_hashes_stop_being_read_once_a_stop_is_asked() -> None:
+    from bingcrawl.engine.crawler import _until
+    from bingcrawl.store.recovery import StartupStopped
+
+    stop = threading.Event()
+    rows = _until(iter(range(200_000)), stop)
+    assert next(rows) == 0
+    stop.set()
+    with pytest.raises(StartupStopped):
+        sum(rows)  # ends at the next look, long before the 200,000th row

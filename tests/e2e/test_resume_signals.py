@@ -88,11 +88,14 @@ async def test_sigterm_stops_within_grace_and_the_resumed_run_repeats_nothing(
     stored = db_query(out, "SELECT sha256 FROM candidates WHERE status = 'stored'")
     assert sorted(r["sha256"] for r in read_manifest(out)) == sorted(s for (s,) in stored)
     assert db_query(out, "SELECT count(*) FROM candidates WHERE status = 'pending'")[0][0]
+    listed = (out / "manifest.jsonl").read_bytes()
 
     argv = crawl_argv(server.base_url, out, "--retries", "0", queries=queries)
     final = await crash_round(server, argv, out, ledger, name="resume")
     assert final.returncode == 0, final.stderr()
     check_integrity(out)
+    # the resumed run appended to the manifest: what the first run listed is untouched
+    assert (out / "manifest.jsonl").read_bytes().startswith(listed)
     got = Dataset.read(out, server)
     check_same_dataset(got, want)
     assert ledger.repeats == []

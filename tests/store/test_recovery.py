@@ -94,14 +94,57 @@ async def test_stored_rows_whose_file_vanished_are_fetched_again(out: Path) -> N
         assert gone.sha256 not in {s for s, _ in await cp.stored_hashes()}
 
 
+def _unclean(out: Path) -> None:
+    """Make the last stop look unclean (a kill or a power failure: no clean close)."""
+    conn = sqlite3.connect(out / "checkpoint.sqlite")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'unclean_stop'")
+    conn.commit()
+    conn.close()
+
+
 async def test_torn_file_is_removed_and_fetched_again(out: Path) -> None:
     outcomes = await _crawl(out)
     torn = out / (outcomes[0].path or "")
     torn.write_bytes(b"")  # power loss without --durable can leave an empty file
+    _unclean(out)
     report = await _recover(out)
     assert (report.vanished_reset, report.torn_files_removed) == (1, 1)
     assert not torn.exists()
     assert _statuses(out)[0] == "pending"
+
+
+async def test_sizes_are_checked_only_after_an_unclean_stop(out: Path) -> None:
+    """A clean stop committed every row after its file: start-up lists folders, it does not
+    stat ten million files (a file changed by hand since is the user's)."""
+    outcomes = await _crawl(out)
+    changed = out / (outcomes[0].path or "")
+    changed.write_bytes(b"edited by hand, a different size")
+    report = await _recover(out)  # the last stop was clean
+    assert report == RecoveryReport()
+    assert changed.exists()
+    _unclean(out)
+    report = await _recover(out)
+    assert (report.vanished_reset, report.torn_files_removed) == (1, 1)
+
+
+async def test_every_label_folder_is_checked_and_a_vanished_folder_is_found(out: Path) -> None:
+    async with await Checkpoint.open(out, batch_interval=0.01) as cp:
+        for label in ("cat", "cat-toy", "dog"):  # "cat-toy" sorts between "cat/" and "cat0"
+            q = await cp.upsert_query(source="search", label=label, text=label, norm=label)
+            new = await cp.add_candidates(
+                make_candidates(3, prefix=label, label=label), query_id=q.id
+            )
+            for i, c in enumerate(new):
+                cp.record_outcome(stored_outcome(out, c, f"{label} {i}".encode()))
+    (out / "images" / "cat-toy" / "00112233aabbccdd.jpg").write_bytes(b"orphan")
+    for f in (out / "images" / "dog").iterdir():
+        f.unlink()
+    (out / "images" / "dog").rmdir()  # a whole label folder deleted between runs
+    report = await _recover(out)
+    assert (report.vanished_reset, report.orphans_removed, report.foreign_files) == (3, 1, 0)
+    stored = sql(out, "SELECT label, count(*) FROM candidates WHERE status = 'stored' "
+                      "GROUP BY label ORDER BY label")  # fmt: skip
+    assert stored == [("cat", 3), ("cat-toy", 3)]
 
 
 async def test_symlink_in_place_of_a_stored_file_is_not_trusted(out: Path, tmp_path: Path) -> None:

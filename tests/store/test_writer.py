@@ -110,6 +110,46 @@ async def test_cancelled_caller_does_not_lose_the_write(tmp_path: Path) -> None:
     await w.stop()
 
 
+async def test_room_waits_while_the_queue_is_past_its_bound(tmp_path: Path) -> None:
+    """Backpressure: with the writer held up, posting never blocks but room() waits; once
+    the writer commits, room() returns and every posted row is in the database."""
+    path = tmp_path / "w.sqlite"
+    w = Writer(path, durable=False, batch_size=1000, batch_interval=0.01, max_queued=10)
+    await w.start(_setup)
+    held, holding = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        holding.set()
+        held.wait(30)
+
+    call = asyncio.ensure_future(w.call(hold, what="hold"))
+    await asyncio.to_thread(holding.wait, 30)  # the writer thread is inside the call
+    await w.room()  # under the bound: returns at once
+    for k in range(10):
+        w.post("INSERT INTO t (k, v) VALUES (?, ?)", (k, "r"))
+    assert w.queued == 10
+    waiting = asyncio.ensure_future(w.room())
+    for _ in range(5):
+        await asyncio.sleep(0)  # let it run: it can only be waiting on the writer
+    assert not waiting.done()
+    held.set()
+    await asyncio.wait_for(waiting, 30)
+    await call
+    await w.flush()
+    assert w.queued == 0
+    assert len(await _rows(path)) == 10
+    await w.stop()
+
+
+async def test_room_never_waits_on_a_stopped_writer(tmp_path: Path) -> None:
+    w = Writer(tmp_path / "w.sqlite", durable=False, batch_size=10, batch_interval=0.01,
+               max_queued=1)  # fmt: skip
+    await w.start(_setup)
+    w.post("INSERT INTO t (k, v) VALUES (?, ?)", (1, "r"))
+    await w.stop()
+    await asyncio.wait_for(w.room(), 30)
+
+
 class _ThreadCheckedConnection:
     """Delegates to a real connection and records any statement run on the loop's thread."""
 
