@@ -19,10 +19,12 @@ frame hit stands alone: with no centre hashes at all this is the rule of the ``w
 method. Both confirm radii were chosen by measurement (``python -m benchmarks.threshold``,
 README "Near duplicates"). The two indexes cost two queries per new picture.
 
-Per stored image it holds 200-230 bytes for the exact rule and one hash (tracemalloc, in a
-crawl and after a rebuild): a Hamming index's 65 and 135-165 for the exact rule (a 65-byte
-digest object, its dict entry and its list slot); a centre hash adds about 65 (its index)
-and every image 17 (its two hashes and a flag, kept to confirm hits).
+Per stored image it holds about 128 bytes with one hash (``whole``) and 194 with two
+(``regions``), measured with tracemalloc after a rebuild of a million (``python -m
+benchmarks.index_bench``): a Hamming index's 65 per hash (the hash, its id, and per table a
+posting and a copy of the hash in table order, which makes queries 1.5-3x faster), 44 for the
+exact rule (:class:`Digests`: the digest and a sorted 8-byte key with its slot) and 17 to
+confirm hits (both hashes and a flag). A rebuild peaks at about twice that while it sorts.
 """
 
 from __future__ import annotations
@@ -88,6 +90,158 @@ class Match:
     kind: str
 
 
+#: Digests :class:`Digests` keeps in its dict before they go into a sorted level.
+TAIL_LIMIT: Final = 65_536
+#: The middle level is merged into the main one when it passes this share of it.
+_MID_SHARE: Final = 8
+
+_EMPTY_KEYS = np.empty(0, dtype=np.uint64)
+_EMPTY_SLOTS = np.empty(0, dtype=np.int32)
+_ZERO = bytes(32)
+
+
+def _key(digest: bytes) -> int:
+    return int.from_bytes(digest[:8], "big")
+
+
+class Digests:
+    """sha256 digests by slot, and the slot of a digest, at ~44 bytes per digest.
+
+    A dict of 32-byte ``bytes`` keys costs 135-165 bytes per digest in CPython (the object,
+    its dict entry, a list slot). Here the digests live in one ``bytearray`` (32 bytes each,
+    slot order) and are found through sorted numpy arrays of their first 8 bytes with their
+    slots (12 bytes each), the last ones added in a small dict. Levels: *main*, a *middle*
+    one (at most 1/:data:`_MID_SHARE` of main) and the dict (at most :data:`TAIL_LIMIT`).
+    A full dict is merged into the middle level, the middle one into main when it outgrows
+    its share: O(middle) at most times per :data:`TAIL_LIMIT` additions, O(main) once per
+    ~main / 8 additions (~0.1 s at ten million digests, about every 20 minutes of crawl).
+    Keys are prefixes, so a lookup compares the whole digest of every slot under its key:
+    a collision of prefixes costs a comparison, never a wrong answer. A discarded slot's
+    digest is zeroed and can no longer match.
+    """
+
+    __slots__ = ("_blob", "_live", "_main", "_mid", "_tail")
+
+    def __init__(self) -> None:
+        self._blob = bytearray()
+        self._main: tuple[npt.NDArray[np.uint64], npt.NDArray[np.int32]] = (
+            _EMPTY_KEYS,
+            _EMPTY_SLOTS,
+        )
+        self._mid = self._main
+        self._tail: dict[bytes, int] = {}
+        self._live = 0
+
+    @classmethod
+    def from_blob(cls, blob: bytes | bytearray) -> Self:
+        """Digests 0..n-1 from their concatenation (unique; e.g. a rebuild), sorted at once."""
+        if len(blob) % 32:
+            raise ValueError("a blob of sha256 digests is a multiple of 32 bytes")
+        found = cls()
+        found._blob = bytearray(blob)
+        found._live = len(blob) // 32
+        keys = np.frombuffer(found._blob, dtype=">u8")[::4].astype(np.uint64)
+        order = np.argsort(keys, kind="stable").astype(np.int32)
+        found._main = (keys[order], order)
+        return found
+
+    def __len__(self) -> int:
+        return self._live
+
+    @property
+    def slots(self) -> int:
+        """Slots handed out so far (discarded ones included): the next slot's number."""
+        return len(self._blob) // 32
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held, in bytes (the dict's entries estimated at 150 bytes)."""
+        arrays = (*self._main, *self._mid)
+        return len(self._blob) + sum(a.nbytes for a in arrays) + 150 * len(self._tail)
+
+    def digest(self, slot: int) -> bytes | None:
+        """The digest in ``slot``; None if it was discarded."""
+        found = bytes(self._blob[32 * slot : 32 * slot + 32])
+        return None if found == _ZERO else found
+
+    def find(self, digest: bytes) -> int | None:
+        """The slot holding ``digest``, or None."""
+        slot = self._tail.get(digest)
+        if slot is not None:
+            return slot
+        key = np.uint64(_key(digest))
+        blob = self._blob
+        for keys, slots in (self._main, self._mid):
+            lo = int(np.searchsorted(keys, key, side="left"))
+            while lo < keys.size and keys[lo] == key:
+                slot = int(slots[lo])
+                if blob[32 * slot : 32 * slot + 32] == digest:
+                    return slot
+                lo += 1
+        return None
+
+    def add(self, digest: bytes) -> int:
+        """Give ``digest`` (not present: check with :meth:`find`) the next slot."""
+        slot = len(self._blob) // 32
+        self._blob += digest
+        self._tail[digest] = slot
+        self._live += 1
+        if len(self._tail) >= TAIL_LIMIT:
+            self._merge_tail()
+        return slot
+
+    def discard(self, digest: bytes) -> int | None:
+        """Forget ``digest``; return the slot it had, or None if it was not present."""
+        slot = self.find(digest)
+        if slot is None:
+            return None
+        self._tail.pop(digest, None)
+        self._blob[32 * slot : 32 * slot + 32] = _ZERO
+        self._live -= 1
+        return slot
+
+    def _merge_tail(self) -> None:
+        tail, self._tail = self._tail, {}
+        keys = np.fromiter((_key(d) for d in tail), dtype=np.uint64, count=len(tail))
+        slots = np.fromiter(tail.values(), dtype=np.int32, count=len(tail))
+        self._mid = _merge(self._mid, (keys, slots))
+        if self._mid[0].size * _MID_SHARE > self._main[0].size:
+            self._main = _merge(self._main, self._mid)
+            self._mid = (_EMPTY_KEYS, _EMPTY_SLOTS)
+
+
+def _repeats(blob: bytes | bytearray) -> npt.NDArray[np.intp]:
+    """Slots whose digest an earlier slot of ``blob`` already has (sorted by the 8-byte
+    prefix, only equal neighbours are compared in full)."""
+    keys = np.frombuffer(blob, dtype=">u8")[::4].astype(np.uint64)
+    order = np.argsort(keys, kind="stable")
+    same = np.flatnonzero(keys[order][1:] == keys[order][:-1])
+    repeats: set[int] = set()
+    for i in same.tolist():
+        # each run of equal prefixes, compared with its earlier members (a stable sort keeps
+        # slot order within the run)
+        later = int(order[i + 1])
+        j = i
+        while j >= 0 and keys[order[j]] == keys[later]:
+            earlier = int(order[j])
+            if blob[32 * earlier : 32 * earlier + 32] == blob[32 * later : 32 * later + 32]:
+                repeats.add(later)
+                break
+            j -= 1
+    return np.array(sorted(repeats), dtype=np.intp)
+
+
+def _merge(
+    a: tuple[npt.NDArray[np.uint64], npt.NDArray[np.int32]],
+    b: tuple[npt.NDArray[np.uint64], npt.NDArray[np.int32]],
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int32]]:
+    """Two levels as one sorted level (``b`` need not be sorted)."""
+    order = np.argsort(b[0], kind="stable")
+    keys, slots = b[0][order], b[1][order]
+    at = np.searchsorted(a[0], keys, side="right")
+    return np.insert(a[0], at, keys), np.insert(a[1], at, slots)
+
+
 class DedupIndex:
     """Exact (sha256) and near (perceptual-hash) duplicate detection; first stored wins.
 
@@ -104,7 +258,6 @@ class DedupIndex:
         "_has_centre",
         "_index",
         "_near",
-        "_slots",
     )
 
     def __init__(self, near_distance: int) -> None:
@@ -115,10 +268,9 @@ class DedupIndex:
                 f"got {near_distance}",
             )
         self._near = near_distance
-        # sha256 digest (32 bytes, half the memory of the hex str) -> slot, and slot -> digest;
-        # the slot is the id in the Hamming indexes, so "smallest id" means "stored first".
-        self._slots: dict[bytes, int] = {}
-        self._digests: list[bytes | None] = []
+        # sha256 digest -> slot and slot -> digest (44 bytes each); the slot is the id in the
+        # Hamming indexes, so "smallest id" means "stored first".
+        self._digests = Digests()
         self._index = HammingIndex(near_distance) if near_distance else None
         self._centre_index = HammingIndex(near_distance) if near_distance else None
         # Per slot, to confirm a hit: the frame hash, the centre hash and whether it exists.
@@ -141,28 +293,28 @@ class DedupIndex:
         caller on an event loop runs it in a thread.
         """
         dedup = cls(near_distance)
-        slots, digests = dedup._slots, dedup._digests
+        blob = bytearray()
         frames: list[npt.NDArray[np.uint64]] = []
         centres: list[npt.NDArray[np.uint64]] = []
         present: list[npt.NDArray[np.bool_]] = []
         source = iter(rows)
         while chunk := list(itertools.islice(source, REBUILD_CHUNK)):
-            found = _digests([row[0] for row in chunk])
-            unsigned = _unsigned_array([row[1] for row in chunk])  # validates them all
+            for digest in _digests([row[0] for row in chunk]):
+                blob += digest
+            frames.append(_unsigned_array([row[1] for row in chunk]))  # validates them all
             known = [row[2] if len(row) > 2 else None for row in chunk]
-            has = np.array([c is not None for c in known], dtype=bool)
-            middle = _unsigned_array([0 if c is None else c for c in known])
-            kept: list[int] = []
-            for i, digest in enumerate(found):
-                if digest not in slots:
-                    slots[digest] = len(digests)
-                    digests.append(digest)
-                    kept.append(i)
-            if len(kept) < len(chunk):
-                unsigned, middle, has = unsigned[kept], middle[kept], has[kept]
-            frames.append(unsigned)
-            centres.append(middle)
-            present.append(has)
+            present.append(np.array([c is not None for c in known], dtype=bool))
+            centres.append(_unsigned_array([0 if c is None else c for c in known]))
+        # A repeated sha256 keeps its first row (the checkpoint never stores one twice).
+        repeats = _repeats(blob)
+        if repeats.size:
+            kept = np.setdiff1d(np.arange(len(blob) // 32), repeats)
+            rows32 = np.frombuffer(bytes(blob), dtype=np.uint8).reshape(-1, 32)
+            blob = bytearray(rows32[kept].tobytes())
+            frames = [np.concatenate(frames)[kept]]
+            centres = [np.concatenate(centres)[kept]]
+            present = [np.concatenate(present)[kept]]
+        dedup._digests = Digests.from_blob(blob)
         frame = np.concatenate(frames) if frames else np.empty(0, dtype=np.uint64)
         centre = np.concatenate(centres) if centres else np.empty(0, dtype=np.uint64)
         has_centre = np.concatenate(present) if present else np.empty(0, dtype=bool)
@@ -183,13 +335,23 @@ class DedupIndex:
         return self._near
 
     def __len__(self) -> int:
-        return len(self._slots)
+        return len(self._digests)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the index's arrays, in bytes (the Hamming indexes' and the digests';
+        the digests' dict of recent ones estimated)."""
+        held = self._digests.nbytes + len(self._frames) * 17
+        for index in (self._index, self._centre_index):
+            if index is not None:
+                held += index.nbytes
+        return held
 
     def __contains__(self, sha256: object) -> bool:
         if not isinstance(sha256, str):
             return False
         try:
-            return _digest(sha256) in self._slots
+            return self._digests.find(_digest(sha256)) is not None
         except ValueError:
             return False
 
@@ -208,20 +370,19 @@ class DedupIndex:
         phash = _unsigned(phash)
         if centre is not None:
             centre = _unsigned(centre)
-        if digest in self._slots:
+        if self._digests.find(digest) is not None:
             return Match(digest.hex(), 0, "exact")
-        slot = len(self._digests)
+        slot = self._digests.slots
         if self._index is not None and self._centre_index is not None:
             hit = self._near_hit(phash, centre)
             if hit is not None:
-                stored = self._digests[hit[0]]
+                stored = self._digests.digest(hit[0])
                 assert stored is not None  # discarded slots are removed from the indexes
                 return Match(stored.hex(), hit[1], hit[2])
             self._index.add(phash, slot)
             if centre is not None:
                 self._centre_index.add(centre, slot)
-        self._slots[digest] = slot
-        self._digests.append(digest)
+        self._digests.add(digest)
         self._frames.append(phash)
         self._centres.append(0 if centre is None else centre)
         self._has_centre.append(centre is not None)
@@ -229,10 +390,9 @@ class DedupIndex:
 
     def discard(self, sha256: str) -> bool:
         """Undo the reservation of ``sha256`` (e.g. its file write failed); False if unknown."""
-        slot = self._slots.pop(_digest(sha256), None)
+        slot = self._digests.discard(_digest(sha256))
         if slot is None:
             return False
-        self._digests[slot] = None
         if self._index is not None and self._centre_index is not None:
             self._index.remove(slot)
             if self._has_centre[slot]:

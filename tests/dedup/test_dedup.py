@@ -561,3 +561,65 @@ def test_the_index_decides_by_the_rule_near_match_measures(
         found = dedup.check_and_add(sha(2), flipped(FRAME, frame_bits, 3), centre)
         expected = bool(dedup_module.near_match(frame_bits, centre_bits, known, 6))
         assert (found is not None) == expected, (frame_bits, centre_bits, known)
+
+
+# -- the exact side at ~44 bytes a digest (issue 18) -------------------------------------------
+
+
+def _colliding(n: int) -> list[bytes]:
+    """``n`` different digests sharing their first 8 bytes (the sorted levels' key)."""
+    return [b"\x07" * 8 + hashlib.sha256(str(i).encode()).digest()[:24] for i in range(n)]
+
+
+_OPS = st.lists(
+    st.tuples(st.sampled_from(["add", "discard", "find"]), st.integers(0, 40)),
+    min_size=1,
+    max_size=300,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=_OPS)
+def test_digests_agree_with_a_dict_through_every_merge(ops: list[tuple[str, int]]) -> None:
+    """Adds, discards and lookups against a plain dict, with levels small enough that the
+    operations cross many tail and middle merges; half the digests collide on their key."""
+    pool = _colliding(20) + [hashlib.sha256(str(i).encode()).digest() for i in range(21)]
+    with mock.patch.object(dedup_module, "TAIL_LIMIT", 3):
+        found = dedup_module.Digests()
+        model: dict[bytes, int] = {}
+        for op, i in ops:
+            digest = pool[i]
+            if op == "add" and digest not in model:
+                slot = found.add(digest)
+                assert slot == found.slots - 1
+                model[digest] = slot
+            elif op == "discard":
+                assert found.discard(digest) == model.pop(digest, None)
+            assert found.find(digest) == model.get(digest)
+            assert len(found) == len(model)
+        for digest in pool:
+            assert found.find(digest) == model.get(digest)
+        for digest, slot in model.items():
+            assert found.digest(slot) == digest
+
+
+def test_a_rebuild_keeps_the_first_of_repeated_digests_among_colliding_keys() -> None:
+    shas = [d.hex() for d in _colliding(5)]
+    rows = [(shas[i], i + 1, None) for i in (0, 1, 2, 1, 3, 0, 4)]
+    dedup = DedupIndex.rebuild(rows, near_distance=4)
+    assert len(dedup) == 5
+    assert all(sha in dedup for sha in shas)
+    # the first row of a repeated digest holds its slot: its hashes are the first row's
+    assert dedup.check_and_add(shas[1], 99) == Match(shas[1], 0, "exact")
+    assert dedup.check_and_add(hashlib.sha256(b"new").hexdigest(), 2) == Match(shas[1], 0, "frame")
+
+
+def test_the_exact_side_costs_under_50_bytes_a_digest() -> None:
+    found = dedup_module.Digests()
+    for i in range(200_000):
+        found.add(hashlib.sha256(i.to_bytes(4, "big")).digest())
+    assert len(found) == 200_000
+    assert found.nbytes / len(found) < 50
+    rebuilt = dedup_module.Digests.from_blob(bytes(found._blob))
+    assert rebuilt.nbytes / len(rebuilt) < 50
+    assert rebuilt.find(hashlib.sha256((7).to_bytes(4, "big")).digest()) == 7
