@@ -480,7 +480,7 @@ class Crawler:
             self.calls_before = self.checkpoint.api_calls_total
             self.counters.stored_before = len(self.dedup)
             # Known at once on a resume (the sources refine it): the display never says 0/0.
-            self.counters.queries_total = len(await self.checkpoint.queries())
+            self.counters.queries_total = await self.checkpoint.count_queries()
             self.gate = ApiGate(
                 await self._open_limiter(stack),
                 policy=RetryPolicy(
@@ -830,6 +830,16 @@ class Crawler:
             state = QueryState(row_id, label, text, self.config.limit, stored=stored)
             self.queries[row_id] = state
         return state
+
+    async def release_query(self, row_id: int) -> None:
+        """Wait until a row's queued candidates have their outcomes, then drop its live state
+        (a ``similar`` row: one per stored image, so keeping them all would be O(stored))."""
+        state = self.queries.get(row_id)
+        if state is None:
+            return
+        while state.outstanding > 0:
+            await state.wait_change()
+        self.queries.pop(row_id, None)
 
     async def settled(self) -> None:
         """Wait until every queued candidate of every query has its outcome."""

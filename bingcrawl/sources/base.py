@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, Protocol, TypeVar
 
@@ -149,6 +149,11 @@ class SourceHost(Protocol):
 
     async def settled(self) -> None:
         """Wait until every queued candidate has its outcome."""
+        ...
+
+    async def release_query(self, row_id: int) -> None:
+        """Wait until the queued candidates of a row have their outcomes, then drop its live
+        state (a row that will not be run again in this crawl)."""
         ...
 
     def emit(self, event: Event) -> None:
@@ -354,11 +359,34 @@ class SourceContext:
     # -- rows ------------------------------------------------------------------------------
 
     async def load_rows(self) -> list[QueryRow]:
-        """Read every query row and its stored count (once, before any source runs)."""
-        self._stored = await self.checkpoint.stored_counts()
-        rows = await self.checkpoint.queries()
+        """Read the query rows and their stored counts (once, before any source runs): every
+        row but the ``similar`` ones already asked (one per stored image asked about: memory
+        O(rows still to run), not O(stored); :meth:`load_more` reads one when a pending
+        candidate of it is resumed)."""
+        rows = await self.checkpoint.queries(finished_similar=False)
         self.rows = {row.id: row for row in rows}
+        self._stored = await self.checkpoint.stored_counts(self.rows)
         return rows
+
+    async def load_more(self, ids: Collection[int]) -> list[QueryRow]:
+        """Read (and remember, with their stored counts) the rows of these ids."""
+        rows = await self.checkpoint.query_rows(list(ids))
+        self._stored.update(await self.checkpoint.stored_counts([row.id for row in rows]))
+        for row in rows:
+            self.rows[row.id] = row
+        return rows
+
+    @property
+    def kept(self) -> frozenset[int]:
+        """Rows kept ``active`` for the next run after a retryable error (see
+        :meth:`fail_row`)."""
+        return frozenset(self._kept)
+
+    def forget(self, row: QueryRow) -> None:
+        """Let go of a row whose work is over (a ``similar`` row); its live state goes once
+        its candidates have their outcomes (:meth:`SourceHost.release_query`)."""
+        self.rows.pop(row.id, None)
+        self._stored.pop(row.id, None)
 
     async def add_row(self, **fields: Any) -> QueryRow:
         """Upsert a query row (see :meth:`Checkpoint.upsert_query`) and remember it."""

@@ -38,6 +38,7 @@ from bingcrawl.sources.trending import HOLD as TRENDING_HOLD
 from bingcrawl.sources.trending import run_trending
 from bingcrawl.sources.urls import UrlSource
 from bingcrawl.sources.visual import VisualSource
+from bingcrawl.store.rows import QueryRow
 
 __all__ = ["candidate_from_image", "norm_query", "run_sources"]
 
@@ -62,17 +63,29 @@ async def _requeue_raised_limit(ctx: SourceContext) -> None:
         await ctx.load_rows()
 
 
-async def _resume_pending(ctx: SourceContext) -> int:
-    """Queue what an earlier run left pending (re-queued in-flight rows included)."""
+async def _resume_pending(ctx: SourceContext) -> list[QueryRow]:
+    """Queue what an earlier run left pending (re-queued in-flight rows included); the row
+    of a pending candidate that was not loaded (a ``similar`` row already asked) is read
+    then, and let go once its candidates have their outcomes."""
     n = 0
+    absent: set[int] = set()
+    loaded: list[QueryRow] = []
     async for candidate in ctx.checkpoint.iter_pending():
-        if candidate.query_id not in ctx.rows:
-            continue
+        qid = candidate.query_id
+        if qid not in ctx.rows:
+            if qid in absent:
+                continue
+            found = await ctx.load_more([qid])
+            if not found:
+                absent.add(qid)
+                continue
+            ctx.track(found[0])
+            loaded.append(found[0])
         await ctx.host.enqueue([candidate])
         n += 1
     if n:
         log.info("resumed %d pending candidates", n)
-    return n
+    return loaded
 
 
 async def run_sources(host: SourceHost) -> None:
@@ -103,13 +116,16 @@ async def run_sources(host: SourceHost) -> None:
         # resume): the progress display shows the whole crawl from its first refresh.
         done = len(ctx.rows) - paged - (len(visual.rows()) if visual else 0)
         host.emit(QueriesKnown(total=len(ctx.rows), done=done))
-        await _resume_pending(ctx)
+        already_asked = await _resume_pending(ctx)
         if config.trending:
             # Released by run_trending once the tiles' queries are in; until then they are a
             # level of expansions not known yet.
             search.queue.hold(TRENDING_HOLD, depth=0)
         upstream_done = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
+            for row in already_asked:  # their candidates are queued: let go once they settle
+                ctx.forget(row)
+                tg.create_task(host.release_query(row.id))
             if config.similar:
                 tg.create_task(SimilarSource(ctx).run(upstream_done), name="similar")
             async with asyncio.TaskGroup() as upstream:

@@ -11,6 +11,11 @@ Checkpoint: one ``similar`` row per stored image asked (``norm`` = its sha256, `
 "similar to <path>", ``params`` = how to ask), registered before the call; the answer's
 candidates and the row's ``exhausted`` state commit together, so a resumed run asks only
 for the rows still ``active`` and for images stored since.
+
+Memory is O(rows still to ask), not O(stored images): a run loads only the ``active``
+similar rows, finds the images not asked yet with an anti-join on the queries' unique index
+instead of a set of what was asked, and lets go of each row (and of its live state once its
+candidates have their outcomes) when it has been asked.
 """
 
 from __future__ import annotations
@@ -35,9 +40,13 @@ __all__ = ["SimilarSource", "StoredImage", "iter_stored"]
 
 log = logging.getLogger("bingcrawl.sources.similar")
 
+# Stored images not asked about yet: the anti-join looks each one up in the queries'
+# UNIQUE (source, label, norm) index, so the source keeps no set of what it asked.
 _STORED = (
-    "SELECT id, query_id, label, query, url, insights_token, sha256, path FROM candidates "
-    "WHERE status = 'stored' AND source != 'similar' AND id > ? ORDER BY id LIMIT ?"
+    "SELECT id, query_id, label, query, url, insights_token, sha256, path FROM candidates c "
+    "WHERE status = 'stored' AND source != 'similar' AND id > ? AND NOT EXISTS "
+    "(SELECT 1 FROM queries q WHERE q.source = 'similar' AND q.label = c.label "
+    "AND q.norm = c.sha256) ORDER BY id LIMIT ?"
 )
 
 
@@ -90,28 +99,33 @@ class SimilarSource:
         await ctx.checkpoint.flush()
         if ctx.api_stopped():
             return
-        asked = {r.norm: r for r in ctx.rows.values() if r.source == Source.SIMILAR.value}
+        # Only the rows still to ask are in memory (ctx.load_rows): O(active), not O(stored).
+        active = [r for r in ctx.rows.values() if r.source == Source.SIMILAR.value]
         slots = asyncio.Semaphore(ctx.config.max_active_queries)
         async with asyncio.TaskGroup() as tg:
 
+            async def ask(row: QueryRow) -> None:
+                await ctx.run_row(row, self._ask(row))
+                if row.id not in ctx.kept:
+                    # Asked: its candidates are checkpointed and queued. Let go of the row,
+                    # and of its live state once they have their outcomes.
+                    ctx.forget(row)
+                    tg.create_task(ctx.host.release_query(row.id))
+
             def start(row: QueryRow) -> None:
                 ctx.host.emit(QueryAdded(row.source))
-                task = tg.create_task(ctx.run_row(row, self._ask(row)))
+                task = tg.create_task(ask(row))
                 task.add_done_callback(lambda _: slots.release())
 
-            for row in asked.values():
+            for row in active:
                 if row.state == "active":
                     await slots.acquire()
                     start(row)
             async for image in iter_stored(ctx.checkpoint.db_path):
                 if ctx.api_stopped():
                     break
-                if image.sha256 in asked:
-                    continue
                 await slots.acquire()
-                row = await self._register(image)
-                asked[image.sha256] = row
-                start(row)
+                start(await self._register(image))
 
     async def _settle(self) -> None:
         # Images still in flight may yet be stored: wait until every outcome is in.

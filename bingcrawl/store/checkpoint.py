@@ -25,7 +25,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -349,12 +349,38 @@ class Checkpoint:
 
         return await self._w().call(op, what="upsert_query")
 
-    async def queries(self) -> list[QueryRow]:
-        """Every query, by id."""
+    async def queries(self, *, finished_similar: bool = True) -> list[QueryRow]:
+        """Every query, by id; without the ``similar`` rows that are no longer ``active``
+        when ``finished_similar`` is False (one per stored image asked about: a crawl with
+        ``--similar`` keeps only the rows still to ask in memory)."""
 
         def read(conn: sqlite3.Connection) -> list[QueryRow]:
-            sql = f"SELECT {rows.QUERY_COLUMNS} FROM queries ORDER BY id"
-            return [rows.query_row(row) for row in conn.execute(sql)]
+            sql = f"SELECT {rows.QUERY_COLUMNS} FROM queries"
+            if not finished_similar:
+                sql += " WHERE source != 'similar' OR state = 'active'"
+            return [rows.query_row(row) for row in conn.execute(sql + " ORDER BY id")]
+
+        return await self._read(read)
+
+    async def query_rows(self, ids: Sequence[int]) -> list[QueryRow]:
+        """The query rows with these ids (those that exist), by id."""
+
+        def read(conn: sqlite3.Connection) -> list[QueryRow]:
+            found: list[QueryRow] = []
+            for i in range(0, len(ids), 500):
+                chunk = list(ids[i : i + 500])
+                marks = ", ".join("?" * len(chunk))
+                sql = f"SELECT {rows.QUERY_COLUMNS} FROM queries WHERE id IN ({marks})"
+                found.extend(rows.query_row(row) for row in conn.execute(sql, chunk))
+            return found
+
+        return await self._read(read)
+
+    async def count_queries(self) -> int:
+        """How many query rows there are."""
+
+        def read(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT count(*) FROM queries").fetchone()[0])
 
         return await self._read(read)
 
@@ -572,16 +598,28 @@ class Checkpoint:
 
         return await self._read(read)
 
-    async def stored_counts(self) -> dict[int, int]:
-        """query id -> number of stored images (for ``--limit`` on resume)."""
+    async def stored_counts(self, ids: Collection[int] | None = None) -> dict[int, int]:
+        """query id -> number of stored images (for ``--limit`` on resume); only of the
+        queries ``ids`` when given (memory O(those), not O(queries))."""
 
         def read(conn: sqlite3.Connection) -> dict[int, int]:
+            if ids is not None and len(ids) <= 500:
+                marks = ", ".join("?" * len(ids))
+                counts = conn.execute(
+                    "SELECT query_id, count(*) FROM candidates INDEXED BY idx_candidates_query "
+                    f"WHERE query_id IN ({marks}) AND status = 'stored' GROUP BY query_id",
+                    list(ids),
+                )
+                return {qid: n for qid, n in counts}
             counts = conn.execute(
                 # One scan of the small (query_id, status) index beats status lookups.
                 "SELECT query_id, count(*) FROM candidates INDEXED BY idx_candidates_query "
                 "WHERE status = 'stored' GROUP BY query_id"
             )
-            return {qid: n for qid, n in counts}
+            if ids is None:
+                return {qid: n for qid, n in counts}
+            wanted = set(ids)
+            return {qid: n for qid, n in counts if qid in wanted}
 
         return await self._read(read)
 

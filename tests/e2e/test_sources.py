@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import random
+import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,46 @@ async def test_similar_asks_once_per_stored_image(
     before = len(server.state.requests())
     await crawl(config)
     assert len(server.state.requests()) == before  # nothing asked twice
+
+
+async def test_similar_keeps_only_the_rows_still_to_ask(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    """--similar registers one row per stored image: a resumed crawl does not load the rows
+    already asked (O(active) memory, not O(stored)), yet downloads what they left pending,
+    and a run lets go of each row once its candidates have their outcomes."""
+    server = await start_emulator(corpus=clean_corpus(), details_similar_count=8)
+    config = crawl_config(server, tmp_path, ["red panda"], limit=4, count=10, similar=3)
+    async with Crawler(config) as crawler:
+        await crawler.run()
+        similar_ids = {r["id"] for r in db(tmp_path, "SELECT id FROM queries "
+                                                     "WHERE source = 'similar'")}  # fmt: skip
+        assert len(similar_ids) == 4
+        assert not similar_ids & set(crawler.queries)  # all let go by the end of the run
+    # A stop before the similar candidates were downloaded: their rows are asked
+    # (exhausted), the candidates pending.
+    conn = sqlite3.connect(tmp_path / "checkpoint.sqlite")
+    reset = conn.execute(
+        "UPDATE candidates SET status = 'pending', sha256 = NULL, phash = NULL, path = NULL, "
+        "bytes = NULL, duplicate_of = NULL, distance = NULL, unlisted = NULL "
+        "WHERE source = 'similar' AND status IN ('stored', 'duplicate')"
+    ).rowcount
+    conn.execute("DELETE FROM meta WHERE key = 'manifest_committed'")  # (rows taken back)
+    conn.commit()
+    conn.close()
+    assert reset
+    for f in (tmp_path / "images").rglob("*.*"):
+        if f.name not in {Path(m["path"]).name for m in read_manifest(tmp_path)
+                          if m["source"] != "similar"}:  # fmt: skip
+            f.unlink()
+    details = len(server.state.requests(endpoint="details"))
+    async with Crawler(config) as crawler:
+        await crawler.run()
+        assert not similar_ids & set(crawler.queries)
+    assert len(server.state.requests(endpoint="details")) == details  # nothing asked again
+    statuses = db(tmp_path, "SELECT status FROM candidates WHERE source = 'similar'")
+    assert "pending" not in {r["status"] for r in statuses}
+    assert sum(m["source"] == "similar" for m in read_manifest(tmp_path)) > 0
 
 
 async def test_similar_of_url_list_images_asks_by_url(
