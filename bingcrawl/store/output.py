@@ -357,7 +357,8 @@ def write_stats(
     with _snapshot(source) as conn:
         summary = build_summary(conn)
         stored_bytes = conn.execute(
-            "SELECT coalesce(sum(bytes), 0) FROM candidates WHERE status = 'stored'"
+            "SELECT coalesce(sum(bytes), 0) FROM candidates "
+            "INDEXED BY idx_candidates_stored_location WHERE status = 'stored'"
         ).fetchone()[0]
     by_status = {status: summary.totals.get(status, 0) for status in _STATUS_ORDER}
     by_state: dict[str, int] = {}

@@ -229,6 +229,10 @@ _V8: tuple[str, ...] = (
     # Every lookup by sha256 is of a stored image, which the stored rows' covering index
     # (sha256 first) answers: this index of every hashed row cost ~58 bytes per candidate.
     "DROP INDEX idx_candidates_sha256",
+    # stats.json and `status` count failures by class at the end of every run: from this
+    # covering index of the failed rows (~4 bytes per candidate), not a table lookup each
+    # (seconds at ten million, more on a cold cache).
+    "CREATE INDEX idx_candidates_failed ON candidates(error_class, status) WHERE status = 'failed'",
 )
 
 #: ``MIGRATIONS[i]`` upgrades a version-``i`` database to version ``i + 1``. Append only.
