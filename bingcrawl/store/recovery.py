@@ -50,7 +50,7 @@ from pathlib import Path
 
 from bingcrawl.errors import UnsafePathError
 from bingcrawl.store import manifest, meta, rows
-from bingcrawl.store.shards import SHARD_DIR, StoredRow, recover_shards
+from bingcrawl.store.shards import SHARD_DIR, recover_shards
 
 __all__ = ["IMAGE_NAME", "TEMP_NAME", "RecoveryReport", "StartupStopped", "recover_sync"]
 
@@ -244,15 +244,6 @@ def recover_sync(
     orphans, foreign = walk.orphans, walk.foreign
     if foreign:
         log.warning("%d files under %s were not written by bingcrawl; left alone", foreign, images)
-    in_shards: list[StoredRow] = [
-        (cid, path, shard_end)
-        for cid, path, _, shard_end in conn.execute(
-            "SELECT id, path, bytes, shard_end FROM candidates "
-            "INDEXED BY idx_candidates_stored_location "
-            "WHERE status = 'stored' AND path >= ? AND path < ?",
-            shard_range,
-        )
-    ]
 
     duplicates = rows.reset_stored(conn, vanished, now)
     if vanished:
@@ -260,7 +251,7 @@ def recover_sync(
             "%d stored images were missing or torn; they will be fetched again", len(vanished)
         )
 
-    shards = recover_shards(conn, out, stored=in_shards)
+    shards = recover_shards(conn, out)
     duplicates += shards["shard_duplicates_reset"]
     if unclean:
         # Only after a stop that was not clean (and once for a checkpoint from before the

@@ -36,7 +36,7 @@ import orjson
 
 from bingcrawl.errors import UnsafePathError
 from bingcrawl.store.atomic import split_relative
-from bingcrawl.store.rows import STORED_LOCATIONS, reset_stored
+from bingcrawl.store.rows import reset_stored
 
 __all__ = [
     "SHARD_DIR",
@@ -44,7 +44,6 @@ __all__ = [
     "ShardedImage",
     "StoredRow",
     "recover_shards",
-    "stored_in_shards",
 ]
 
 SHARD_DIR = "shards"
@@ -200,35 +199,30 @@ class ShardWriter:
 #: ``(id, path, shard_end)`` of a stored row whose image is in a shard.
 StoredRow = tuple[int, str, int | None]
 
-
-def stored_in_shards(conn: sqlite3.Connection) -> list[StoredRow]:
-    """Every stored row whose image is in a shard."""
-    return [
-        (cid, path, end)
-        for cid, path, _, end in conn.execute(STORED_LOCATIONS)
-        if path is not None and path.startswith(f"{SHARD_DIR}/")
-    ]
+# The stored rows in shards are a range of the stored rows' covering index (path first).
+_IN_SHARDS = "status = 'stored' AND path >= ? AND path < ?"
+_SHARD_RANGE = (f"{SHARD_DIR}/", f"{SHARD_DIR}0")  # "0" follows "/"
+_LOCATIONS = "FROM candidates INDEXED BY idx_candidates_stored_location WHERE "
 
 
-def recover_shards(
-    conn: sqlite3.Connection, out: Path, *, stored: list[StoredRow] | None = None
-) -> dict[str, int]:
+def recover_shards(conn: sqlite3.Connection, out: Path) -> dict[str, int]:
     """Make the shards agree with the checkpoint (see the module docstring).
 
-    ``stored`` is :func:`stored_in_shards`, when the caller has read it already (one scan of
-    the stored rows is what start-up costs at a million candidates). Runs inside the
-    caller's transaction. Returns counts of what was fixed.
+    Memory is O(shards), not O(stored images): the committed end of each shard comes from
+    one grouped scan of the stored rows' covering index, and the rows of a shard are read
+    only when that shard was cut or is gone. Runs inside the caller's transaction. Returns
+    counts of what was fixed.
     """
     now = time.time()
     shard_dir = Path(out) / SHARD_DIR
-    if stored is None:
-        stored = stored_in_shards(conn)
-    committed: dict[str, int] = {}
-    for _, path, end in stored:
-        if end is not None and end > committed.get(path, -1):
-            committed[path] = end
+    committed: dict[str, int] = {
+        path: end
+        for path, end in conn.execute(
+            f"SELECT path, max(shard_end) {_LOCATIONS}{_IN_SHARDS} GROUP BY path", _SHARD_RANGE
+        )
+        if end is not None
+    }
     present: dict[str, int] = {}  # shard -> the end of its last intact committed member
-    ends_by_shard: dict[str, list[int]] | None = None
     truncated = removed = 0
     if shard_dir.is_dir() and not shard_dir.is_symlink():
         for entry in os.scandir(shard_dir):
@@ -240,9 +234,11 @@ def recover_shards(
             if end is not None and size < end:
                 # Torn below what was committed (power loss without --durable): keep the
                 # members that are whole, cut the rest; their rows are fetched again.
-                if ends_by_shard is None:  # built once, on the first torn shard
-                    ends_by_shard = _ends_by_shard(stored)
-                end = max((e for e in ends_by_shard[rel] if e <= size), default=None)
+                end = conn.execute(
+                    f"SELECT max(shard_end) {_LOCATIONS}status = 'stored' AND path = ? "
+                    "AND shard_end <= ?",
+                    (rel, size),
+                ).fetchone()[0]
             if end is None:
                 os.unlink(entry.path)
                 removed += 1
@@ -254,11 +250,20 @@ def recover_shards(
                     fh.seek(end)
                     fh.write(_EOF)
                 truncated += 1
-    lost = [
-        cid
-        for cid, path, end in stored
-        if path not in present or end is None or end > present[path]
-    ]
+    lost: list[int] = []
+    for path, end in committed.items():
+        keep = present.get(path, -1)
+        if keep == end:
+            continue  # the shard holds every committed member
+        # Rows past what survived of their shard (all of them if it is gone).
+        lost.extend(
+            cid
+            for (cid,) in conn.execute(
+                f"SELECT id {_LOCATIONS}status = 'stored' AND path = ? "
+                "AND (shard_end IS NULL OR shard_end > ?)",
+                (path, keep),
+            )
+        )
     duplicates = reset_stored(conn, lost, now)
     return {
         "shards_truncated": truncated,
@@ -266,14 +271,6 @@ def recover_shards(
         "shard_rows_reset": len(lost),
         "shard_duplicates_reset": duplicates,
     }
-
-
-def _ends_by_shard(stored: list[StoredRow]) -> dict[str, list[int]]:
-    ends: dict[str, list[int]] = {}
-    for _, path, end in stored:
-        if end is not None:
-            ends.setdefault(path, []).append(end)
-    return ends
 
 
 def read_member(out: Path, path: str, offset: int) -> tuple[str, bytes]:
