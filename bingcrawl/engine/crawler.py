@@ -1064,9 +1064,10 @@ class Crawler:
             except CheckpointError as exc:
                 fault = storage_fault_of(exc)
                 if fault is None:
-                    log.error("manifest.jsonl: the append failed (next one retries): %s", exc)
-                    continue
-                self._storage_fault(fault)
+                    # Said once; the end of the run tries again and reports what it meets.
+                    log.error("manifest.jsonl: the append failed: %s", exc)
+                else:
+                    self._storage_fault(fault)
                 return
 
     # -- end of run ----------------------------------------------------------------------

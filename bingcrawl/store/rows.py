@@ -122,7 +122,11 @@ UPDATE_OUTCOME = (
     "UPDATE candidates SET status = ?, attempts = ?, error_class = ?, detail = ?, sha256 = ?, "
     "phash = ?, width = ?, height = ?, format = ?, bytes = ?, path = ?, duplicate_of = ?, "
     "distance = ?, fetched_at = ?, shard_offset = ?, shard_end = ?, centre_hash = ?, "
-    "match_kind = ?, unlisted = ?, updated_at = ? WHERE id = ?"
+    "match_kind = ?, unlisted = ?, updated_at = ?, "
+    # Bing's insights token (~155 bytes) serves only to ask about a stored image (--similar):
+    # a candidate that ends duplicate or failed does not keep it.
+    "insights_token = CASE WHEN ? IN ('duplicate', 'failed') THEN NULL ELSE insights_token END "
+    "WHERE id = ?"
 )
 
 COUNT_API_CALL = (
@@ -255,6 +259,7 @@ def outcome_params(outcome: Outcome, now: float) -> tuple[object, ...]:
         outcome.match,
         1 if outcome.status is Status.STORED else None,  # its manifest line is yet to come
         now,
+        str(outcome.status),
         outcome.candidate.id,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -274,7 +275,9 @@ async def test_outcomes_are_batched_and_visible_after_flush(out: Path) -> None:
     # A long batch interval: outcomes wait in the writer until flush() asks for a commit.
     async with await Checkpoint.open(out, batch_interval=60.0, batch_size=10_000) as cp:
         q = await cp.upsert_query(source="search", label="cat", text="cat", norm="cat")
-        new = await cp.add_candidates(make_candidates(4), query_id=q.id)
+        token = "ccid_WTqn9r3a*cp_74D633ADFCF41C86F407DFFCF0DEC38F*thid_OIP.WTqn9r3aKv5TLZ"
+        four = [dataclasses.replace(c, insights_token=token) for c in make_candidates(4)]
+        new = await cp.add_candidates(four, query_id=q.id)
         stored = stored_outcome(out, new[0], b"image bytes")
         cp.record_outcome(stored)
         cp.record_outcome(
@@ -308,6 +311,10 @@ async def test_outcomes_are_batched_and_visible_after_flush(out: Path) -> None:
     assert rows[1] == ("duplicate", 1, None, None, "f" * 64, None, stored.sha256, 3, 1.5, None)
     assert rows[2][:4] == ("failed", 4, "http_404", 2000)  # detail capped
     assert rows[3][0] == "pending"
+    # the insights token serves only to ask about a stored image: a final duplicate or
+    # failure drops it (~155 bytes of a real Bing row)
+    tokens = sql(out, "SELECT insights_token FROM candidates ORDER BY id")
+    assert tokens == [(token,), (None,), (None,), (token,)]
 
 
 async def test_invalid_outcomes_are_refused_immediately(cp: Checkpoint) -> None:
