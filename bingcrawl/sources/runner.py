@@ -67,6 +67,12 @@ async def _resume_pending(ctx: SourceContext) -> list[QueryRow]:
     """Queue what an earlier run left pending (re-queued in-flight rows included); the row
     of a pending candidate that was not loaded (a ``similar`` row already asked) is read
     then, and let go once its candidates have their outcomes."""
+    # Queries that already hold their --limit (e.g. resumed with a lower one): their pending
+    # candidates are skipped in one statement each, not one outcome at a time through the
+    # workers (1.5 million of them took 80 s at ten million candidates).
+    full = [row.id for row in ctx.rows.values() if ctx.track(row).full()]
+    if full and (skipped := await ctx.checkpoint.skip_pending(full)):
+        log.info("%d pending candidates of queries at their limit: skipped", skipped)
     n = 0
     absent: set[int] = set()
     loaded: list[QueryRow] = []

@@ -465,6 +465,25 @@ class Checkpoint:
 
         return await self._w().call(op, what="requeue_skipped")
 
+    async def skip_pending(self, query_ids: Sequence[int]) -> int:
+        """Mark the ``pending`` candidates of these queries ``skipped`` (each query already
+        has its ``--limit`` of stored images), in one statement per query; returns how many.
+        :meth:`requeue_skipped` undoes it when the limit is raised."""
+        ids = tuple(query_ids)
+
+        def op(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            return sum(
+                conn.execute(
+                    "UPDATE candidates SET status = 'skipped', updated_at = ? "
+                    "WHERE query_id = ? AND status = 'pending'",
+                    (now, query_id),
+                ).rowcount
+                for query_id in ids
+            )
+
+        return await self._w().call(op, what="skip_pending")
+
     async def add_candidates(
         self, candidates: Sequence[Candidate], *, query_id: int
     ) -> list[Candidate]:
