@@ -463,6 +463,8 @@ class Crawler:
             self.checkpoint = await stack.enter_async_context(
                 await Checkpoint.open(self.out, durable=self.config.durable)
             )
+            # Insights tokens serve --similar only (which can ask by URL): not kept without it.
+            self.checkpoint.tokens = bool(self.config.similar)
             self.config = await self._resolve_near_dup_method(self.checkpoint)
             await self.checkpoint.check_fingerprint(
                 self.config.fingerprint(), fresh=self.config.fresh

@@ -119,6 +119,10 @@ class Checkpoint:
         self._migrated_from = migrated_from
         self._downloads_recorded = False
         self._recovered = False
+        #: Keep Bing's insights tokens in new candidate rows (~155 bytes each). Only
+        #: ``--similar`` uses them, and it asks by image URL where a row has none: a crawl
+        #: without it sets this False.
+        self.tokens = True
         self._close_task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -406,7 +410,7 @@ class Checkpoint:
 
         def op(conn: sqlite3.Connection) -> list[Candidate]:
             now = time.time()
-            inserted = rows.insert_candidates(conn, batch, query_id, now)
+            inserted = rows.insert_candidates(conn, batch, query_id, now, tokens=self.tokens)
             conn.execute(
                 'INSERT INTO pages (query_id, "offset", next_offset, n_results, n_new, '
                 "fetched_at) VALUES (?, ?, ?, ?, ?, ?) "
@@ -490,7 +494,9 @@ class Checkpoint:
         """Insert candidates without a page (URL lists, similar images); new ones returned."""
         batch = tuple(candidates)
         return await self._w().call(
-            lambda conn: rows.insert_candidates(conn, batch, query_id, time.time()),
+            lambda conn: rows.insert_candidates(
+                conn, batch, query_id, time.time(), tokens=self.tokens
+            ),
             what="add_candidates",
         )
 

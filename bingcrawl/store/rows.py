@@ -188,9 +188,16 @@ def candidate_from_row(row: tuple[Any, ...]) -> Candidate:
 
 
 def insert_candidates(
-    conn: sqlite3.Connection, candidates: Sequence[Candidate], query_id: int, now: float
+    conn: sqlite3.Connection,
+    candidates: Sequence[Candidate],
+    query_id: int,
+    now: float,
+    *,
+    tokens: bool = True,
 ) -> list[Candidate]:
     """Insert the candidates whose URL key is new; return those, with id and query_id set.
+    ``tokens=False`` leaves Bing's insights tokens out of the rows (~155 bytes each; only
+    ``--similar`` uses them, and it can ask by URL instead).
 
     Must run inside the writer's transaction: the ids of the new rows are read back as the
     rows above the previous maximum id, which holds because only this connection writes.
@@ -204,7 +211,8 @@ def insert_candidates(
     rows = [
         (
             key, c.url, query_id, c.label, c.query, str(c.source), c.parent, c.image_id,
-            c.name, c.host_page_url, c.thumbnail_url, c.insights_token, c.encoding_format,
+            c.name, c.host_page_url, c.thumbnail_url, c.insights_token if tokens else None,
+            c.encoding_format,
             c.reported_width, c.reported_height, c.license, c.license_url, c.creator,
             c.attribution, c.provider, now, now,
         )

@@ -179,6 +179,24 @@ async def test_similar_asks_once_per_stored_image(
     assert len(server.state.requests()) == before  # nothing asked twice
 
 
+async def test_insights_tokens_are_kept_only_for_similar(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    """Bing's insights token (~155 bytes a row) serves only --similar: a crawl without it
+    keeps none; with it, the stored images keep theirs (see the test above for its use)."""
+    server = await start_emulator(corpus=clean_corpus())
+    await crawl(crawl_config(server, tmp_path / "plain", ["red panda"], limit=4, count=10))
+    tokens = db(tmp_path / "plain", "SELECT insights_token FROM candidates")
+    assert tokens
+    assert {r["insights_token"] for r in tokens} == {None}
+    await crawl(crawl_config(server, tmp_path / "similar", ["red panda"], limit=4, count=10,
+                             similar=1))  # fmt: skip
+    stored = db(tmp_path / "similar", "SELECT insights_token FROM candidates "
+                "WHERE status = 'stored' AND source = 'search'")  # fmt: skip
+    assert stored
+    assert all(r["insights_token"] for r in stored)
+
+
 async def test_similar_keeps_only_the_rows_still_to_ask(
     start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
