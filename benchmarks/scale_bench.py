@@ -19,7 +19,7 @@ checkpoint instead of refusing it (exit 2). 10M candidates take ~25 min on 2 cor
 Then, per size, from the built state (a measured run's writes are undone first: the built
 checkpoint is copied back, the manifest cut back), with one emulator process for every size
 (50 ms image latency, 20 ms API latency, JPEGs only, no faults, every image of the measured
-crawl rendered before it starts; :mod:`benchmarks.warm_emulator`):
+crawl rendered before it starts, in an image cache large enough to hold them, ``--cache-mb``):
 
 * a crawl of ``--new-images`` new images (new queries of :data:`LIMIT` images each, with
   ``--limit`` :data:`LIMIT`; every synthetic query already holds that many, so what they
@@ -72,11 +72,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import warm_emulator
 from benchmarks.measure import Timeline, file_timeline, run_measured
 from benchmarks.urlset import EmulatorSpec, query_texts
 from bingcrawl.config import CrawlConfig, safe_label
-from bingcrawl.emulator.server import stop_emulator_process
+from bingcrawl.emulator.server import start_emulator_process, stop_emulator_process
 from bingcrawl.options import build_config, crawl_parser
 from bingcrawl.records import NEAR_DUP_METHODS, Candidate, ErrorClass, Outcome, Status
 from bingcrawl.store import CHECKPOINT_NAME, Checkpoint
@@ -807,7 +806,9 @@ def run_scale(sizes: Sequence[int], root: Path, s: Settings, *,
     log.info("starting the emulator (warming %d images) ...", s.new_queries * LIMIT)
     t = time.perf_counter()
     cache_mb = max(256, s.new_queries * LIMIT * 40 // 1024 + 64)  # ~32 kB a 30k JPEG
-    proc, endpoint = warm_emulator.start(spec.args(), cache_mb=cache_mb)
+    proc, endpoint = start_emulator_process(
+        [*spec.args(), "--cache-mb", str(cache_mb)], timeout=600.0
+    )
     warm_s = time.perf_counter() - t
     rows = []
     try:

@@ -46,7 +46,7 @@ def test_flags_reach_the_config() -> None:
             "--fault-kinds", "http_404, bomb", "--page-overlap", "0",
             "--image-base-url", "http://img.test/", "--transient-failures", "1",
             "--oversize-bytes", "1000", "--slow-seconds", "2", "--image-retry-after", "3",
-            "--format-mix", "jpeg=0.5, webp=0.5",
+            "--format-mix", "jpeg=0.5, webp=0.5", "--cache-mb", "1024",
         )
     )  # fmt: skip
     assert config.keys == frozenset({"a", "b"})
@@ -67,6 +67,7 @@ def test_flags_reach_the_config() -> None:
         fault_rate=0.1,
         fault_kinds=("http_404", "bomb"),
         format_mix=(0.5, 0.0, 0.0, 0.5),
+        cache_bytes=1024 * 2**20,
     )
     assert config.images == ImageHostConfig(
         latency=0.5, slow_seconds=2.0, oversize_bytes=1000, transient_failures=1, retry_after=3.0
@@ -92,6 +93,7 @@ def test_flags_reach_the_config() -> None:
         (["--format-mix", "jpeg=lots"], "--format-mix"),
         (["--format-mix", "jpeg=-1"], "--format-mix"),
         (["--format-mix", "png=0"], "--format-mix"),
+        (["--cache-mb", "-1"], "--cache-mb"),
     ],
 )
 def test_bad_flags_raise_config_error_naming_the_flag(argv: list[str], flag: str) -> None:
