@@ -210,19 +210,20 @@ class Digests:
             self._mid = (_EMPTY_KEYS, _EMPTY_SLOTS)
 
 
-def _repeats(blob: bytes | bytearray) -> npt.NDArray[np.intp]:
-    """Slots whose digest an earlier slot of ``blob`` already has (sorted by the 8-byte
-    prefix, only equal neighbours are compared in full)."""
-    keys = np.frombuffer(blob, dtype=">u8")[::4].astype(np.uint64)
-    order = np.argsort(keys, kind="stable")
-    same = np.flatnonzero(keys[order][1:] == keys[order][:-1])
+def _repeats(found: Digests) -> npt.NDArray[np.intp]:
+    """Slots of ``found`` (as :meth:`Digests.from_blob` made it) whose digest an earlier slot
+    already has: its main level is sorted by the 8-byte prefix, so only equal neighbours are
+    compared in full."""
+    keys, order = found._main
+    blob = found._blob
+    same = np.flatnonzero(keys[1:] == keys[:-1])
     repeats: set[int] = set()
     for i in same.tolist():
         # each run of equal prefixes, compared with its earlier members (a stable sort keeps
         # slot order within the run)
         later = int(order[i + 1])
         j = i
-        while j >= 0 and keys[order[j]] == keys[later]:
+        while j >= 0 and keys[j] == keys[i + 1]:
             earlier = int(order[j])
             if blob[32 * earlier : 32 * earlier + 32] == blob[32 * later : 32 * later + 32]:
                 repeats.add(later)
@@ -305,16 +306,17 @@ class DedupIndex:
             known = [row[2] if len(row) > 2 else None for row in chunk]
             present.append(np.array([c is not None for c in known], dtype=bool))
             centres.append(_unsigned_array([0 if c is None else c for c in known]))
-        # A repeated sha256 keeps its first row (the checkpoint never stores one twice).
-        repeats = _repeats(blob)
+        dedup._digests = Digests.from_blob(blob)
+        # A repeated sha256 keeps its first row (the checkpoint never stores one twice): found
+        # from the sort the digests already made, re-sorted only in that rare case.
+        repeats = _repeats(dedup._digests)
         if repeats.size:
             kept = np.setdiff1d(np.arange(len(blob) // 32), repeats)
             rows32 = np.frombuffer(bytes(blob), dtype=np.uint8).reshape(-1, 32)
-            blob = bytearray(rows32[kept].tobytes())
+            dedup._digests = Digests.from_blob(rows32[kept].tobytes())
             frames = [np.concatenate(frames)[kept]]
             centres = [np.concatenate(centres)[kept]]
             present = [np.concatenate(present)[kept]]
-        dedup._digests = Digests.from_blob(blob)
         frame = np.concatenate(frames) if frames else np.empty(0, dtype=np.uint64)
         centre = np.concatenate(centres) if centres else np.empty(0, dtype=np.uint64)
         has_centre = np.concatenate(present) if present else np.empty(0, dtype=bool)

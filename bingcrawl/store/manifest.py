@@ -37,7 +37,13 @@ import orjson
 from bingcrawl.errors import UnsafePathError
 from bingcrawl.store.atomic import atomic_open
 from bingcrawl.store.meta import MANIFEST_KEY, SET_META
-from bingcrawl.store.output import MANIFEST_NAME, manifest_select, manifest_values
+from bingcrawl.store.output import (
+    MANIFEST_NAME,
+    manifest_rows,
+    manifest_select,
+    manifest_values,
+    write_jsonl,
+)
 
 __all__ = ["Appended", "append_sync", "forget_length", "rewrite_sync"]
 
@@ -154,13 +160,7 @@ def rewrite_sync(conn: sqlite3.Connection, out: Path, *, durable: bool) -> int:
     """Rewrite the manifest in full (atomically) from ``conn`` and mark every stored row
     listed; return the number of lines."""
     with atomic_open(out, MANIFEST_NAME, durable=durable) as fh:
-        cursor = conn.execute(
-            f"SELECT {manifest_select()} FROM candidates WHERE status = 'stored' ORDER BY id"
-        )
-        n = 0
-        while chunk := cursor.fetchmany(_FETCH):
-            fh.write(b"".join(orjson.dumps(manifest_values(row)) + b"\n" for row in chunk))
-            n += len(chunk)
+        n = write_jsonl(fh, manifest_rows(conn))
         fh.flush()
         size = fh.tell()
         inode = os.fstat(fh.fileno()).st_ino  # the temp file's: os.replace keeps it

@@ -53,6 +53,7 @@ __all__ = [
     "manifest_values",
     "snapshot",
     "status_report",
+    "write_jsonl",
     "write_manifest",
     "write_stats",
 ]
@@ -284,7 +285,7 @@ def _snapshot(source: DbSource) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def _write_jsonl(fh: BinaryIO, rows: Iterator[Mapping[str, Any]]) -> int:
+def write_jsonl(fh: BinaryIO, rows: Iterator[Mapping[str, Any]]) -> int:
     n = 0
     for row in rows:
         fh.write(orjson.dumps(row) + b"\n")
@@ -338,7 +339,7 @@ def _write_parquet(
 def write_manifest(source: DbSource, out: Path, *, durable: bool = False) -> int:
     """Rewrite ``OUT/manifest.jsonl`` (one object per stored image); return the row count."""
     with _snapshot(source) as conn, atomic_open(Path(out), MANIFEST_NAME, durable=durable) as fh:
-        return _write_jsonl(fh, _manifest_rows(conn))
+        return write_jsonl(fh, _manifest_rows(conn))
 
 
 def write_stats(
@@ -467,7 +468,7 @@ def _write_rows(
     fmt: ExportFormat, fh: BinaryIO, rows: Iterator[dict[str, Any]], fields: Sequence[_Field]
 ) -> int:
     if fmt == "jsonl":
-        return _write_jsonl(fh, rows)
+        return write_jsonl(fh, rows)
     if fmt == "csv":
         return _write_csv(fh, rows, [name for name, _, _ in fields])
     return _write_parquet(fh, rows, fields)

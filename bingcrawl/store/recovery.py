@@ -50,7 +50,7 @@ from pathlib import Path
 
 from bingcrawl.errors import UnsafePathError
 from bingcrawl.store import manifest, meta, rows
-from bingcrawl.store.shards import SHARD_DIR, recover_shards
+from bingcrawl.store.shards import SHARD_RANGE, recover_shards
 
 __all__ = ["IMAGE_NAME", "TEMP_NAME", "RecoveryReport", "StartupStopped", "recover_sync"]
 
@@ -62,8 +62,6 @@ TEMP_NAME = re.compile(r"\A\..+\.tmp\Z", re.DOTALL)
 #: Names bingcrawl gives image files: ``<sha256[:16]>.<ext>``.
 IMAGE_NAME = re.compile(r"\A[0-9a-f]{16}\.[a-z0-9]{2,5}\Z")
 
-#: Paths of stored rows that live in a webdataset shard start with this.
-SHARD_PREFIX = f"{SHARD_DIR}/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +112,6 @@ _ALL_FILE_ROWS = (
 )
 
 
-def _range_end(prefix: str) -> str:
-    # The first string after every string that starts with ``prefix`` (which ends in "/").
-    return prefix[:-1] + chr(ord("/") + 1)
-
-
 class StartupStopped(Exception):
     """A stop was asked for while start-up repaired OUT (nothing is half-done: the repair's
     row changes roll back and the next start-up does it again)."""
@@ -146,12 +139,12 @@ class _Walk:
         self.folders.add(rel)
         prefix = f"{rel}/"
         depth = len(prefix)
-        rows = {
+        found = {
             p: (cid, size)
-            for cid, p, size in conn.execute(_FOLDER_ROWS, (prefix, _range_end(prefix)))
+            for cid, p, size in conn.execute(_FOLDER_ROWS, rows.prefix_range(prefix))
             if "/" not in p[depth:]  # (rows of a subfolder are checked with it)
         }
-        self.matched += len(rows)
+        self.matched += len(found)
         for entry in _listing(path):
             name = entry.name
             if entry.is_dir(follow_symlinks=False):
@@ -160,7 +153,7 @@ class _Walk:
             if TEMP_NAME.match(name):
                 self.temp_removed += _remove(entry.path)
                 continue
-            row = rows.pop(prefix + name, None)
+            row = found.pop(prefix + name, None)
             if row is None:
                 if IMAGE_NAME.match(name) and entry.is_file(follow_symlinks=False):
                     self.orphans += _remove(entry.path)  # its write never committed
@@ -179,7 +172,7 @@ class _Walk:
             ):
                 self.torn += _remove(entry.path)
                 self.vanished.append(cid)
-        self.vanished.extend(cid for cid, _ in rows.values())  # rows whose file is gone
+        self.vanished.extend(cid for cid, _ in found.values())  # rows whose file is gone
 
 
 def _remove(path: str) -> bool:
@@ -231,13 +224,12 @@ def recover_sync(
             walk.orphans += _remove(entry.path)
         else:
             walk.foreign += 1
-    shard_range = (SHARD_PREFIX, _range_end(SHARD_PREFIX))
-    (file_rows,) = conn.execute(_FILE_ROWS, shard_range).fetchone()
+    (file_rows,) = conn.execute(_FILE_ROWS, SHARD_RANGE).fetchone()
     if file_rows != walk.matched:
         # Rows in a folder that is gone (or with no path): one streamed pass finds them.
         walk.vanished.extend(
             cid
-            for cid, path in conn.execute(_ALL_FILE_ROWS, shard_range)
+            for cid, path in conn.execute(_ALL_FILE_ROWS, SHARD_RANGE)
             if path is None or path.rpartition("/")[0] not in walk.folders
         )
     vanished, torn, temp_removed = walk.vanished, walk.torn, walk.temp_removed

@@ -27,7 +27,6 @@ __all__ = [
     "COUNT_API_CALL_TODAY",
     "QUERY_COLUMNS",
     "RESET_ORPHAN_DUPLICATES",
-    "STORED_LOCATIONS",
     "UPDATE_OUTCOME",
     "QueryRow",
     "StoredHashes",
@@ -35,6 +34,7 @@ __all__ = [
     "insert_candidates",
     "iter_stored_hashes",
     "outcome_params",
+    "prefix_range",
     "query_row",
     "reset_stored",
     "sha256_by_id",
@@ -306,10 +306,10 @@ class StoredHashes:
         return len(self.sha256)
 
 
-STORED_LOCATIONS = (
-    "SELECT id, path, bytes, shard_end FROM candidates INDEXED BY idx_candidates_stored_location "
-    "WHERE status = 'stored'"
-)
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """``(prefix, end)``: ``path >= prefix AND path < end`` holds for exactly the paths under
+    the folder ``prefix`` (which ends in "/"), a range scan of a path index."""
+    return prefix, prefix[:-1] + chr(ord("/") + 1)
 
 
 def sha256_by_id(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, str | None]:

@@ -36,10 +36,11 @@ import orjson
 
 from bingcrawl.errors import UnsafePathError
 from bingcrawl.store.atomic import split_relative
-from bingcrawl.store.rows import reset_stored
+from bingcrawl.store.rows import prefix_range, reset_stored
 
 __all__ = [
     "SHARD_DIR",
+    "SHARD_RANGE",
     "ShardWriter",
     "ShardedImage",
     "StoredRow",
@@ -199,9 +200,9 @@ class ShardWriter:
 #: ``(id, path, shard_end)`` of a stored row whose image is in a shard.
 StoredRow = tuple[int, str, int | None]
 
-# The stored rows in shards are a range of the stored rows' covering index (path first).
+#: The stored rows in shards are this range of paths, of the covering index (path first).
 _IN_SHARDS = "status = 'stored' AND path >= ? AND path < ?"
-_SHARD_RANGE = (f"{SHARD_DIR}/", f"{SHARD_DIR}0")  # "0" follows "/"
+SHARD_RANGE = prefix_range(f"{SHARD_DIR}/")
 _LOCATIONS = "FROM candidates INDEXED BY idx_candidates_stored_location WHERE "
 
 
@@ -218,7 +219,7 @@ def recover_shards(conn: sqlite3.Connection, out: Path) -> dict[str, int]:
     committed: dict[str, int] = {
         path: end
         for path, end in conn.execute(
-            f"SELECT path, max(shard_end) {_LOCATIONS}{_IN_SHARDS} GROUP BY path", _SHARD_RANGE
+            f"SELECT path, max(shard_end) {_LOCATIONS}{_IN_SHARDS} GROUP BY path", SHARD_RANGE
         )
         if end is not None
     }
