@@ -11,7 +11,8 @@ builder version or schema is rebuilt, ``--rebuild`` forces it; ``--build-only`` 
 there). Its 1000 queries (N/100 below 100k) are ``done``; in each, of every 20 candidates
 10 are stored (a zero-byte file under ``images/<label>/``, random 64-bit frame and centre
 hashes), 3 are duplicates, 4 failed and 3 still pending. The rows look like Bing results
-(URLs of ~100 characters, host page, thumbnail, name, image id, insights token). The
+(URLs of ~100 characters, host page, thumbnail, name, image id; the insights token Bing
+sends is dropped, as a crawl without ``--similar`` does). The
 fingerprint is the one of the crawl measured afterwards (its config built by
 :func:`bingcrawl.options.build_config` from the same flags), so that crawl resumes the
 checkpoint instead of refusing it (exit 2). 10M candidates take ~25 min on 2 cores.
@@ -102,7 +103,7 @@ __all__ = [
 log = logging.getLogger("benchmarks.scale_bench")
 
 #: Bumped whenever :func:`build` makes a different checkpoint: an older build is rebuilt.
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 
 #: Images kept per query (``--limit``): the new queries' size, and at most what every
 #: synthetic query already holds (so their pending candidates are skipped on resume).
@@ -281,6 +282,7 @@ async def build(out: Path, n: int, *, seed: int = 1234) -> dict[str, Any]:
     files = 0
     async with await Checkpoint.open(out, batch_size=4096, batch_interval=0.05) as cp:
         await cp.check_fingerprint(config.fingerprint())
+        cp.tokens = bool(config.similar)  # as the crawl does: no insights tokens without it
         rows = []
         for i in range(q):
             text = f"scale query {i:04d}"
@@ -362,16 +364,20 @@ async def build(out: Path, n: int, *, seed: int = 1234) -> dict[str, Any]:
 
 
 def dbstat(db: Path) -> dict[str, int]:
-    """Bytes of each table and index of ``db`` (SQLite's ``dbstat``), largest first."""
+    """Bytes of each table and index of ``db`` (SQLite's ``dbstat``), largest first, and of
+    its free pages (``(free pages)``: rows that shrank or went, e.g. a pending row's data
+    cleared by its outcome), so that they add up to the file's size."""
     # immutable: the built copy never changes, and no -shm / -wal is made beside it
     conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro&immutable=1", uri=True)
     try:
-        found = conn.execute(
-            "SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC"
-        ).fetchall()
+        found = conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").fetchall()
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        found.append(
+            ("(free pages)", conn.execute("PRAGMA freelist_count").fetchone()[0] * page_size)
+        )
     finally:
         conn.close()
-    return {str(name): int(size) for name, size in found}
+    return {str(name): int(size) for name, size in sorted(found, key=lambda f: -f[1])}
 
 
 @functools.cache

@@ -23,17 +23,23 @@ calls; the offsets are a fixed 1 MB (4 x 65,536 int32; int64 past 536 million ha
 the index holds fewer than about 100 hashes per probed bucket, probing costs more than it saves
 and queries simply scan.
 
-No call pauses the caller (the crawler's event loop) for long. The index is three blocks: the
-*main* block with its tables, a small unindexed *tail* that takes additions (queries scan it
-with ``np.bitwise_count``) and, while a merge runs, the *frozen* former tail. When the tail
-outgrows ``delta_limit`` it is frozen and a new main block (main plus frozen tail, removed
-entries dropped) is built **incrementally**: a counting sort cut into steps of 32,768 hashes
-and one table, one step per later addition, a few ms each (a rebuild in one go blocked for
-0.1-0.4 s at a million hashes). Queries use the old tables and scan the frozen tail until the
-new block is swapped in, after 5 n / 32,768 steps (about 150 additions at a million hashes).
-Meanwhile the old and the new main block both exist (twice the index, for those steps); once
-the new one is in, the memory freed is handed back to the OS (``malloc_trim`` on glibc),
-else the heap would keep it resident and every merge would leave RSS a few MB higher.
+No call pauses the caller (the crawler's event loop) for long, and an addition costs the same
+at ten million hashes as at a hundred thousand. The index is a few *runs*, blocks with
+tables, oldest and largest first; a small unindexed *tail* that takes additions (queries scan
+it with ``np.bitwise_count``); and, while a merge runs, the *frozen* former tail. When the
+tail outgrows ``delta_limit`` it is frozen and merged with the newest runs into one new run,
+taking each older run while it holds at most :data:`_RUN_RATIO` (4) times what the merge holds
+so far - the logarithmic method of a log-structured merge tree. An entry is so copied about 9
+times on the way to ten million hashes, where one main block rebuilt at every merge copied
+every entry every ``delta_limit`` additions (measured at five million hashes, 61 us per
+addition, now 1). Queries probe each run: at most about 4 have tables at ten million (a
+probe costs ~10 us however small the run). The merge is **incremental**: a counting sort cut
+into steps of 32,768 hashes and one table, one step per later addition, a few ms each (a
+rebuild in one go blocked for 0.1-0.4 s at a million hashes). Queries use the old runs and
+scan the frozen tail until the new run is swapped in, after 5 n / 32,768 steps for a merge of
+n hashes. Meanwhile the merged runs and the new one both exist; once the new one is in, the
+memory freed is handed back to the OS (``malloc_trim`` on glibc), else the heap would keep it
+resident and every merge would leave RSS a few MB higher.
 
 :class:`~bingcrawl.dedup.index.DedupIndex` builds the crawler's dedup rules on it.
 """
@@ -49,7 +55,7 @@ import numpy.typing as npt
 
 from bingcrawl.errors import ConfigError
 
-__all__ = ["MASK64", "MAX_DISTANCE", "HammingIndex"]
+__all__ = ["MASK64", "MAX_DISTANCE", "HammingIndex", "release_freed_memory"]
 
 #: Largest radius :class:`HammingIndex` accepts (half the bits: beyond it, anything matches).
 MAX_DISTANCE: Final = 32
@@ -59,10 +65,16 @@ _SUB_BITS: Final = 16
 _BUCKETS: Final = 1 << _SUB_BITS
 _SCAN_FROM_RADIUS: Final = 16
 _DEFAULT_DELTA_LIMIT: Final = 16_384
+# A merge takes the next older run too while that run holds at most this many times what
+# the merge holds so far: at ten million hashes at most 4 runs have tables and an entry is
+# copied about 9 times in all (1: 8 runs, 5 copies; 3: 5 runs, 8 copies).
+_RUN_RATIO: Final = 4
 # Hashes one merge step handles: a step costs 1-3 ms (a radix argsort of this many 16-bit
 # keys plus scatters, and the page faults of fresh memory) and the per-chunk bincounts over
 # 65,536 buckets stay a small part of it.
 _MERGE_CHUNK: Final = 32_768
+# Hashes one step of :meth:`HammingIndex.build` handles (it runs all steps in one call).
+_BUILD_CHUNK: Final = 1 << 20
 # A probe and its candidates cost about as much as scanning 100 hashes (measured at radius 8
 # and 12 on 2 cores): with fewer indexed hashes than 100 per probe, a query scans instead.
 _SCAN_BELOW_PER_PROBE: Final = 100
@@ -100,10 +112,10 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
 _MALLOC_TRIM: Final = _find_malloc_trim()
 
 
-def _release_freed_memory() -> None:
+def release_freed_memory() -> None:
     """Give the pages of free heap chunks back to the OS (glibc; elsewhere nothing).
 
-    A merge frees the former main block and the bucket counts at once. Below glibc's mmap
+    A merge frees the runs it merged and the bucket counts at once. Below glibc's mmap
     threshold (which rises to the largest block freed so far, up to 32 MB) those came from
     the heap, and freed heap memory stays resident: each merge would leave RSS a few MB
     higher than the index needs. ``malloc_trim(0)`` returns every whole free page of every
@@ -127,7 +139,7 @@ def _substring(hashes: _U64, t: int) -> npt.NDArray[np.uint16]:
 class _Block:
     """Entries ``[0, n)`` of parallel arrays (hash, id, alive), optionally with CSR tables.
 
-    The tail block grows by doubling (it stays small); the main block is built once at its
+    The tail block grows by doubling (it stays small); a run is built once at its
     final size by :class:`_Merge` and only has entries marked dead afterwards.
     """
 
@@ -225,7 +237,7 @@ def _bucket_counts(upto: int) -> _Ints:
 
 
 class _Merge:
-    """Build a new main block from blocks' live entries, in bounded steps.
+    """Build a new run from blocks' live entries, in bounded steps.
 
     A counting sort: the *copy* pass compacts the live entries into new arrays and counts
     every table's bucket sizes, ``offsets`` follow by a cumulative sum, and the *scatter* pass
@@ -348,11 +360,12 @@ class HammingIndex:
     __slots__ = (
         "_delta_limit",
         "_frozen",
-        "_main",
         "_masks",
         "_merge",
+        "_merge_from",
         "_radius",
         "_removed_while_merging",
+        "_runs",
         "_scan_only",
         "_tail",
     )
@@ -366,8 +379,10 @@ class HammingIndex:
         self._delta_limit = delta_limit
         self._scan_only = max_distance >= _SCAN_FROM_RADIUS
         self._masks = _probe_masks(max_distance // _SUBSTRINGS)
-        self._main = _Block.empty(0)
+        # Blocks with tables, oldest first, each larger than RUN_RATIO x the next (roughly).
+        self._runs: list[_Block] = []
         self._frozen: _Block | None = None  # the former tail while a merge runs
+        self._merge_from = 0  # the merge in progress replaces self._runs[_merge_from:]
         self._tail = _Block.empty()
         self._merge: _Merge | None = None
         self._removed_while_merging: list[int] = []
@@ -392,9 +407,11 @@ class HammingIndex:
             raise ValueError(f"{h.size} hashes but {i.size} ids")
         index = cls(max_distance, delta_limit=delta_limit)
         source = _Block(h, i, h.size)
-        # One chunk: the same counting sort, without the per-step overhead.
-        merge = _Merge([source], tables=not index._scan_only, chunk=max(h.size, 1))
-        index._main = merge.run()
+        # Large chunks: the same counting sort with little per-step overhead, and its
+        # temporaries (5 int64 arrays of a chunk) bounded, not 40 bytes per hash at the peak.
+        merge = _Merge([source], tables=not index._scan_only, chunk=_BUILD_CHUNK)
+        built = merge.run()
+        index._runs = [built] if built.n else []
         return index
 
     @property
@@ -431,12 +448,21 @@ class HammingIndex:
 
     def remove(self, id: int) -> bool:
         """Remove the entries stored under ``id``; returns whether there were any. O(n)."""
-        merged = self._main.kill(id) + (self._frozen.kill(id) if self._frozen is not None else 0)
-        if merged and self._merge is not None:
-            self._removed_while_merging.append(id)  # the merge copied the entry as live
-        found = merged + self._tail.kill(id)
-        if self._merge is None and self._main.dead > max(self._delta_limit, self._main.n // 4):
-            self._start_merge()  # compacts the removed entries away, step by step
+        found = 0
+        for at, run in enumerate(self._runs):
+            killed = run.kill(id)
+            if killed and self._merge is not None and at >= self._merge_from:
+                self._removed_while_merging.append(id)  # the merge copied the entry as live
+            found += killed
+        if self._frozen is not None and self._frozen.kill(id):
+            self._removed_while_merging.append(id)
+            found += 1
+        found += self._tail.kill(id)
+        if self._merge is None:
+            for at, run in enumerate(self._runs):
+                if run.dead > max(self._delta_limit, run.n // 4):
+                    self._start_merge(at)  # compacts the removed entries away, step by step
+                    break
         return found > 0
 
     def flush(self) -> None:
@@ -478,13 +504,16 @@ class HammingIndex:
         if not 0 <= radius <= self._radius:
             raise ValueError(f"max_distance must be between 0 and {self._radius}, got {radius}")
         q = np.uint64(h)
+        keys: _I64 | None = None  # the same buckets in every run: computed once
         for block in self._blocks():
             if block.n == 0:
                 continue
             if block.offsets is not None and block.n >= self._masks.size * (
                 _SUBSTRINGS * _SCAN_BELOW_PER_PROBE
             ):
-                found = block.probe(self._probe_keys(h), q, radius)
+                if keys is None:
+                    keys = self._probe_keys(h)
+                found = block.probe(keys, q, radius)
             else:
                 # Few hashes for this many probes (or no tables): one scan is cheaper.
                 found = block.scan(q, radius)
@@ -492,7 +521,7 @@ class HammingIndex:
                 yield found
 
     def _blocks(self) -> Iterator[_Block]:
-        yield self._main
+        yield from self._runs
         if self._frozen is not None:
             yield self._frozen
         yield self._tail
@@ -506,22 +535,39 @@ class HammingIndex:
         keys: _I64 = ((subs[:, None] ^ self._masks[None, :]) + base).ravel()
         return keys
 
-    def _start_merge(self) -> None:
-        """Freeze the tail and start merging it (and the main block) into a new main block."""
+    def _start_merge(self, compact_from: int | None = None) -> None:
+        """Freeze the tail and start merging it, with the newest runs, into one new run.
+
+        The frozen tail takes the newest runs with it while the next one is at most
+        :data:`_RUN_RATIO` times what the merge holds so far (a run from ``compact_from`` on
+        is always taken: it holds removed entries to drop). Each entry is thus copied a
+        handful of times however large the index grows (about 9 times on the way to ten
+        million), where merging everything into one block copied every entry at every
+        merge: O(n) per :attr:`delta_limit` additions.
+        """
         self._frozen, self._tail = self._tail, _Block.empty()
-        self._merge = _Merge([self._main, self._frozen], tables=not self._scan_only)
+        runs = self._runs
+        at = len(runs) if compact_from is None else compact_from
+        total = self._frozen.live + sum(run.live for run in runs[at:])
+        while at > 0 and runs[at - 1].live <= _RUN_RATIO * total:
+            at -= 1
+            total += runs[at].live
+        self._merge_from = at
+        self._merge = _Merge([*runs[at:], self._frozen], tables=not self._scan_only)
         self._advance()
 
     def _advance(self) -> None:
-        """One merge step; swap the new main block in when it is complete."""
+        """One merge step; swap the new run in when it is complete."""
         merge = self._merge
         assert merge is not None
         if not merge.step():
             return
-        main = merge.result
+        run = merge.result
         for id in self._removed_while_merging:
-            main.kill(id)
-        self._main, self._frozen, self._merge = main, None, None
+            run.kill(id)
+        kept = self._runs[: self._merge_from]
+        self._runs = [*kept, run] if run.n else kept
+        self._frozen, self._merge = None, None
         self._removed_while_merging = []
-        del merge  # the former blocks and the counts: free them before trimming
-        _release_freed_memory()
+        del merge, run  # the former blocks and the counts: free them before trimming
+        release_freed_memory()

@@ -63,20 +63,15 @@ async def _requeue_raised_limit(ctx: SourceContext) -> None:
         await ctx.load_rows()
 
 
-async def _resume_pending(ctx: SourceContext) -> list[QueryRow]:
-    """Queue what an earlier run left pending (re-queued in-flight rows included); the row
-    of a pending candidate that was not loaded (a ``similar`` row already asked) is read
-    then, and let go once its candidates have their outcomes."""
-    # Queries that already hold their --limit (e.g. resumed with a lower one): their pending
-    # candidates are skipped in one statement each, not one outcome at a time through the
-    # workers (1.5 million of them took 80 s at ten million candidates).
-    full = [row.id for row in ctx.rows.values() if ctx.track(row).full()]
-    if full and (skipped := await ctx.checkpoint.skip_pending(full)):
-        log.info("%d pending candidates of queries at their limit: skipped", skipped)
+async def _resume_pending(ctx: SourceContext, full: list[int]) -> list[QueryRow]:
+    """Queue what an earlier run left pending (re-queued in-flight rows included) but for
+    the queries in ``full``; the row of a pending candidate that was not loaded (a
+    ``similar`` row already asked) is read then, and let go once its candidates have their
+    outcomes."""
     n = 0
     absent: set[int] = set()
     loaded: list[QueryRow] = []
-    async for candidate in ctx.checkpoint.iter_pending():
+    async for candidate in ctx.checkpoint.iter_pending(except_queries=full):
         qid = candidate.query_id
         if qid not in ctx.rows:
             if qid in absent:
@@ -92,6 +87,18 @@ async def _resume_pending(ctx: SourceContext) -> list[QueryRow]:
     if n:
         log.info("resumed %d pending candidates", n)
     return loaded
+
+
+async def _skip_pending(ctx: SourceContext, full: list[int]) -> None:
+    """Mark the pending candidates of queries that already hold their ``--limit`` (e.g.
+    resumed with a lower one) skipped: one statement per query, not one outcome at a time
+    through the workers, and beside the crawl rather than before it (1.5 million of them
+    took 60-75 s at ten million candidates: every row rewrites its page)."""
+    skipped = 0
+    for query_id in full:
+        skipped += await ctx.checkpoint.skip_pending([query_id])
+    if skipped:
+        log.info("%d pending candidates of queries at their limit: skipped", skipped)
 
 
 async def run_sources(host: SourceHost) -> None:
@@ -122,13 +129,16 @@ async def run_sources(host: SourceHost) -> None:
         # resume): the progress display shows the whole crawl from its first refresh.
         done = len(ctx.rows) - paged - (len(visual.rows()) if visual else 0)
         host.emit(QueriesKnown(total=len(ctx.rows), done=done))
-        already_asked = await _resume_pending(ctx)
+        full = [row.id for row in ctx.rows.values() if ctx.track(row).full()]
+        already_asked = await _resume_pending(ctx, full)
         if config.trending:
             # Released by run_trending once the tiles' queries are in; until then they are a
             # level of expansions not known yet.
             search.queue.hold(TRENDING_HOLD, depth=0)
         upstream_done = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
+            if full:
+                tg.create_task(_skip_pending(ctx, full), name="skip-pending")
             for row in already_asked:  # their candidates are queued: let go once they settle
                 ctx.forget(row)
                 tg.create_task(host.release_query(row.id))

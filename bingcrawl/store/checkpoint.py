@@ -472,7 +472,11 @@ class Checkpoint:
     async def skip_pending(self, query_ids: Sequence[int]) -> int:
         """Mark the ``pending`` candidates of these queries ``skipped`` (each query already
         has its ``--limit`` of stored images), in one statement per query; returns how many.
-        :meth:`requeue_skipped` undoes it when the limit is raised."""
+        :meth:`requeue_skipped` undoes it when the limit is raised.
+
+        Every row it changes rewrites its page (1.5 million rows spread over a checkpoint of
+        ten million candidates took 60-75 s): a crawl calls it a query at a time, beside its
+        downloads, whose outcomes the writer commits in between."""
         ids = tuple(query_ids)
 
         def op(conn: sqlite3.Connection) -> int:
@@ -569,8 +573,11 @@ class Checkpoint:
 
     # ------------------------------------------------------------------ resume
 
-    async def iter_pending(self, *, batch: int = 1000) -> AsyncIterator[Candidate]:
-        """Yield the ``pending`` candidates by id, reading ``batch`` rows at a time.
+    async def iter_pending(
+        self, *, batch: int = 1000, except_queries: Collection[int] = ()
+    ) -> AsyncIterator[Candidate]:
+        """Yield the ``pending`` candidates by id, reading ``batch`` rows at a time, but none
+        of the queries in ``except_queries`` (those at their limit, skipped meanwhile).
 
         Only rows that existed when the iteration started are yielded: candidates recorded
         later come back from :meth:`record_page` and must not be queued twice.
@@ -581,13 +588,17 @@ class Checkpoint:
             lambda conn: conn.execute("SELECT coalesce(max(id), 0) FROM candidates").fetchone()[0]
         )
         last = 0
+        excluded = orjson.dumps(sorted(except_queries)).decode()
         sql = (
             f"SELECT {rows.CANDIDATE_COLUMNS} FROM candidates "
-            "WHERE status = 'pending' AND id > ? AND id <= ? ORDER BY id LIMIT ?"
+            "WHERE status = 'pending' AND id > ? AND id <= ? "
+            "AND query_id NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?"
         )
 
         def read(conn: sqlite3.Connection, after: int) -> list[tuple[Any, ...]]:
-            result: list[tuple[Any, ...]] = conn.execute(sql, (after, upper, batch)).fetchall()
+            result: list[tuple[Any, ...]] = conn.execute(
+                sql, (after, upper, excluded, batch)
+            ).fetchall()
             return result
 
         while True:

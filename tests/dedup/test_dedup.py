@@ -268,6 +268,36 @@ def test_queries_and_removals_stay_exact_while_merges_run() -> None:
             assert index.nearest(q) == brute_nearest(entries, q, 7)
 
 
+def test_merges_copy_each_hash_a_few_times_not_once_per_merge() -> None:
+    """The logarithmic method: the tail merges with the newest runs only, so the work per
+    addition stays flat as the index grows (one block rebuilt at every merge copied all n
+    hashes every ``delta_limit`` additions: here ~150 copies of each)."""
+    copied = 0
+    real_init = hamming._Merge.__init__
+
+    def counting(self: hamming._Merge, sources: list[hamming._Block], **kw: object) -> None:
+        nonlocal copied
+        copied += sum(block.live for block in sources)
+        real_init(self, sources, **kw)  # type: ignore[arg-type]
+
+    rng = random.Random(5)
+    hashes = clustered_hashes(rng, 20_000)
+    index = HammingIndex(6, delta_limit=64)
+    with mock.patch.object(hamming._Merge, "__init__", counting):
+        for i, h in enumerate(hashes):
+            index.add(h, i)
+        index.flush()
+    assert 20_000 <= copied <= 10 * 20_000
+    sizes = [run.n for run in index._runs]
+    assert sum(sizes) + index._tail.n == 20_000
+    assert 2 <= len(sizes) <= 6, sizes  # a few runs, oldest and largest first
+    assert sizes == sorted(sizes, reverse=True)
+    entries = dict(enumerate(hashes))
+    for q in queries(rng, hashes, 6, 300):
+        with tables_forced():
+            assert index.nearest(q) == brute_nearest(entries, q, 6)
+
+
 def test_a_single_add_stays_short_at_a_million_hashes() -> None:
     """No add() blocks the event loop: merging the tail into a million hashes is sliced.
 
@@ -281,6 +311,10 @@ def test_a_single_add_stays_short_at_a_million_hashes() -> None:
     n = 1_000_000
     stored = rng.integers(0, 2**64, n, dtype=np.uint64, endpoint=False)
     index = HammingIndex.build(stored, np.arange(n), 8)
+    # Every merge takes the million-hash run too (the worst step a merge has), where the
+    # logarithmic method would merge the tail into a run of its own size.
+    ratio = mock.patch.object(hamming, "_RUN_RATIO", n)
+    ratio.start()
     added = rng.integers(0, 2**64, 3 * 17_000, dtype=np.uint64, endpoint=False).tolist()
     attempts: list[tuple[float, float]] = []
     for attempt in range(3):
@@ -297,6 +331,7 @@ def test_a_single_add_stays_short_at_a_million_hashes() -> None:
         attempts.append((work, pause))
         if work < 0.02 and pause < 0.1:
             break
+    ratio.stop()
     report = [f"work {w * 1000:.0f} ms, pause {p * 1000:.0f} ms" for w, p in attempts]
     assert any(w < 0.02 and p < 0.1 for w, p in attempts), f"slowest add: {report}"
     # and the index still answers exactly, for old and new hashes alike
@@ -449,10 +484,12 @@ def test_tables_use_int32_offsets_until_they_would_overflow(int32_max: int) -> N
         bulk = HammingIndex.build(np.array(hashes, dtype=np.uint64), np.arange(len(hashes)), 9)
     wide = int32_max < 4 * len(hashes)
     for built in (index, bulk):
-        offsets = built._main.offsets
-        assert offsets is not None
-        assert offsets.dtype == (np.int64 if wide else np.int32)
-        assert offsets[-1] == 4 * built._main.n
+        assert built._runs
+        for run in built._runs:
+            offsets = run.offsets
+            assert offsets is not None
+            assert offsets.dtype == (np.int64 if wide else np.int32)
+            assert offsets[-1] == 4 * run.n
     entries = dict(enumerate(hashes))
     for q in queries(rng, hashes, 9, 200):
         expected = brute_nearest(entries, q, 9)
@@ -465,7 +502,7 @@ def test_each_finished_merge_releases_freed_memory_once() -> None:
     index = HammingIndex(8, delta_limit=100)
     with (
         mock.patch.object(hamming, "_MERGE_CHUNK", 64),
-        mock.patch.object(hamming, "_release_freed_memory") as release,
+        mock.patch.object(hamming, "release_freed_memory") as release,
     ):
         merges = 0
         for i, h in enumerate(clustered_hashes(random.Random(3), 1000)):

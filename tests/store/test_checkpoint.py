@@ -402,6 +402,23 @@ async def test_iter_pending_streams_in_batches_by_id(
     assert sizes == [7, 7, 7, 7, 4, 0]  # 32 pending rows in batches of 7, then the end
 
 
+async def test_iter_pending_leaves_out_the_queries_it_is_told_to(cp: Checkpoint) -> None:
+    queries = [
+        await cp.upsert_query(source="search", label=w, text=w, norm=w) for w in ("a", "b", "c")
+    ]
+    added = {
+        q.id: await cp.add_candidates(make_candidates(4, prefix=q.label), query_id=q.id)
+        for q in queries
+    }
+    a, b, c = (q.id for q in queries)
+    left_out = [c_.id async for c_ in cp.iter_pending(batch=3, except_queries=[a, c])]
+    assert left_out == [x.id for x in added[b]]
+    everything = [c_.id async for c_ in cp.iter_pending(batch=5)]
+    assert everything == sorted(x.id for rows in added.values() for x in rows)
+    assert await cp.skip_pending([a]) == 4
+    assert [c_.query_id async for c_ in cp.iter_pending()] == [b] * 4 + [c] * 4
+
+
 async def test_stored_hashes_and_counts(cp: Checkpoint, out: Path) -> None:
     cat = await cp.upsert_query(source="search", label="cat", text="cat", norm="cat")
     dog = await cp.upsert_query(source="search", label="dog", text="dog", norm="dog")
