@@ -91,6 +91,9 @@ def _positive_int(text: str) -> int:
 
 
 def add_crawl_options(p: argparse.ArgumentParser) -> None:
+    from bingcrawl.fetch.etiquette import AGENT, SIGNALS
+    from bingcrawl.fetch.identity import PROJECT_URL
+
     p.add_argument(
         "queries", nargs="*", metavar="QUERY", help="search queries (label: the query's slug)"
     )
@@ -177,11 +180,14 @@ def add_crawl_options(p: argparse.ArgumentParser) -> None:
     )
     dl.add_argument(
         "--host-rate",
+        "--per-host-rate",
+        dest="host_rate",
         type=float,
         default=0.0,
         metavar="R",
         help="requests per second to one host at most, evenly spaced (redirects and retries "
-        "count; e.g. 1 for one a second; 0, the default: only --per-host limits a host)",
+        "count; e.g. 1 for one a second; 0, the default: only --per-host limits a host); a "
+        "host's robots.txt Crawl-delay or Request-rate can only slow it further",
     )
     dl.add_argument(
         "--max-bytes",
@@ -199,6 +205,37 @@ def add_crawl_options(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="CIDR",
         help="also allow fetching from this network (repeatable), e.g. 127.0.0.1/32",
+    )
+    etq = p.add_argument_group(
+        "etiquette (publishers' opt-outs, all honoured by default; turning one off is your "
+        "responsibility)"
+    )
+    etq.add_argument(
+        "--respect",
+        action="append",
+        metavar="SIGNALS",
+        help="honour only these signals (comma-separated or repeated; all, none): "
+        f"{', '.join(SIGNALS)} (default: all)",
+    )
+    etq.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="SIGNAL",
+        help="do not honour this signal (repeatable; all)",
+    )
+    etq.add_argument(
+        "--contact",
+        metavar="URL_OR_EMAIL",
+        help="how image hosts can reach you, sent in the User-Agent: "
+        f"bingcrawl/<version> (+CONTACT); default {PROJECT_URL}, with a warning when "
+        "crawling real hosts",
+    )
+    etq.add_argument(
+        "--user-agent",
+        metavar="STRING",
+        help="the whole User-Agent of image downloads instead of bingcrawl's (robots.txt "
+        f"and X-Robots-Tag are still matched as {AGENT!r})",
     )
     hs = p.add_argument_group("hashing and dedup")
     hs.add_argument(
@@ -432,6 +469,21 @@ KEY_ENVS: dict[str, str] = {
 }
 
 
+def _user_agent(whole: str | None, contact: str | None) -> str:
+    """``--user-agent`` as given, else bingcrawl's own with ``--contact``."""
+    from bingcrawl.fetch.identity import user_agent
+
+    if whole is not None:
+        return whole  # DownloadConfig checks it
+    if contact is not None and (
+        not contact.strip() or any(c in contact for c in "\r\n\0()")
+    ):
+        raise ConfigError(
+            "--contact", f"must be a URL or an e-mail address (no parentheses), got {contact!r}"
+        )
+    return user_agent(contact.strip() if contact else None)
+
+
 def _read_key(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
     if args.key:
         return str(args.key)
@@ -469,6 +521,7 @@ def build_config(
         safe_label,
     )
     from bingcrawl.fetch.download import DownloadConfig
+    from bingcrawl.fetch.etiquette import Etiquette
     from bingcrawl.fetch.netpolicy import NetworkPolicy
 
     specs = [*specs, *(QuerySpec.of(q, args.label) for q in args.queries)]
@@ -499,6 +552,8 @@ def build_config(
         timeout=args.timeout,
         retries=args.retries,
         policy=NetworkPolicy.from_cidrs(args.allow_network),
+        user_agent=_user_agent(args.user_agent, args.contact),
+        etiquette=Etiquette.from_options(args.respect, args.ignore),
     )
     _check_sources(args, bool(specs), canonical)
     key = _read_key(args, env)
@@ -578,13 +633,15 @@ def crawl_parser() -> argparse.ArgumentParser:
 
 
 def option_names(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    """Keyword name -> action: a flag's long name with underscores (``--per-host`` ->
-    ``per_host``, ``--license`` -> ``license``); positionals by their dest (``queries``)."""
+    """Keyword name -> action: a flag's long names with underscores (``--per-host`` ->
+    ``per_host``, ``--license`` -> ``license``; an alias too: ``--per-host-rate`` and
+    ``--host-rate``); positionals by their dest (``queries``)."""
     names: dict[str, argparse.Action] = {}
     for action in parser._actions:
         if action.option_strings:
-            long = max(action.option_strings, key=len)
-            names[long.lstrip("-").replace("-", "_")] = action
+            for flag in sorted(action.option_strings, key=len, reverse=True):
+                if flag.startswith("--"):
+                    names[flag.lstrip("-").replace("-", "_")] = action
         elif action.dest != argparse.SUPPRESS:
             names[action.dest] = action
     return names

@@ -31,6 +31,11 @@ NEAR_DUP_METHODS: Final[tuple[str, ...]] = ("regions", "whole")
 #: ``centre``.
 MATCH_KINDS: Final[tuple[str, ...]] = ("exact", "frame", "centre")
 
+#: Prefix of the error class of an image a publisher's opt-out excluded (its outcome is
+#: ``failed``, never retried): ``opted_out_robots_txt``, ``opted_out_x_robots_tag``, ...
+#: (:mod:`bingcrawl.fetch.etiquette`).
+OPTED_OUT: Final = "opted_out_"
+
 #: A query row's states, in the order reports list them.
 QUERY_STATES: Final[tuple[str, ...]] = ("active", "exhausted", "failed", "done")
 
@@ -49,6 +54,7 @@ __all__ = [
     "HASH_ALGOS",
     "MATCH_KINDS",
     "NEAR_DUP_METHODS",
+    "OPTED_OUT",
     "OUTPUT_FORMATS",
     "PROVIDERS",
     "QUERY_STATES",

@@ -23,6 +23,16 @@
 ``wrong_content_type`` a valid image labelled ``text/html`` (a success case)
 =====================  =====================================================================
 
+Publishers' opt-outs (what :mod:`bingcrawl.fetch.etiquette` honours), for tests and demos:
+
+* ``/robots.txt`` serves ``robots_txt`` (404 when None) with status ``robots_status``
+  (e.g. 503: an origin that cannot say), ``/.well-known/tdmrep.json`` serves ``tdmrep_json``
+  (404 when None); :attr:`ImageHost.origin_requests` counts both by ``Host`` header;
+* an image answers with the ``headers`` of the config, and with the opt-out headers its
+  URL's query names (``?x-robots-tag=noai``, ``tdm-reservation=1``, ``content-usage=...``,
+  ``content-signal=...``; any of :data:`SIGNAL_HEADERS`), the way a publisher would mark
+  some images and not others.
+
 Large bodies are streamed from one reusable chunk, so memory stays flat; every streaming or
 stalling handler stops as soon as the client goes away, whether or not the server cancels
 handlers on disconnect.
@@ -57,7 +67,14 @@ from bingcrawl.emulator.synth import stable_hash
 from bingcrawl.errors import ConfigError
 from bingcrawl.imaging.sniff import sniff_format
 
-__all__ = ["FAULT_KINDS", "GZIP_BOMB_BYTES", "HUGE_BYTES", "ImageHost", "ImageHostConfig"]
+__all__ = [
+    "FAULT_KINDS",
+    "GZIP_BOMB_BYTES",
+    "HUGE_BYTES",
+    "SIGNAL_HEADERS",
+    "ImageHost",
+    "ImageHostConfig",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +90,15 @@ _DRIP_BYTES = 8
 _DRIP_INTERVAL = 0.25
 _STALL_SLICE = 0.1  # how often a stalled handler checks that the client is still there
 
+#: Opt-out headers an image URL's query can ask for (``?x-robots-tag=noai``).
+SIGNAL_HEADERS: tuple[str, ...] = (
+    "X-Robots-Tag",
+    "tdm-reservation",
+    "tdm-policy",
+    "Content-Usage",
+    "Content-Signal",
+)
+
 _FaultHandler = Callable[[web.Request, ImageSpec], Awaitable[web.StreamResponse]]
 
 
@@ -85,8 +111,18 @@ class ImageHostConfig:
     oversize_bytes: int = 25 * 1024 * 1024
     transient_failures: int = 2
     retry_after: float = 1.0
+    #: Served at /robots.txt (None: 404), with this status.
+    robots_txt: str | None = None
+    robots_status: int = 200
+    #: Served at /.well-known/tdmrep.json (None: 404).
+    tdmrep_json: str | None = None
+    #: Headers of every image response, e.g. (("X-Robots-Tag", "noai"),).
+    headers: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        if not 100 <= self.robots_status <= 599:
+            raise ConfigError("robots_status", f"must be an HTTP status, got {self.robots_status}")
+        object.__setattr__(self, "headers", tuple((str(k), str(v)) for k, v in self.headers))
         for name in ("latency", "slow_seconds", "retry_after"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0.0 <= value < math.inf:
@@ -197,6 +233,10 @@ class ImageHost:
         self.corpus = corpus
         self.config = config if config is not None else ImageHostConfig()
         self.requests: collections.Counter[str] = collections.Counter()
+        #: Image requests by User-Agent.
+        self.user_agents: collections.Counter[str] = collections.Counter()
+        #: Requests of /robots.txt and /.well-known/tdmrep.json, by ``"<Host header><path>"``.
+        self.origin_requests: collections.Counter[str] = collections.Counter()
         self.bytes_sent = 0
         self.active = 0
         self._idle_waiters: list[asyncio.Future[None]] = []
@@ -207,8 +247,27 @@ class ImageHost:
         assert not missing, f"no handler for {missing}"
 
     def routes(self) -> list[web.AbstractRouteDef]:
-        """``GET`` (and ``HEAD``) ``/img/{key}``."""
-        return [web.get("/img/{key:.+}", self.handle)]
+        """``GET`` (and ``HEAD``) ``/img/{key}``, ``/robots.txt``, ``/.well-known/tdmrep.json``."""
+        return [
+            web.get("/img/{key:.+}", self.handle),
+            web.get("/robots.txt", self.robots),
+            web.get("/.well-known/tdmrep.json", self.tdmrep),
+        ]
+
+    async def robots(self, request: web.Request) -> web.StreamResponse:
+        """The origin's robots.txt (see the module docstring)."""
+        self.origin_requests[f"{request.host}{request.path}"] += 1
+        text = self.config.robots_txt
+        if text is None:
+            return web.Response(status=404, text="no robots.txt here\n")
+        return web.Response(status=self.config.robots_status, text=text)
+
+    async def tdmrep(self, request: web.Request) -> web.StreamResponse:
+        """The origin's TDMRep file (see the module docstring)."""
+        self.origin_requests[f"{request.host}{request.path}"] += 1
+        if self.config.tdmrep_json is None:
+            return web.Response(status=404, text="no tdmrep.json here\n")
+        return web.Response(text=self.config.tdmrep_json, content_type="application/json")
 
     async def wait_idle(self) -> None:
         """Return once no request is being handled (e.g. a stream noticed its client left)."""
@@ -235,6 +294,7 @@ class ImageHost:
         if self.config.latency and not await self._stall(request, self.config.latency):
             return web.Response(status=499)  # the client left during the latency
         self.requests[key] += 1
+        self.user_agents[request.headers.get("User-Agent", "")] += 1
         spec = self.corpus.spec(key)
         if spec is None:
             return self._simple(request, 404, b"<html><body>Not Found</body></html>", "text/html")
@@ -342,7 +402,14 @@ class ImageHost:
 
     async def _image(self, request: web.Request, spec: ImageSpec) -> web.StreamResponse:
         fmt = spec.format if spec.fault is None else "jpeg"
-        return self._simple(request, 200, await self._picture(spec), MIME_TYPES[fmt])
+        headers = dict(self.config.headers)
+        asked = {name.lower(): value for name, value in request.query.items()}
+        for name in SIGNAL_HEADERS:
+            if name.lower() in asked:
+                headers[name] = asked[name.lower()]
+        return self._simple(
+            request, 200, await self._picture(spec), MIME_TYPES[fmt], headers or None
+        )
 
     def _simple(
         self,

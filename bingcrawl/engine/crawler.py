@@ -47,6 +47,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
+from yarl import URL
+
 from bingcrawl.config import CrawlConfig, prepare_out_dir
 from bingcrawl.dedup.index import DedupIndex
 from bingcrawl.engine.crashpoints import CrashPoints
@@ -65,7 +67,7 @@ from bingcrawl.errors import (
     UnsafePathError,
 )
 from bingcrawl.events import Downloaded, Event, Events, FileWritten, OutcomeRecorded
-from bingcrawl.fetch.download import DownloadConfig, Downloader
+from bingcrawl.fetch.download import DEFAULT_USER_AGENT, DownloadConfig, Downloader
 from bingcrawl.imaging.hashpool import HashPool
 from bingcrawl.obs.logs import bind, current_context
 from bingcrawl.obs.metrics import MetricsSnapshot
@@ -237,6 +239,20 @@ STORAGE_FAULTS = frozenset(
 #: What to do about each storage fault, for the one line a user reads.
 #: The default ``--min-free``: 1 GiB, or 1 % of a smaller filesystem.
 MIN_FREE_DEFAULT: Final = 1 << 30
+
+
+def contact_warning(config: CrawlConfig) -> str | None:
+    """The warning a crawl of real image hosts gets when it names no contact (neither
+    ``--contact`` nor ``--user-agent``); None against the emulator (a loopback endpoint)."""
+    if config.download.user_agent != DEFAULT_USER_AGENT:
+        return None
+    host = (URL(config.endpoint).host or "").strip("[]").lower() if config.endpoint else ""
+    if host == "localhost" or host.startswith("127.") or host == "::1":
+        return None
+    return (
+        f"no --contact: image hosts see the User-Agent {DEFAULT_USER_AGENT!r} and cannot "
+        "reach whoever runs this crawl; add --contact with your URL or e-mail address"
+    )
 
 
 def _min_free(out: Path, asked: int | None) -> int:
@@ -469,6 +485,8 @@ class Crawler:
             await self.checkpoint.check_fingerprint(
                 self.config.fingerprint(), fresh=self.config.fresh
             )
+            if (warning := contact_warning(self.config)) is not None:
+                log.warning("%s", warning)
             # logs what it repaired
             await self.checkpoint.recover(self.out, stop=self._startup_stop)
             # Cuts a torn tail off, lists what a stopped run stored but did not list yet.

@@ -37,6 +37,14 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from bingcrawl.errors import ConfigError, parse_retry_after
+from bingcrawl.fetch.etiquette import (
+    MAX_POLICY_BYTES,
+    Etiquette,
+    OriginPolicies,
+    error_class,
+    header_opt_out,
+)
+from bingcrawl.fetch.identity import user_agent
 from bingcrawl.fetch.netpolicy import (
     BlockedAddressError,
     NetworkPolicy,
@@ -49,23 +57,24 @@ from bingcrawl.records import Candidate, DownloadFailure, ErrorClass, Fetched
 __all__ = [
     "DEFAULT_RETRY_STATUSES",
     "DEFAULT_USER_AGENT",
+    "HOLD_STATUSES",
     "DownloadConfig",
     "Downloader",
+    "HostHolds",
+    "HostRates",
 ]
 
 logger = logging.getLogger(__name__)
 
 _MiB = 1024 * 1024
 
-#: A current desktop browser's User-Agent (some image hosts refuse obvious bots) that still
-#: says who we are.
-DEFAULT_USER_AGENT = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/131.0.0.0 Safari/537.36 bingcrawl/0.1"
-)
+#: The User-Agent of image downloads when neither ``--user-agent`` nor ``--contact`` is given.
+DEFAULT_USER_AGENT = user_agent()
 
 #: Statuses worth another attempt (Scrapy's RETRY_HTTP_CODES, minus 522/524/etc.).
 DEFAULT_RETRY_STATUSES: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504})
+#: Statuses that hold back every request to the host that sent them, not only the retry.
+HOLD_STATUSES: frozenset[int] = frozenset({429, 503})
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _OK_STATUSES = frozenset({200, 203})
@@ -107,7 +116,12 @@ class DownloadConfig:
     server's ``Retry-After`` and never more than ``backoff_max``. ``formats`` are the sniffed
     formats kept (others fail as ``unsupported_format`` without downloading the rest).
     ``host_rate`` caps the requests per second sent to one host (every redirect hop and retry
-    counts; 0: no cap beyond ``per_host``), evenly spaced, never in a burst.
+    counts; 0: no cap beyond ``per_host``), evenly spaced, never in a burst; a host's
+    robots.txt ``Crawl-delay`` / ``Request-rate`` can only make its interval longer. A host
+    that answers 429 or 503 gets no request from any worker until its backoff (at least its
+    ``Retry-After``, at most ``backoff_max``) is over; other hosts are not slowed.
+    ``etiquette`` says which publishers' opt-outs are honoured
+    (:mod:`bingcrawl.fetch.etiquette`).
     """
 
     concurrency: int = 64
@@ -131,6 +145,7 @@ class DownloadConfig:
     formats: frozenset[str] = ALLOWED_FORMATS
     send_referer: bool = True
     policy: NetworkPolicy = field(default_factory=NetworkPolicy)
+    etiquette: Etiquette = field(default_factory=Etiquette)
 
     def __post_init__(self) -> None:
         _require_int("--concurrency", self.concurrency, 1)
@@ -169,6 +184,8 @@ class DownloadConfig:
             )
         if not isinstance(self.policy, NetworkPolicy):
             raise ConfigError("--allow-network", "policy must be a NetworkPolicy")
+        if not isinstance(self.etiquette, Etiquette):
+            raise ConfigError("--respect", "etiquette must be an Etiquette")
 
 
 @dataclass(slots=True)
@@ -177,6 +194,8 @@ class _Failure:
     detail: str
     retryable: bool = False
     retry_after: float | None = None
+    #: The host that answered with a status of HOLD_STATUSES (to hold back), else None.
+    hold: str | None = None
 
 
 @dataclass(slots=True)
@@ -188,38 +207,57 @@ class _Body:
 
 
 class HostRates:
-    """``--host-rate``: at most ``rate`` requests per second to any one host, evenly spaced.
+    """``--host-rate``: at most ``rate`` requests per second to any one host, evenly spaced;
+    a host's own interval (:meth:`set_interval`, from its robots.txt) can make it slower.
 
     One :class:`aiolimiter.AsyncLimiter` per host with a capacity of one request that drains
-    in ``1 / rate`` seconds: a leaky bucket with no burst, fair to its waiters in order. A
+    in the host's interval: a leaky bucket with no burst, fair to its waiters in order. A
     crawl over millions of hosts keeps only the limiters that still matter: once the table
     reaches ``sweep_at`` hosts, those with an empty bucket *and* nobody waiting on them are
     dropped (such a limiter is the same as a new one; one with waiters is not: dropping it
     would let a new request go beside the queued ones).
     """
 
-    __slots__ = ("_limits", "_next_sweep", "_sweep_at", "_waiting", "rate")
+    __slots__ = ("_intervals", "_limits", "_next_sweep", "_sweep_at", "_waiting", "rate")
 
     def __init__(self, rate: float, *, sweep_at: int = 4096) -> None:
         self.rate = rate
         self._limits: dict[str, AsyncLimiter] = {}
+        self._intervals: dict[str, float] = {}  # hosts that asked for a longer interval
         self._waiting: dict[str, int] = {}  # requests waiting for their turn, by host
         self._sweep_at = self._next_sweep = sweep_at
 
     @property
     def enabled(self) -> bool:
-        return self.rate > 0
+        return self.rate > 0 or bool(self._intervals)
 
     def __len__(self) -> int:
         return len(self._limits)
+
+    def interval(self, host: str) -> float:
+        """Seconds between two requests to ``host`` (0: no limit)."""
+        own = self._intervals.get(host, 0.0)
+        return max(own, 1.0 / self.rate) if self.rate > 0 else own
+
+    def set_interval(self, host: str, seconds: float) -> None:
+        """``host`` asked for at least ``seconds`` between requests (robots.txt)."""
+        if seconds <= 0 or self._intervals.get(host) == seconds:
+            return
+        self._intervals[host] = seconds
+        limiter = self._limits.get(host)
+        if limiter is not None and host not in self._waiting:
+            del self._limits[host]  # the next request makes one at the new interval
 
     async def wait(self, host: str) -> None:
         """Return when a request to ``host`` may be sent (at once if it is its turn)."""
         limiter = self._limits.get(host)
         if limiter is None:
+            interval = self.interval(host)
+            if interval <= 0:
+                return
             if len(self._limits) >= self._next_sweep:
                 self._sweep()
-            limiter = self._limits[host] = AsyncLimiter(1, 1.0 / self.rate)
+            limiter = self._limits[host] = AsyncLimiter(1, interval)
         self._waiting[host] = self._waiting.get(host, 0) + 1
         try:
             await limiter.acquire()
@@ -238,6 +276,52 @@ class HostRates:
         }
         # Sweep again once the table has doubled from what is still busy: amortised O(1).
         self._next_sweep = max(self._sweep_at, 2 * len(self._limits))
+
+
+class HostHolds:
+    """Hosts that answered 429 or 503: no request goes to one until its hold is over.
+
+    The request that got the answer waits its backoff anyway; the hold makes every other
+    worker with a URL of that host wait too, so the host sees a pause, not the same rate
+    from the others. Hosts that did not answer so are not slowed. Expired holds are swept
+    once the table doubles.
+    """
+
+    __slots__ = ("_clock", "_next_sweep", "_until", "held")
+
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        self._until: dict[str, float] = {}
+        self._clock = clock
+        self._next_sweep = 1024
+        #: Holds started, by host (stats).
+        self.held: dict[str, int] = {}
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    def hold(self, host: str, seconds: float) -> None:
+        """No request to ``host`` for ``seconds`` from now (a longer hold is kept)."""
+        if seconds <= 0:
+            return
+        until = self._now() + seconds
+        if until > self._until.get(host, 0.0):
+            self._until[host] = until
+        self.held[host] = self.held.get(host, 0) + 1
+        if len(self._until) >= self._next_sweep:
+            now = self._now()
+            self._until = {h: t for h, t in self._until.items() if t > now}
+            self._next_sweep = max(1024, 2 * len(self._until))
+
+    def remaining(self, host: str) -> float:
+        """Seconds before a request to ``host`` may go (0: now)."""
+        until = self._until.get(host)
+        return 0.0 if until is None else max(0.0, until - self._now())
+
+    async def wait(self, host: str, sleep: Sleep) -> None:
+        """Return once ``host`` is not held (a hold made meanwhile is waited out too)."""
+        while (left := self.remaining(host)) > 0:
+            await sleep(left)
+        self._until.pop(host, None)
 
 
 class _Deadline:
@@ -354,10 +438,18 @@ class Downloader:
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
         resolver: AbstractResolver | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._config = config
         self._rng = rng if rng is not None else random.Random()
         self._host_limits = HostRates(config.host_rate)
+        self._holds = HostHolds(clock)
+        # Each origin's robots.txt and tdmrep.json (None when neither is honoured).
+        self._origins = (
+            OriginPolicies(config.etiquette, self._fetch_policy_file)
+            if config.etiquette.needs_origin
+            else None
+        )
         # Hosts with their own, lower concurrency (created lazily: a semaphore binds its loop).
         self._host_caps = dict(config.host_limits)
         self._host_slots: dict[str, asyncio.Semaphore] = {}
@@ -381,6 +473,20 @@ class Downloader:
     def closed(self) -> bool:
         """True once :meth:`aclose` has run."""
         return self._closed
+
+    @property
+    def origins(self) -> OriginPolicies | None:
+        """The origins' robots.txt / tdmrep.json seen so far (None: neither is honoured)."""
+        return self._origins
+
+    @property
+    def holds(self) -> HostHolds:
+        """The hosts held back after a 429 / 503."""
+        return self._holds
+
+    def host_interval(self, host: str) -> float:
+        """Seconds between two requests to ``host`` (``--host-rate``, its robots.txt)."""
+        return self._host_limits.interval(host)
 
     async def __aenter__(self) -> Self:
         if self._closed or self._session is not None:
@@ -479,8 +585,12 @@ class Downloader:
                     elapsed=loop.time() - started,
                 )
             if not result.retryable or attempts > cfg.retries:
+                if result.hold is not None:  # the last attempt: the others still see the pause
+                    self._holds.hold(result.hold, self.backoff_delay(attempts, result.retry_after))
                 return self._failed(candidate, result, attempts)
             delay = self.backoff_delay(attempts, result.retry_after)
+            if result.hold is not None:
+                self._holds.hold(result.hold, delay)
             logger.debug(
                 "retrying %s in %.2fs after %s (%s)",
                 candidate.url, delay, result.error_class, result.detail,
@@ -530,6 +640,21 @@ class Downloader:
             if refusal is not None:
                 return _Failure(refusal.error_class, f"{refusal.detail} (at {current})")
             host = current.host or ""
+            if self._origins is not None:
+                deadline.pause()  # the origin's files are not the image's time
+                try:
+                    policy = await self._origins.policy(current)
+                finally:
+                    deadline.resume()
+                refused = policy.refusal(current, cfg.etiquette)
+                if refused is not None:
+                    return _Failure(error_class(refused[0]), refused[1])
+                if policy.delay > 0:
+                    self._host_limits.set_interval(host, policy.delay)
+            if self._holds.remaining(host) > 0:
+                deadline.pause()
+                await self._holds.wait(host, self._sleep)
+                deadline.resume()
             if self._host_limits.enabled:
                 # Waiting for the host's turn says nothing about the server: not on the clock.
                 deadline.pause()
@@ -600,7 +725,12 @@ class Downloader:
             return _Failure(
                 ErrorClass.http(status), f"HTTP {status} {resp.reason or ''}".rstrip(),
                 retryable=retryable, retry_after=retry_after,
+                hold=url.host if status in HOLD_STATUSES else None,
             )
+        opted_out = header_opt_out(resp.headers, cfg.etiquette)
+        if opted_out is not None:
+            resp.close()  # its body is not wanted
+            return _Failure(error_class(opted_out[0]), opted_out[1])
         encoding = _encoding_refusal(resp.headers)
         if encoding is not None:
             resp.close()
@@ -661,6 +791,41 @@ class Downloader:
                 ErrorClass.TRUNCATED, f"{total} of {length} bytes received", retryable=True
             )
         return _Body(body, str(url), resp.headers.get("Content-Type"), status)
+
+    async def _fetch_policy_file(self, url: URL) -> tuple[int, bytes] | None:
+        """``(status, body)`` of an origin's robots.txt or tdmrep.json (at most
+        :data:`~bingcrawl.fetch.etiquette.MAX_POLICY_BYTES`, the rest ignored), following
+        up to 5 redirects under the network policy; None if it could not be reached."""
+        session = self._session
+        cfg = self._config
+        if session is None:
+            return None
+        headers = {"User-Agent": cfg.user_agent, "Accept-Encoding": "identity"}
+        current = url
+        try:
+            async with asyncio.timeout(cfg.etiquette.timeout):
+                for _hop in range(6):
+                    if url_refusal(current, cfg.policy) is not None:
+                        return None
+                    async with session.get(current, headers=headers, allow_redirects=False) as resp:
+                        if resp.status not in _REDIRECT_STATUSES:
+                            if not 200 <= resp.status < 300 or _encoding_refusal(resp.headers):
+                                return resp.status, b""
+                            body = bytearray()
+                            async for chunk in resp.content.iter_any():
+                                body += chunk
+                                if len(body) >= MAX_POLICY_BYTES:
+                                    resp.close()
+                                    break
+                            return resp.status, bytes(body[:MAX_POLICY_BYTES])
+                        target = self._redirect_target(resp, current)
+                    if isinstance(target, _Failure):
+                        return None
+                    current = target
+                return 404, b""  # more than 5 redirects: unavailable (RFC 9309 2.3.1.2)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            logger.debug("%s could not be fetched: %s", url, exc)
+            return None
 
     def _sniff(self, head: bytes) -> _Failure | None:
         """Refuse bytes that are not an accepted raster format, from their first bytes."""

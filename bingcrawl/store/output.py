@@ -372,6 +372,7 @@ def write_stats(
         "generated_at": utc_iso(time.time()),
         "candidates": {"total": sum(by_status.values()), "by_status": by_status},
         "errors": dict(summary.errors),
+        "opted_out": summary.opted_out_dict(),
         "queries": {"total": len(summary.queries), "by_state": by_state},
         "api_calls": {"total": summary.api_calls_total, "by_endpoint": by_endpoint},
         "stored_bytes": stored_bytes,

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
+import urllib.parse
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
 import orjson
 
-from bingcrawl.records import Status
+from bingcrawl.records import OPTED_OUT, Status
 from bingcrawl.store.schema import CHECKPOINT_NAME, connect_readonly
 
 __all__ = ["ApiCallCount", "QueryStatus", "StatusSummary", "build_summary", "read_summary"]
@@ -18,6 +20,8 @@ __all__ = ["ApiCallCount", "QueryStatus", "StatusSummary", "build_summary", "rea
 #: Status columns of the text table, in pipeline order.
 _STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
 _TEXT_WIDTH = 40
+#: Hosts listed per opt-out signal (the most excluded first; the rest are summed).
+OPTED_OUT_HOSTS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,12 @@ class StatusSummary:
     api_calls: tuple[ApiCallCount, ...]
     #: API calls answered today (UTC): what a provider's daily budget counts.
     api_calls_today: int = 0
+    #: Images publishers' opt-outs excluded: signal (the error class without ``opted_out_``,
+    #: e.g. ``robots_txt``) -> host -> images, the :data:`OPTED_OUT_HOSTS` hosts with most,
+    #: the others summed under ``(other hosts)``.
+    opted_out: Mapping[str, Mapping[str, int]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     @property
     def api_calls_total(self) -> int:
@@ -82,6 +92,7 @@ class StatusSummary:
             "queries": [q.to_dict() for q in self.queries],
             "totals": dict(self.totals),
             "errors": dict(self.errors),
+            "opted_out": self.opted_out_dict(),
             "api_calls": {
                 "total": self.api_calls_total,
                 "today_utc": self.api_calls_today,
@@ -90,6 +101,13 @@ class StatusSummary:
                     for c in self.api_calls
                 ],
             },
+        }
+
+    def opted_out_dict(self) -> dict[str, dict[str, object]]:
+        """``{signal: {"total": n, "hosts": {host: n}}}`` (stats.json, ``status --json``)."""
+        return {
+            signal: {"total": sum(hosts.values()), "hosts": dict(hosts)}
+            for signal, hosts in self.opted_out.items()
         }
 
     def to_json(self) -> str:
@@ -147,6 +165,13 @@ class StatusSummary:
             lines.append("")
             lines.append("failures by error class:")
             lines.extend(f"  {name}: {n}" for name, n in self.errors.items())
+        if self.opted_out:
+            lines.append("")
+            lines.append("excluded by publishers' opt-outs (not stored, not retried):")
+            for signal, hosts in self.opted_out.items():
+                shown = ", ".join(f"{_cell(h)} {n}" for h, n in list(hosts.items())[:5])
+                more = " ..." if len(hosts) > 5 else ""
+                lines.append(f"  {signal}: {sum(hosts.values())} ({shown}{more})")
         lines.append("")
         lines.append(f"API calls: {self.api_calls_total} ({self.api_calls_today} today, UTC)")
         lines.extend(f"  {c.endpoint} {c.status}: {c.count}" for c in self.api_calls)
@@ -226,7 +251,33 @@ def _build(conn: sqlite3.Connection) -> StatusSummary:
         errors=MappingProxyType(errors),
         api_calls=api,
         api_calls_today=int(today),
+        opted_out=_opted_out(conn),
     )
+
+
+def _opted_out(conn: sqlite3.Connection) -> Mapping[str, Mapping[str, int]]:
+    """Opted-out images by signal and host: the failed rows' index finds them (a range of
+    error classes), their URLs name the host."""
+    found: dict[str, Counter[str]] = {}
+    upper = OPTED_OUT[:-1] + chr(ord(OPTED_OUT[-1]) + 1)
+    for error, url in conn.execute(
+        "SELECT error_class, url FROM candidates INDEXED BY idx_candidates_failed "
+        "WHERE status = 'failed' AND error_class >= ? AND error_class < ?",
+        (OPTED_OUT, upper),
+    ):
+        try:
+            host = urllib.parse.urlsplit(url).hostname or "?"
+        except ValueError:
+            host = "?"
+        found.setdefault(error[len(OPTED_OUT) :], Counter())[host] += 1
+    result: dict[str, Mapping[str, int]] = {}
+    for signal in sorted(found):
+        ranked = sorted(found[signal].items(), key=lambda item: (-item[1], item[0]))
+        hosts = dict(ranked[:OPTED_OUT_HOSTS])
+        if rest := sum(n for _, n in ranked[OPTED_OUT_HOSTS:]):
+            hosts["(other hosts)"] = rest
+        result[signal] = MappingProxyType(hosts)
+    return MappingProxyType(result)
 
 
 def read_summary(out: Path) -> StatusSummary:

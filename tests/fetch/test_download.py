@@ -26,6 +26,7 @@ from aiohttp.test_utils import TestServer
 
 from bingcrawl.errors import ConfigError
 from bingcrawl.fetch.download import DownloadConfig, Downloader, HostRates
+from bingcrawl.fetch.etiquette import Etiquette
 from bingcrawl.fetch.netpolicy import NetworkPolicy
 from bingcrawl.records import Candidate, DownloadFailure, Fetched
 from tests.support.net import CANARY_HOST, RawServer, ScriptedResolver
@@ -261,6 +262,9 @@ class RecordingSleep:
         await asyncio.sleep(0)
 
 
+NO_ETIQUETTE = Etiquette(respect=frozenset())
+
+
 def _config(**overrides: Any) -> DownloadConfig:
     values: dict[str, Any] = {
         "policy": NetworkPolicy.from_cidrs(["127.0.0.1/32"]),
@@ -270,6 +274,9 @@ def _config(**overrides: Any) -> DownloadConfig:
         "retries": 0,
         "backoff_base": 0.01,
         "backoff_max": 5.0,
+        # The transport on its own: the origin's robots.txt and tdmrep.json would add their
+        # requests and resolutions to every count here (tests/fetch/test_etiquette.py).
+        "etiquette": NO_ETIQUETTE,
     }
     values.update(overrides)
     return DownloadConfig(**values)

@@ -1,0 +1,451 @@
+"""Publishers' opt-outs and robots.txt: what a crawler that sites can trust honours.
+
+Every signal is honoured by default; ``--ignore SIGNAL`` (or ``--respect`` with a shorter
+list) turns one off, and doing so is the user's responsibility. The names, and the error
+class an image it excludes gets (its outcome is ``failed``, never retried; ``detail`` quotes
+the value that excluded it):
+
+==================  ===========================  ==============================================
+signal              error class                  what excludes an image
+==================  ===========================  ==============================================
+``robots.txt``      ``opted_out_robots_txt``     its URL is disallowed for our agent token by
+                                                 the origin's ``/robots.txt`` (RFC 9309,
+                                                 parsed by protego, Scrapy's parser)
+``x-robots-tag``    ``opted_out_x_robots_tag``   an ``X-Robots-Tag`` header with ``noai``,
+                                                 ``noimageai``, ``noindex``, ``noimageindex``
+                                                 or ``none``, for every agent or for ours
+                                                 (``bingcrawl: noai``)
+``tdmrep``          ``opted_out_tdmrep``         W3C TDMRep: a ``tdm-reservation: 1`` header,
+                                                 or a rule of the origin's
+                                                 ``/.well-known/tdmrep.json`` whose
+                                                 ``location`` matches with reservation 1
+``content-usage``   ``opted_out_content_usage``  IETF aipref ``Content-Usage``: ``train-ai=n``
+                                                 (or ``tdm=n`` with no ``train-ai``), or
+                                                 ``train-genai=n`` (a dataset's later use is
+                                                 not the crawler's to know)
+``content-signal``  ``opted_out_content_signal`` ``Content-Signal: ai-train=no``
+==================  ===========================  ==============================================
+
+The agent token matched in robots.txt groups and in ``X-Robots-Tag: <agent>: ...`` is
+:data:`AGENT` (``bingcrawl``), case-insensitively, whatever the User-Agent string says.
+
+robots.txt and tdmrep.json are fetched once per origin (scheme, host, port) and kept for
+:attr:`Etiquette.ttl` (24 h, as RFC 9309 allows), in an LRU of :data:`MAX_ORIGINS` origins.
+What a robots.txt answer means (RFC 9309 section 2.3.1): 2xx, its rules; 4xx, no rules
+(everything allowed); 5xx or 429, the origin is disallowed for :attr:`Etiquette.retry_after`
+seconds, then asked again. An origin that cannot be reached (connection refused, DNS, a
+timeout, a refused address) counts as allowed, for the same while: the RFC says "assume
+complete disallow", but an image host that does not answer for its robots.txt will not
+answer for the image either, and blaming a publisher's opt-out for an outage would make the
+counts this module feeds untrue. ``Crawl-delay`` and ``Request-rate`` for our agent become
+that host's request interval (at most :attr:`Etiquette.max_delay`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from protego import Protego
+from yarl import URL
+
+from bingcrawl.errors import ConfigError
+from bingcrawl.records import OPTED_OUT
+
+__all__ = [
+    "AGENT",
+    "MAX_ORIGINS",
+    "OPTED_OUT",
+    "SIGNALS",
+    "Etiquette",
+    "OriginPolicies",
+    "OriginPolicy",
+    "PolicyFetch",
+    "content_signal_opt_out",
+    "content_usage_opt_out",
+    "error_class",
+    "header_opt_out",
+    "signal_of",
+    "tdm_header_opt_out",
+    "tdmrep_rules",
+    "x_robots_opt_out",
+]
+
+log = logging.getLogger(__name__)
+
+#: The product token matched against robots.txt groups and ``X-Robots-Tag: <agent>:``.
+AGENT: Final = "bingcrawl"
+#: Every signal, by the name ``--respect`` / ``--ignore`` take.
+SIGNALS: Final = ("robots.txt", "x-robots-tag", "tdmrep", "content-usage", "content-signal")
+#: Origins whose robots.txt and tdmrep.json are kept at once (least recently used go first).
+MAX_ORIGINS: Final = 8192
+#: Bytes of a robots.txt read (RFC 9309: at least 500 KiB) or of a tdmrep.json.
+MAX_POLICY_BYTES: Final = 512 * 1024
+
+_XRT_OPT_OUT: Final = frozenset({"noai", "noimageai", "noindex", "noimageindex", "none"})
+# X-Robots-Tag rules that carry a value after a colon: "unavailable_after: <date>" is a rule,
+# not an agent named unavailable_after.
+_XRT_VALUED: Final = frozenset(
+    {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}
+)
+_TOKEN = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+def error_class(signal: str) -> str:
+    """The error class of an image ``signal`` excluded (``robots.txt`` ->
+    ``opted_out_robots_txt``)."""
+    return OPTED_OUT + signal.replace(".", "_").replace("-", "_")
+
+
+def signal_of(error: str | None) -> str | None:
+    """The signal an error class names, or None if it is not an opt-out."""
+    if not error or not error.startswith(OPTED_OUT):
+        return None
+    for signal in SIGNALS:
+        if error_class(signal) == error:
+            return signal
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Etiquette:
+    """Which signals are honoured, as whom, and how long an origin's answers are kept."""
+
+    respect: frozenset[str] = frozenset(SIGNALS)
+    agent: str = AGENT
+    #: Seconds a robots.txt / tdmrep.json answer is kept.
+    ttl: float = 24 * 3600.0
+    #: Seconds an origin stays disallowed after its robots.txt answered 5xx / 429 (or stays
+    #: allowed after it could not be reached) before it is asked again.
+    retry_after: float = 600.0
+    #: Total seconds for one robots.txt or tdmrep.json fetch, redirects included.
+    timeout: float = 10.0
+    #: Longest request interval a robots.txt ``Crawl-delay`` / ``Request-rate`` sets.
+    max_delay: float = 60.0
+
+    def __post_init__(self) -> None:
+        respect = frozenset(self.respect)
+        unknown = sorted(respect - set(SIGNALS))
+        if unknown:
+            raise ConfigError(
+                "--respect", f"unknown signals {unknown}; known: {', '.join(SIGNALS)}"
+            )
+        object.__setattr__(self, "respect", respect)
+        if not isinstance(self.agent, str) or not _TOKEN.fullmatch(self.agent):
+            raise ConfigError(
+                "agent", f"must be a product token (letters, digits, -_.), got {self.agent!r}"
+            )
+        for name in ("ttl", "retry_after", "timeout", "max_delay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ConfigError(name, f"must be a number > 0, got {value!r}")
+
+    @classmethod
+    def from_options(
+        cls, respect: Sequence[str] | None = None, ignore: Sequence[str] = ()
+    ) -> Etiquette:
+        """``--respect`` (comma-separated or repeated; ``all`` / ``none``; default all)
+        minus ``--ignore`` (the same forms)."""
+        kept = set(SIGNALS) if respect is None else _names("--respect", respect)
+        return cls(respect=frozenset(kept - _names("--ignore", ignore)))
+
+    def honours(self, signal: str) -> bool:
+        return signal in self.respect
+
+    @property
+    def needs_origin(self) -> bool:
+        """Whether an origin's files are fetched at all."""
+        return "robots.txt" in self.respect or "tdmrep" in self.respect
+
+
+def _names(option: str, values: Iterable[str]) -> set[str]:
+    names: set[str] = set()
+    for value in values:
+        for name in (v.strip().lower() for v in str(value).split(",")):
+            if name == "all":
+                names |= set(SIGNALS)
+            elif name == "none" or not name:
+                continue
+            elif name in SIGNALS:
+                names.add(name)
+            else:
+                raise ConfigError(
+                    option, f"unknown signal {name!r}; known: {', '.join(SIGNALS)}, all, none"
+                )
+    return names
+
+
+# ------------------------------------------------------------------------ response headers
+
+
+class _Headers(Protocol):
+    def getall(self, key: str, default: list[str]) -> list[str]: ...
+
+
+def x_robots_opt_out(values: Iterable[str], agent: str = AGENT) -> str | None:
+    """The ``X-Robots-Tag`` rule that opts out, quoted, or None.
+
+    Each header line is a comma-separated list of rules, optionally after ``<agent>:``,
+    which scopes the rules that follow it (to the end of the line) to that agent; rules for
+    another agent are ignored.
+    """
+    ours = agent.lower()
+    for value in values:
+        scope: str | None = None
+        for part in value.split(","):
+            rule = part.strip()
+            head, colon, tail = rule.partition(":")
+            name = head.strip().lower()
+            if colon and name not in _XRT_VALUED and _TOKEN.fullmatch(name):
+                scope, rule = name, tail.strip()
+            if scope is not None and scope != ours:
+                continue
+            if rule.lower() in _XRT_OPT_OUT:
+                where = f"{scope}: " if scope else ""
+                return f"X-Robots-Tag: {where}{rule.lower()}"
+    return None
+
+
+def _dictionary(values: Iterable[str]) -> dict[str, str]:
+    """A structured-field style dictionary (``a=b, c=d;param``), keys lowercased, values
+    unquoted and lowercased; a later key wins."""
+    found: dict[str, str] = {}
+    for value in values:
+        for member in value.split(","):
+            item = member.split(";", 1)[0].strip()
+            key, eq, raw = item.partition("=")
+            key = key.strip().lower()
+            if key:
+                found[key] = raw.strip().strip('"').lower() if eq else "?1"
+    return found
+
+
+def content_usage_opt_out(values: Iterable[str]) -> str | None:
+    """The aipref ``Content-Usage`` preference that opts out, quoted, or None."""
+    prefs = _dictionary(values)
+    if "train-ai" in prefs:
+        if prefs["train-ai"] == "n":
+            return "Content-Usage: train-ai=n"
+    elif prefs.get("tdm") == "n":
+        return "Content-Usage: tdm=n"
+    if prefs.get("train-genai") == "n":
+        return "Content-Usage: train-genai=n"
+    return None
+
+
+def content_signal_opt_out(values: Iterable[str]) -> str | None:
+    """The ``Content-Signal`` that opts out (``ai-train=no``), quoted, or None."""
+    if _dictionary(values).get("ai-train") == "no":
+        return "Content-Signal: ai-train=no"
+    return None
+
+
+def tdm_header_opt_out(values: Iterable[str]) -> str | None:
+    """A TDMRep ``tdm-reservation: 1`` header, quoted, or None."""
+    for value in values:
+        if value.strip() == "1":
+            return "tdm-reservation: 1"
+    return None
+
+
+def header_opt_out(headers: _Headers, etiquette: Etiquette) -> tuple[str, str] | None:
+    """``(signal, detail)`` of the first honoured header that opts the response out."""
+    checks: tuple[tuple[str, str, Callable[[list[str]], str | None]], ...] = (
+        ("x-robots-tag", "X-Robots-Tag", lambda v: x_robots_opt_out(v, etiquette.agent)),
+        ("tdmrep", "tdm-reservation", tdm_header_opt_out),
+        ("content-usage", "Content-Usage", content_usage_opt_out),
+        ("content-signal", "Content-Signal", content_signal_opt_out),
+    )
+    for signal, header, check in checks:
+        if signal in etiquette.respect:
+            values = headers.getall(header, [])
+            if values and (detail := check(values)) is not None:
+                return signal, detail
+    return None
+
+
+# ------------------------------------------------------------------------ per-origin files
+
+
+def _path_pattern(pattern: str) -> re.Pattern[str]:
+    """A robots.txt-style path pattern: ``*`` any run of characters, a final ``$`` the end,
+    otherwise a prefix."""
+    anchored = pattern.endswith("$")
+    body = pattern[:-1] if anchored else pattern
+    regex = ".*".join(re.escape(piece) for piece in body.split("*"))
+    return re.compile(regex + ("$" if anchored else ""))
+
+
+@dataclass(frozen=True, slots=True)
+class _TdmRule:
+    location: str
+    pattern: re.Pattern[str]
+    reserved: bool
+    policy: str | None
+
+
+def tdmrep_rules(body: bytes) -> list[_TdmRule]:
+    """The rules of a ``/.well-known/tdmrep.json`` (an array of ``{"location",
+    "tdm-reservation", "tdm-policy"}``); anything malformed is skipped, a file that is not a
+    JSON array has none."""
+    try:
+        data = json.loads(body.decode("utf-8", errors="replace"))
+    except ValueError:
+        return []
+    rules: list[_TdmRule] = []
+    for item in data if isinstance(data, list) else []:
+        if not isinstance(item, dict):
+            continue
+        location, reserved = item.get("location"), item.get("tdm-reservation")
+        if not isinstance(location, str) or reserved not in (0, 1, "0", "1"):
+            continue
+        path = location if location.startswith("/") else "/" + location
+        policy = item.get("tdm-policy")
+        rules.append(
+            _TdmRule(location, _path_pattern(path), str(reserved) == "1",
+                     policy if isinstance(policy, str) else None)
+        )  # fmt: skip
+    return rules
+
+
+@dataclass(slots=True)
+class OriginPolicy:
+    """What an origin's robots.txt and tdmrep.json say, until ``expires`` (monotonic)."""
+
+    expires: float
+    robots: Protego | None = None
+    #: Why every URL is refused (robots.txt answered 5xx), or None.
+    disallow_all: str | None = None
+    tdm_rules: list[_TdmRule] = field(default_factory=list)
+    #: Seconds between two requests to the host, from robots.txt (0: none asked).
+    delay: float = 0.0
+
+    def refusal(self, url: URL, etiquette: Etiquette) -> tuple[str, str] | None:
+        """``(signal, detail)`` if the origin's files exclude ``url``."""
+        if "robots.txt" in etiquette.respect:
+            if self.disallow_all is not None:
+                return "robots.txt", self.disallow_all
+            if self.robots is not None and not self.robots.can_fetch(str(url), etiquette.agent):
+                return "robots.txt", f"robots.txt disallows {url.path_qs} for {etiquette.agent}"
+        if "tdmrep" in etiquette.respect:
+            path = url.raw_path_qs
+            for rule in self.tdm_rules:
+                if rule.pattern.match(path):
+                    if rule.reserved:
+                        policy = f" (policy {rule.policy})" if rule.policy else ""
+                        return "tdmrep", (
+                            f"tdmrep.json: tdm-reservation 1 for {rule.location}{policy}"
+                        )
+                    break  # the first rule that matches decides
+        return None
+
+
+#: Fetches one file of an origin: ``(status, body)``, or None when it could not be reached.
+PolicyFetch = Callable[[URL], Awaitable[tuple[int, bytes] | None]]
+
+
+class OriginPolicies:
+    """Each origin's robots.txt and tdmrep.json, fetched once (concurrent askers share the
+    fetch) and kept for the etiquette's ``ttl``, in an LRU of ``max_origins``."""
+
+    def __init__(
+        self,
+        etiquette: Etiquette,
+        fetch: PolicyFetch,
+        *,
+        max_origins: int = MAX_ORIGINS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.etiquette = etiquette
+        self._fetch = fetch
+        self._max = max_origins
+        self._clock = clock
+        self._known: collections.OrderedDict[str, OriginPolicy] = collections.OrderedDict()
+        self._pending: dict[str, asyncio.Future[OriginPolicy]] = {}
+        #: Files fetched, by kind (``robots.txt``, ``tdmrep.json``): the run's request count.
+        self.fetched: collections.Counter[str] = collections.Counter()
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    async def policy(self, url: URL) -> OriginPolicy:
+        """The policy of ``url``'s origin, fetched if not known (or expired)."""
+        origin = str(url.origin())
+        known = self._known.get(origin)
+        if known is not None and known.expires > self._clock():
+            self._known.move_to_end(origin)
+            return known
+        pending = self._pending.get(origin)
+        if pending is None:
+            pending = self._pending[origin] = asyncio.ensure_future(self._load(url.origin()))
+            pending.add_done_callback(functools.partial(self._settled, origin))
+        return await asyncio.shield(pending)
+
+    def _settled(self, origin: str, _done: asyncio.Future[OriginPolicy]) -> None:
+        self._pending.pop(origin, None)
+
+    async def _load(self, origin: URL) -> OriginPolicy:
+        etiquette = self.etiquette
+        robots_wanted = "robots.txt" in etiquette.respect
+        tdm_wanted = "tdmrep" in etiquette.respect
+        robots_answer, tdm_answer = await asyncio.gather(
+            self._get(origin / "robots.txt", "robots.txt") if robots_wanted else _none(),
+            self._get(origin.with_path("/.well-known/tdmrep.json"), "tdmrep.json")
+            if tdm_wanted else _none(),
+        )  # fmt: skip
+        now = self._clock()
+        policy = OriginPolicy(expires=now + etiquette.ttl)
+        if robots_wanted:
+            self._read_robots(policy, origin, robots_answer, now)
+        if tdm_answer is not None and 200 <= tdm_answer[0] < 300:
+            policy.tdm_rules = tdmrep_rules(tdm_answer[1])
+        self._known[str(origin)] = policy
+        self._known.move_to_end(str(origin))
+        while len(self._known) > self._max:
+            self._known.popitem(last=False)
+        return policy
+
+    def _read_robots(
+        self, policy: OriginPolicy, origin: URL, answer: tuple[int, bytes] | None, now: float
+    ) -> None:
+        etiquette = self.etiquette
+        if answer is None:
+            # Unreachable: allowed (see the module docstring), and asked again before long.
+            policy.expires = now + etiquette.retry_after
+            return
+        status, body = answer
+        if status >= 500 or status == 429:
+            policy.disallow_all = (
+                f"robots.txt answered HTTP {status}: {origin} disallowed for now (RFC 9309)"
+            )
+            policy.expires = now + etiquette.retry_after
+            return
+        if not 200 <= status < 300:
+            return  # 4xx (and redirects that ran out): no rules
+        try:
+            robots = Protego.parse(body.decode("utf-8", errors="replace"))
+        except Exception as exc:  # protego is lenient; a parser bug must not stop a crawl
+            log.warning("robots.txt of %s could not be parsed (%s): no rules used", origin, exc)
+            return
+        policy.robots = robots
+        delays = [robots.crawl_delay(etiquette.agent) or 0.0]
+        rate = robots.request_rate(etiquette.agent)
+        if rate is not None and rate.requests > 0:
+            delays.append(rate.seconds / rate.requests)
+        policy.delay = min(max(delays), etiquette.max_delay)
+
+    async def _get(self, url: URL, kind: str) -> tuple[int, bytes] | None:
+        self.fetched[kind] += 1
+        return await self._fetch(url)
+
+
+async def _none() -> None:
+    return None
