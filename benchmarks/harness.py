@@ -37,8 +37,9 @@ SCENARIOS = ("main", "concurrency", "latency", "size", "memory")
 
 #: Tool selectors: ``webdataset`` and ``search`` are bingcrawl with that output / source;
 #: ``asyncio`` is bingcrawl (files) on asyncio's own loop instead of uvloop (what uvloop buys);
-#: ``whole`` is bingcrawl with the one-hash near-duplicate method (what ``regions`` costs).
-TOOLS = ("bingcrawl", "webdataset", "search", "asyncio", "whole", "bare", "seed",
+#: ``whole`` is bingcrawl with the one-hash near-duplicate method (what ``regions`` costs);
+#: ``careless`` is bingcrawl with ``--ignore all`` (what honouring publishers' opt-outs costs).
+TOOLS = ("bingcrawl", "webdataset", "search", "asyncio", "whole", "careless", "bare", "seed",
          "img2dataset", "icrawler")  # fmt: skip
 
 
@@ -150,6 +151,7 @@ def plan(options: Options) -> list[Job]:
             ("search", ToolSpec("bingcrawl", c, source="search")),
             ("asyncio", ToolSpec("bingcrawl", c, event_loop="asyncio")),
             ("whole", ToolSpec("bingcrawl", c, near_dup_method="whole")),
+            ("careless", ToolSpec("bingcrawl", c, careless=True)),
             ("bare", ToolSpec("bare", c)),
             ("img2dataset", i2d),
             ("img2dataset", i2d_nr),

@@ -65,7 +65,8 @@ class ToolSpec:
     ``processes`` is img2dataset's process count; ``sample`` caps the URLs (the seed loop
     runs on a sample); ``event_loop`` forces bingcrawl's ``--event-loop`` (and the bare
     loop's) instead of the default, which takes uvloop when it is installed;
-    ``near_dup_method`` forces bingcrawl's ``--near-dup-method``.
+    ``near_dup_method`` forces bingcrawl's ``--near-dup-method``; ``careless`` runs bingcrawl
+    with ``--ignore all`` (no robots.txt, tdmrep.json or opt-out headers: what etiquette costs).
     """
 
     kind: str
@@ -76,6 +77,7 @@ class ToolSpec:
     sample: int | None = None
     event_loop: str = ""  # bingcrawl and the bare loop: "" = their default (auto)
     near_dup_method: str = ""  # bingcrawl: "" = its default (regions)
+    careless: bool = False  # bingcrawl: --ignore all
 
     @property
     def name(self) -> str:
@@ -87,6 +89,8 @@ class ToolSpec:
             return f"{base} ({self.event_loop} loop)"
         if self.kind == "bingcrawl" and self.near_dup_method:
             return f"bingcrawl ({self.near_dup_method} dedup)"
+        if self.kind == "bingcrawl" and self.careless:
+            return "bingcrawl (no etiquette)"
         names = {
             ("bingcrawl", "webdataset"): "bingcrawl (webdataset)",
             ("img2dataset", "noreencode"): "img2dataset (no reencode)",
@@ -204,7 +208,8 @@ class Context:
 
 @functools.cache
 def bingcrawl_features(python: str) -> frozenset[str]:
-    """Optional ``bingcrawl crawl`` flags this checkout has (``--urls``, ``--output-format``)."""
+    """Optional ``bingcrawl crawl`` flags this checkout has (``--urls``, ``--output-format``,
+    ...): a harness of this checkout can measure an older one."""
     text = subprocess.run(
         [python, "-m", "bingcrawl", "crawl", "--help"],
         capture_output=True,
@@ -212,7 +217,7 @@ def bingcrawl_features(python: str) -> frozenset[str]:
         timeout=60,
         check=False,
     ).stdout
-    flags = ("--urls", "--output-format", "--event-loop")
+    flags = ("--urls", "--output-format", "--event-loop", "--near-dup-method", "--ignore")
     return frozenset(flag for flag in flags if flag in text)
 
 
@@ -271,6 +276,8 @@ def _argv(spec: ToolSpec, urls: UrlSet, files: dict[str, Path], out: Path, resul
             argv += ["--event-loop", spec.event_loop]
         if spec.near_dup_method and "--near-dup-method" in features:
             argv += ["--near-dup-method", spec.near_dup_method]
+        if spec.careless and "--ignore" in features:
+            argv += ["--ignore", "all"]
         return argv, ctx.python
     if spec.kind == "bare":
         return [

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from bingcrawl.emulator.config import EmulatorConfig
@@ -260,6 +261,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="Retry-After of the transient_503 fault (default 1)",
     )
+    images.add_argument(
+        "--robots-txt",
+        type=Path,
+        metavar="FILE",
+        help="serve this file as /robots.txt (default: 404, no rules)",
+    )
+    images.add_argument(
+        "--robots-status",
+        type=int,
+        default=200,
+        metavar="STATUS",
+        help="HTTP status of /robots.txt (e.g. 503: an origin that cannot say)",
+    )
+    images.add_argument(
+        "--tdmrep-json",
+        type=Path,
+        metavar="FILE",
+        help="serve this file as /.well-known/tdmrep.json (default: 404)",
+    )
+    images.add_argument(
+        "--image-header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="send this header with every image, e.g. 'X-Robots-Tag: noai' (repeatable); an "
+        "image URL's query can ask for one too: /img/KEY?x-robots-tag=noai",
+    )
+
+
+def _read_text(path: Path | None, flag: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(flag, f"cannot read {path}: {exc}") from None
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip() or any(c in text for c in "\r\n"):
+        raise ConfigError("--image-header", f"expected 'Name: value', got {text!r}")
+    return name.strip(), value.strip()
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
@@ -286,6 +330,10 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
             oversize_bytes=args.oversize_bytes,
             transient_failures=args.transient_failures,
             retry_after=parse_duration(args.image_retry_after, "--image-retry-after"),
+            robots_txt=_read_text(args.robots_txt, "--robots-txt"),
+            robots_status=args.robots_status,
+            tdmrep_json=_read_text(args.tdmrep_json, "--tdmrep-json"),
+            headers=tuple(_header(h) for h in args.image_header),
         )
         return EmulatorConfig(
             corpus=CorpusConfig(**corpus_kw),

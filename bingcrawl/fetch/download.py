@@ -528,6 +528,8 @@ class Downloader:
     async def aclose(self) -> None:
         """Close the session and its connections (idempotent)."""
         self._closed = True
+        if self._origins is not None:
+            self._origins.close()
         session, self._session = self._session, None
         if session is not None and not session.closed:
             # Shielded: a cancelled crawl must still release its sockets.
@@ -823,7 +825,8 @@ class Downloader:
                         return None
                     current = target
                 return 404, b""  # more than 5 redirects: unavailable (RFC 9309 2.3.1.2)
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError, RuntimeError) as exc:
+            # (RuntimeError: the session closed under it at the end of a crawl)
             logger.debug("%s could not be fetched: %s", url, exc)
             return None
 

@@ -392,6 +392,11 @@ class OriginPolicies:
     def _settled(self, origin: str, _done: asyncio.Future[OriginPolicy]) -> None:
         self._pending.pop(origin, None)
 
+    def close(self) -> None:
+        """Cancel the fetches still under way (their askers are gone with the crawl)."""
+        for pending in list(self._pending.values()):
+            pending.cancel()
+
     async def _load(self, origin: URL) -> OriginPolicy:
         etiquette = self.etiquette
         robots_wanted = "robots.txt" in etiquette.respect

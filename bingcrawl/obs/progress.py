@@ -24,7 +24,7 @@ from bingcrawl.events import (
     QueryStopped,
 )
 from bingcrawl.obs.metrics import RateWindow
-from bingcrawl.records import Outcome, Status
+from bingcrawl.records import OPTED_OUT, Outcome, Status
 
 __all__ = ["Counters", "ProgressReporter"]
 
@@ -141,6 +141,7 @@ class Counters:
             "duplicates": self.duplicates,
             "near_duplicates": self.near_duplicates,
             "failed": self.failed,
+            "opted_out": sum(n for e, n in self.errors.items() if e.startswith(OPTED_OUT)),
             "skipped": self.skipped,
             "images_per_s": round(self.stored / elapsed, 2),
             "bytes_per_s": round(self.bytes / elapsed, 1),
@@ -160,7 +161,7 @@ class Counters:
             f"pages {s['pages']} | API calls {s['api_calls']} ({s['api_calls_per_s']}/s) | "
             f"downloaded {s['downloaded']} | stored {s['dataset_stored']} "
             f"(+{s['stored']} this run) | dup {s['duplicates']} | "
-            f"failed {s['failed']} | {s['images_per_s']} img/s | "
+            f"failed {s['failed']}{_opted(s)} | {s['images_per_s']} img/s | "
             f"{s['bytes_per_s'] / 1e6:.2f} MB/s"
         )
         if waiting:
@@ -231,11 +232,17 @@ class ProgressReporter:
             f"{s['dataset_stored']} in the dataset (+{s['stored']} this run, "
             f"{s['images_per_s']} img/s)",
         )
-        table.add_row("duplicate / failed", f"{s['duplicates']} / {s['failed']}")
+        table.add_row("duplicate / failed", f"{s['duplicates']} / {s['failed']}{_opted(s)}")
         waiting = self._waiting()
         if waiting:
             table.add_row("waiting for", f"{waiting} (idle {self.counters.idle():.0f} s)")
         return table
+
+
+def _opted(stats: dict[str, Any]) -> str:
+    """`` (N opted out)`` when publishers' opt-outs excluded images, else nothing."""
+    n = stats.get("opted_out", 0)
+    return f" ({n} opted out)" if n else ""
 
 
 def summary_table(stats: dict[str, Any]) -> str:
@@ -246,7 +253,7 @@ def summary_table(stats: dict[str, Any]) -> str:
     rows += [
         ("stored (this run)", stats.get("stored", 0)),
         ("duplicates", stats.get("duplicates", 0)),
-        ("failed", stats.get("failed", 0)),
+        ("failed", f"{stats.get('failed', 0)}{_opted(stats)}"),
         ("skipped (limit reached)", stats.get("skipped", 0)),
         ("API calls", stats.get("api_calls", 0)),
         ("images/s", stats.get("images_per_s", 0)),

@@ -84,6 +84,7 @@ async def test_every_signal_excludes_and_is_counted_per_host(
     assert [ua for ua in host.user_agents if "(+mailto:datasets@example.org)" in ua]
 
     stats = json.loads((out / "stats.json").read_text())
+    assert stats["run"]["opted_out"] == len(expected)  # this run's counter, as progress shows
     opted = stats["opted_out"]
     assert opted["x_robots_tag"]["total"] == 2
     assert sum(v["total"] for v in opted.values()) == len(expected)

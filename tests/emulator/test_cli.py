@@ -7,6 +7,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -72,6 +73,28 @@ def test_flags_reach_the_config() -> None:
     assert config.images == ImageHostConfig(
         latency=0.5, slow_seconds=2.0, oversize_bytes=1000, transient_failures=1, retry_after=3.0
     )
+
+
+def test_opt_out_flags_reach_the_image_host(tmp_path: Path) -> None:
+    robots = tmp_path / "robots.txt"
+    robots.write_text("User-agent: bingcrawl\nDisallow: /img/\n")
+    tdm = tmp_path / "tdmrep.json"
+    tdm.write_text('[{"location": "/img/*", "tdm-reservation": 1}]')
+    config = config_from_args(
+        parse("--robots-txt", str(robots), "--robots-status", "503", "--tdmrep-json", str(tdm),
+              "--image-header", "X-Robots-Tag: noai",
+              "--image-header", "Content-Signal: ai-train=no")
+    )  # fmt: skip
+    assert config.images.robots_txt == robots.read_text()
+    assert config.images.robots_status == 503
+    assert config.images.tdmrep_json == tdm.read_text()
+    assert config.images.headers == (("X-Robots-Tag", "noai"), ("Content-Signal", "ai-train=no"))
+    with pytest.raises(ConfigError) as err:
+        config_from_args(parse("--image-header", "no colon"))
+    assert err.value.option == "--image-header"
+    with pytest.raises(ConfigError) as err:
+        config_from_args(parse("--robots-txt", str(tmp_path / "missing.txt")))
+    assert err.value.option == "--robots-txt"
 
 
 @pytest.mark.parametrize(
