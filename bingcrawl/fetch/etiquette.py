@@ -23,7 +23,10 @@ signal              error class                  what excludes an image
                                                  (or ``tdm=n`` with no ``train-ai``), or
                                                  ``train-genai=n`` (a dataset's later use is
                                                  not the crawler's to know)
-``content-signal``  ``opted_out_content_signal`` ``Content-Signal: ai-train=no``
+``content-signal``  ``opted_out_content_signal`` ``Content-Signal: ai-train=no``, as a header
+                                                 or as a line of the robots.txt group that
+                                                 applies to us (Cloudflare's managed robots.txt
+                                                 says it there)
 ==================  ===========================  ==============================================
 
 The agent token matched in robots.txt groups and in ``X-Robots-Tag: <agent>: ...`` is
@@ -73,6 +76,7 @@ __all__ = [
     "content_usage_opt_out",
     "error_class",
     "header_opt_out",
+    "robots_content_signal",
     "signal_of",
     "tdm_header_opt_out",
     "tdmrep_rules",
@@ -162,8 +166,9 @@ class Etiquette:
 
     @property
     def needs_origin(self) -> bool:
-        """Whether an origin's files are fetched at all."""
-        return "robots.txt" in self.respect or "tdmrep" in self.respect
+        """Whether an origin's files are fetched at all (robots.txt also carries
+        ``Content-Signal`` lines)."""
+        return bool(self.respect & {"robots.txt", "tdmrep", "content-signal"})
 
 
 def _names(option: str, values: Iterable[str]) -> set[str]:
@@ -256,6 +261,35 @@ def tdm_header_opt_out(values: Iterable[str]) -> str | None:
     return None
 
 
+def robots_content_signal(text: str, agent: str = AGENT) -> str | None:
+    """The ``Content-Signal`` lines of the robots.txt group that applies to ``agent`` (the
+    group naming it, else the ``*`` group), joined, or None. protego keeps no unknown lines,
+    so the groups are read here the way RFC 9309 forms them: consecutive ``User-agent``
+    lines open a group, the lines after them belong to it."""
+    ours = agent.lower()
+    signals: dict[str, list[str]] = {}
+    named: set[str] = set()  # every agent a group names
+    group: list[str] = []
+    in_agents = False
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        key, colon, value = line.partition(":")
+        if not colon:
+            continue
+        key, value = key.strip().lower(), value.strip()
+        if key == "user-agent":
+            group = [*group, value.lower()] if in_agents else [value.lower()]
+            named.add(value.lower())
+            in_agents = True
+            continue
+        in_agents = False
+        if key == "content-signal":
+            for name in group:
+                signals.setdefault(name, []).append(value)
+    found = signals.get(ours) if ours in named else signals.get("*")
+    return ", ".join(found) if found else None
+
+
 def header_opt_out(headers: _Headers, etiquette: Etiquette) -> tuple[str, str] | None:
     """``(signal, detail)`` of the first honoured header that opts the response out."""
     checks: tuple[tuple[str, str, Callable[[list[str]], str | None]], ...] = (
@@ -327,6 +361,8 @@ class OriginPolicy:
     tdm_rules: list[_TdmRule] = field(default_factory=list)
     #: Seconds between two requests to the host, from robots.txt (0: none asked).
     delay: float = 0.0
+    #: A ``Content-Signal`` of robots.txt that opts the origin out, quoted, or None.
+    content_signal: str | None = None
 
     def refusal(self, url: URL, etiquette: Etiquette) -> tuple[str, str] | None:
         """``(signal, detail)`` if the origin's files exclude ``url``."""
@@ -335,6 +371,8 @@ class OriginPolicy:
                 return "robots.txt", self.disallow_all
             if self.robots is not None and not self.robots.can_fetch(str(url), etiquette.agent):
                 return "robots.txt", f"robots.txt disallows {url.path_qs} for {etiquette.agent}"
+        if self.content_signal is not None and "content-signal" in etiquette.respect:
+            return "content-signal", f"robots.txt {self.content_signal}"
         if "tdmrep" in etiquette.respect:
             path = url.raw_path_qs
             for rule in self.tdm_rules:
@@ -399,7 +437,7 @@ class OriginPolicies:
 
     async def _load(self, origin: URL) -> OriginPolicy:
         etiquette = self.etiquette
-        robots_wanted = "robots.txt" in etiquette.respect
+        robots_wanted = bool(etiquette.respect & {"robots.txt", "content-signal"})
         tdm_wanted = "tdmrep" in etiquette.respect
         robots_answer, tdm_answer = await asyncio.gather(
             self._get(origin / "robots.txt", "robots.txt") if robots_wanted else _none(),
@@ -435,12 +473,18 @@ class OriginPolicies:
             return
         if not 200 <= status < 300:
             return  # 4xx (and redirects that ran out): no rules
+        text = body.decode("utf-8", errors="replace")
+        signal = robots_content_signal(text, etiquette.agent)
+        if signal is not None:
+            policy.content_signal = content_signal_opt_out([signal])
         try:
-            robots = Protego.parse(body.decode("utf-8", errors="replace"))
+            robots = Protego.parse(text)
         except Exception as exc:  # protego is lenient; a parser bug must not stop a crawl
             log.warning("robots.txt of %s could not be parsed (%s): no rules used", origin, exc)
             return
         policy.robots = robots
+        if "robots.txt" not in etiquette.respect:
+            return  # fetched for its Content-Signal lines only
         delays = [robots.crawl_delay(etiquette.agent) or 0.0]
         rate = robots.request_rate(etiquette.agent)
         if rate is not None and rate.requests > 0:

@@ -30,6 +30,7 @@ from bingcrawl.fetch.etiquette import (
     content_usage_opt_out,
     error_class,
     header_opt_out,
+    robots_content_signal,
     signal_of,
     tdm_header_opt_out,
     tdmrep_rules,
@@ -466,3 +467,31 @@ def test_options_reach_the_downloader(tmp_path: Any) -> None:
     with pytest.raises(ConfigError) as err:
         bingcrawl.make_config(["cats"], tmp_path, key="k", contact="me (the boss)")
     assert err.value.option == "--contact"
+
+
+@pytest.mark.parametrize(
+    ("robots", "expected"),
+    [
+        ("User-agent: *\nContent-Signal: search=yes, ai-train=no\nAllow: /\n",
+         "search=yes, ai-train=no"),
+        ("User-agent: *\nContent-Signal: ai-train=no\n\nUser-agent: bingcrawl\nAllow: /\n",
+         None),  # our own group says nothing: the "*" group does not apply to us
+        ("User-agent: otherbot\nUser-agent: BingCrawl\nContent-Signal: ai-train=no # us\n",
+         "ai-train=no"),
+        ("User-agent: *\nDisallow: /x\n", None),
+    ],
+)  # fmt: skip
+def test_content_signal_in_robots_txt(robots: str, expected: str | None) -> None:
+    assert robots_content_signal(robots) == expected
+
+
+async def test_a_robots_content_signal_excludes_the_origin() -> None:
+    robots = b"User-agent: *\nContent-Signal: search=yes, ai-train=no\nAllow: /\n"
+    policies = OriginPolicies(Etiquette(), FakeOrigin(robots=(200, robots)))
+    url = URL("http://cf.example/img/a.jpg")
+    policy = await policies.policy(url)
+    assert policy.refusal(url, Etiquette()) == (
+        "content-signal",
+        "robots.txt Content-Signal: ai-train=no",
+    )
+    assert policy.refusal(url, Etiquette.from_options(ignore=["content-signal"])) is None
