@@ -24,6 +24,8 @@ REFERENCES = {
     "x_seed": "seed blog loop",
     # bingcrawl's own default against its former near-duplicate method (one hash per image)
     "x_whole": "bingcrawl (whole dedup)",
+    # ... and against itself honouring no publisher's opt-out (--ignore all)
+    "x_careless": "bingcrawl (no etiquette)",
 }
 
 #: (name, metric path, comparison, bound) checked on the summary.
@@ -38,6 +40,7 @@ TARGETS: tuple[tuple[str, str, str, float], ...] = (
     ("images/s vs seed blog loop", "main:bingcrawl:x_seed", ">=", 50.0),
     ("images/s vs bare aiohttp loop", "main:bingcrawl:x_bare", ">=", 0.7),
     ("images/s, regions dedup vs whole", "main:bingcrawl:x_whole", ">=", 0.9),
+    ("images/s, etiquette vs --ignore all", "main:bingcrawl:x_careless", ">=", 0.95),
     ("images/s with webdataset output", "main:bingcrawl (webdataset):images_per_s", ">=", 1000.0),
     ("peak RSS MB at concurrency 256", "rss256", "<=", 300.0),
     ("RSS growth 10k -> 100k candidates", "memory_growth", "<=", 0.10),

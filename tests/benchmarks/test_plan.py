@@ -20,6 +20,7 @@ def test_quick_plan_covers_every_scenario_and_tool() -> None:
         "bingcrawl (search API)",
         "bingcrawl (asyncio loop)",
         "bingcrawl (whole dedup)",
+        "bingcrawl (no etiquette)",
         "bare aiohttp loop",
         "img2dataset",
         "img2dataset (no reencode)",
