@@ -24,7 +24,8 @@ Per stored image it holds about 128 bytes with one hash (``whole``) and 194 with
 benchmarks.index_bench``): a Hamming index's 65 per hash (the hash, its id, and per table a
 posting and a copy of the hash in table order, which makes queries 1.5-3x faster), 44 for the
 exact rule (:class:`Digests`: the digest and a sorted 8-byte key with its slot) and 17 to
-confirm hits (both hashes and a flag). A rebuild peaks at about twice that while it sorts.
+confirm hits (both hashes and a flag). A rebuild peaks at about 1.4 times that while it sorts
+(measured at two million), and hands its freed temporaries back to the OS when it ends.
 """
 
 from __future__ import annotations
