@@ -110,6 +110,7 @@ class ErrorClass(enum.StrEnum):
     WRITE_ERROR = "write_error"  # the file could not be written under OUT
     DECODE_TIMEOUT = "decode_timeout"  # decoding hung (a pathological file): workers killed
     WORKER_LOST = "worker_lost"  # the worker handling it died every time (--engine ray)
+    ROBOTS_UNAVAILABLE = "robots_unavailable"  # its origin's robots.txt answered 5xx / 429
 
     @staticmethod
     def http(status: int) -> str:

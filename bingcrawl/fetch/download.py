@@ -25,6 +25,7 @@ import logging
 import math
 import random
 import socket
+import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace, TracebackType
@@ -408,6 +409,36 @@ def _classify(exc: BaseException) -> _Failure:
     return _Failure(ErrorClass.CONNECTION, detail, retryable=True)
 
 
+async def _policy_body(resp: aiohttp.ClientResponse) -> tuple[int, bytes] | None:
+    """The body of a 2xx robots.txt / tdmrep.json, inflated (gzip, deflate) to at most
+    MAX_POLICY_BYTES; None if it is in a coding we do not read (then the origin counts as
+    unreachable: allowed, and asked again before long)."""
+    codings = [
+        c.strip().lower()
+        for v in resp.headers.getall("Content-Encoding", ())
+        for c in v.split(",")
+        if c.strip().lower() not in ("", "identity")
+    ]
+    if len(codings) > 1 or (codings and codings[0] not in ("gzip", "x-gzip", "deflate")):
+        return None
+    raw = bytearray()
+    async for chunk in resp.content.iter_any():
+        raw += chunk
+        if len(raw) >= MAX_POLICY_BYTES:
+            resp.close()
+            break
+    if not codings:
+        return resp.status, bytes(raw[:MAX_POLICY_BYTES])
+    # 47: a gzip or zlib header, detected; raw deflate (some servers' "deflate") as a fallback
+    for wbits in (47, -15):
+        try:
+            inflated = zlib.decompressobj(wbits).decompress(bytes(raw), MAX_POLICY_BYTES)
+        except zlib.error:
+            continue
+        return resp.status, inflated
+    return None
+
+
 def _encoding_refusal(headers: CIMultiDictProxy[str]) -> str | None:
     """Name any content or transfer coding we would have to decode (we never inflate)."""
     for name, harmless in (
@@ -650,17 +681,17 @@ class Downloader:
                     deadline.resume()
                 refused = policy.refusal(current, cfg.etiquette)
                 if refused is not None:
-                    return _Failure(error_class(refused[0]), refused[1])
+                    return _Failure(*refused)
                 if policy.delay > 0:
                     self._host_limits.set_interval(host, policy.delay)
-            if self._holds.remaining(host) > 0:
-                deadline.pause()
-                await self._holds.wait(host, self._sleep)
-                deadline.resume()
             if self._host_limits.enabled:
                 # Waiting for the host's turn says nothing about the server: not on the clock.
                 deadline.pause()
                 await self._host_limits.wait(host)
+                deadline.resume()
+            if self._holds.remaining(host) > 0:  # (after any wait for the host's turn)
+                deadline.pause()
+                await self._holds.wait(host, self._sleep)
                 deadline.resume()
             slot = self._slot(host)
             if slot is not None:
@@ -796,30 +827,31 @@ class Downloader:
 
     async def _fetch_policy_file(self, url: URL) -> tuple[int, bytes] | None:
         """``(status, body)`` of an origin's robots.txt or tdmrep.json (at most
-        :data:`~bingcrawl.fetch.etiquette.MAX_POLICY_BYTES`, the rest ignored), following
-        up to 5 redirects under the network policy; None if it could not be reached."""
+        :data:`~bingcrawl.fetch.etiquette.MAX_POLICY_BYTES`, the rest ignored; a gzip or
+        deflate body is inflated up to that much, never more), following up to 5 redirects
+        under the network policy; None if it could not be reached. Its timeout, like an
+        image's deadline, does not count the wait for a connection slot."""
         session = self._session
         cfg = self._config
         if session is None:
             return None
         headers = {"User-Agent": cfg.user_agent, "Accept-Encoding": "identity"}
+        loop = asyncio.get_running_loop()
         current = url
         try:
-            async with asyncio.timeout(cfg.etiquette.timeout):
+            async with asyncio.timeout(cfg.etiquette.timeout) as timeout:
+                deadline = _Deadline(timeout, loop)
                 for _hop in range(6):
                     if url_refusal(current, cfg.policy) is not None:
                         return None
-                    async with session.get(current, headers=headers, allow_redirects=False) as resp:
+                    async with session.get(
+                        current, headers=headers, allow_redirects=False,
+                        trace_request_ctx=deadline,
+                    ) as resp:  # fmt: skip
                         if resp.status not in _REDIRECT_STATUSES:
-                            if not 200 <= resp.status < 300 or _encoding_refusal(resp.headers):
+                            if not 200 <= resp.status < 300:
                                 return resp.status, b""
-                            body = bytearray()
-                            async for chunk in resp.content.iter_any():
-                                body += chunk
-                                if len(body) >= MAX_POLICY_BYTES:
-                                    resp.close()
-                                    break
-                            return resp.status, bytes(body[:MAX_POLICY_BYTES])
+                            return await _policy_body(resp)
                         target = self._redirect_target(resp, current)
                     if isinstance(target, _Failure):
                         return None

@@ -22,7 +22,8 @@ signal              error class                  what excludes an image
 ``content-usage``   ``opted_out_content_usage``  IETF aipref ``Content-Usage``: ``train-ai=n``
                                                  (or ``tdm=n`` with no ``train-ai``), or
                                                  ``train-genai=n`` (a dataset's later use is
-                                                 not the crawler's to know)
+                                                 not the crawler's to know), as a header or a
+                                                 line of our robots.txt group
 ``content-signal``  ``opted_out_content_signal`` ``Content-Signal: ai-train=no``, as a header
                                                  or as a line of the robots.txt group that
                                                  applies to us (Cloudflare's managed robots.txt
@@ -35,12 +36,14 @@ The agent token matched in robots.txt groups and in ``X-Robots-Tag: <agent>: ...
 robots.txt and tdmrep.json are fetched once per origin (scheme, host, port) and kept for
 :attr:`Etiquette.ttl` (24 h, as RFC 9309 allows), in an LRU of :data:`MAX_ORIGINS` origins.
 What a robots.txt answer means (RFC 9309 section 2.3.1): 2xx, its rules; 4xx, no rules
-(everything allowed); 5xx or 429, the origin is disallowed for :attr:`Etiquette.retry_after`
-seconds, then asked again. An origin that cannot be reached (connection refused, DNS, a
-timeout, a refused address) counts as allowed, for the same while: the RFC says "assume
+(everything allowed); 5xx or 429, the origin is held back for :attr:`Etiquette.retry_after`
+seconds, then asked again: its images fail as ``robots_unavailable``, not as an opt-out (an
+outage is not a publisher's wish). An origin that cannot be reached (connection refused, DNS,
+a timeout, a refused address) counts as allowed, for the same while: the RFC says "assume
 complete disallow", but an image host that does not answer for its robots.txt will not
-answer for the image either, and blaming a publisher's opt-out for an outage would make the
-counts this module feeds untrue. ``Crawl-delay`` and ``Request-rate`` for our agent become
+answer for the image either. A file that cannot be had when it is due again keeps the rules
+already known (RFC 9309 section 2.4). Time spent waiting for a connection does not count
+against a file's timeout. ``Crawl-delay`` and ``Request-rate`` for our agent become
 that host's request interval (at most :attr:`Etiquette.max_delay`).
 """
 
@@ -61,7 +64,7 @@ from protego import Protego
 from yarl import URL
 
 from bingcrawl.errors import ConfigError
-from bingcrawl.records import OPTED_OUT
+from bingcrawl.records import OPTED_OUT, ErrorClass
 
 __all__ = [
     "AGENT",
@@ -71,12 +74,14 @@ __all__ = [
     "Etiquette",
     "OriginPolicies",
     "OriginPolicy",
+    "PathPattern",
     "PolicyFetch",
     "content_signal_opt_out",
     "content_usage_opt_out",
     "error_class",
     "header_opt_out",
     "robots_content_signal",
+    "robots_group_lines",
     "signal_of",
     "tdm_header_opt_out",
     "tdmrep_rules",
@@ -167,8 +172,8 @@ class Etiquette:
     @property
     def needs_origin(self) -> bool:
         """Whether an origin's files are fetched at all (robots.txt also carries
-        ``Content-Signal`` lines)."""
-        return bool(self.respect & {"robots.txt", "tdmrep", "content-signal"})
+        ``Content-Signal`` and ``Content-Usage`` lines)."""
+        return bool(self.respect & {"robots.txt", "tdmrep", "content-signal", "content-usage"})
 
 
 def _names(option: str, values: Iterable[str]) -> set[str]:
@@ -261,33 +266,38 @@ def tdm_header_opt_out(values: Iterable[str]) -> str | None:
     return None
 
 
-def robots_content_signal(text: str, agent: str = AGENT) -> str | None:
-    """The ``Content-Signal`` lines of the robots.txt group that applies to ``agent`` (the
-    group naming it, else the ``*`` group), joined, or None. protego keeps no unknown lines,
-    so the groups are read here the way RFC 9309 forms them: consecutive ``User-agent``
-    lines open a group, the lines after them belong to it."""
-    ours = agent.lower()
-    signals: dict[str, list[str]] = {}
+def robots_group_lines(text: str, key: str, agent: str = AGENT) -> str | None:
+    """The ``key:`` lines (``content-signal``, ``content-usage``) of the robots.txt group that
+    applies to ``agent`` (the group naming it, else the ``*`` group), joined, or None.
+    protego keeps no unknown lines, so the groups are read here the way RFC 9309 forms them:
+    consecutive ``User-agent`` lines open a group, the lines after them belong to it."""
+    ours, wanted = agent.lower(), key.lower()
+    found: dict[str, list[str]] = {}
     named: set[str] = set()  # every agent a group names
     group: list[str] = []
     in_agents = False
     for raw in text.splitlines():
         line = raw.split("#", 1)[0].strip()
-        key, colon, value = line.partition(":")
+        name, colon, value = line.partition(":")
         if not colon:
             continue
-        key, value = key.strip().lower(), value.strip()
-        if key == "user-agent":
+        name, value = name.strip().lower(), value.strip()
+        if name == "user-agent":
             group = [*group, value.lower()] if in_agents else [value.lower()]
             named.add(value.lower())
             in_agents = True
             continue
         in_agents = False
-        if key == "content-signal":
-            for name in group:
-                signals.setdefault(name, []).append(value)
-    found = signals.get(ours) if ours in named else signals.get("*")
-    return ", ".join(found) if found else None
+        if name == wanted:
+            for member in group:
+                found.setdefault(member, []).append(value)
+    lines = found.get(ours) if ours in named else found.get("*")
+    return ", ".join(lines) if lines else None
+
+
+def robots_content_signal(text: str, agent: str = AGENT) -> str | None:
+    """The ``Content-Signal`` of the robots.txt group that applies to ``agent``, or None."""
+    return robots_group_lines(text, "content-signal", agent)
 
 
 def header_opt_out(headers: _Headers, etiquette: Etiquette) -> tuple[str, str] | None:
@@ -309,19 +319,49 @@ def header_opt_out(headers: _Headers, etiquette: Etiquette) -> tuple[str, str] |
 # ------------------------------------------------------------------------ per-origin files
 
 
-def _path_pattern(pattern: str) -> re.Pattern[str]:
-    """A robots.txt-style path pattern: ``*`` any run of characters, a final ``$`` the end,
-    otherwise a prefix."""
-    anchored = pattern.endswith("$")
-    body = pattern[:-1] if anchored else pattern
-    regex = ".*".join(re.escape(piece) for piece in body.split("*"))
-    return re.compile(regex + ("$" if anchored else ""))
+@dataclass(frozen=True, slots=True)
+class PathPattern:
+    """A robots.txt-style path pattern: ``*`` any run of characters, a final ``$`` the end of
+    the path, otherwise a prefix. Matched greedily piece by piece with ``str.find``: linear
+    in the path, whatever the pattern (a regular expression of many ``*`` backtracks for
+    seconds on a hostile file)."""
+
+    pieces: tuple[str, ...]
+    anchored: bool
+
+    @classmethod
+    def parse(cls, pattern: str) -> PathPattern:
+        anchored = pattern.endswith("$")
+        body = pattern[:-1] if anchored else pattern
+        return cls(tuple(body.split("*")), anchored)
+
+    def matches(self, path: str) -> bool:
+        first, *rest = self.pieces
+        if not path.startswith(first):
+            return False
+        if not rest:
+            return not self.anchored or path == first
+        at = len(first)
+        for piece in rest[:-1]:
+            found = path.find(piece, at)
+            if found < 0:
+                return False
+            at = found + len(piece)
+        last = rest[-1]
+        if self.anchored:
+            return path.endswith(last) and len(path) - len(last) >= at
+        return path.find(last, at) >= 0
+
+
+#: Rules of a tdmrep.json kept (the rest ignored): a hostile file cannot make every image
+#: check thousands of them.
+MAX_TDM_RULES: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
 class _TdmRule:
     location: str
-    pattern: re.Pattern[str]
+    pattern: PathPattern
     reserved: bool
     policy: str | None
 
@@ -332,10 +372,12 @@ def tdmrep_rules(body: bytes) -> list[_TdmRule]:
     JSON array has none."""
     try:
         data = json.loads(body.decode("utf-8", errors="replace"))
-    except ValueError:
+    except (ValueError, RecursionError):  # ("[[[[..." nests past the parser's recursion)
         return []
     rules: list[_TdmRule] = []
     for item in data if isinstance(data, list) else []:
+        if len(rules) >= MAX_TDM_RULES:
+            break
         if not isinstance(item, dict):
             continue
         location, reserved = item.get("location"), item.get("tdm-reservation")
@@ -344,7 +386,7 @@ def tdmrep_rules(body: bytes) -> list[_TdmRule]:
         path = location if location.startswith("/") else "/" + location
         policy = item.get("tdm-policy")
         rules.append(
-            _TdmRule(location, _path_pattern(path), str(reserved) == "1",
+            _TdmRule(location, PathPattern.parse(path), str(reserved) == "1",
                      policy if isinstance(policy, str) else None)
         )  # fmt: skip
     return rules
@@ -356,30 +398,37 @@ class OriginPolicy:
 
     expires: float
     robots: Protego | None = None
-    #: Why every URL is refused (robots.txt answered 5xx), or None.
-    disallow_all: str | None = None
+    #: Why every URL is held back (robots.txt answered 5xx / 429), or None.
+    unavailable: str | None = None
     tdm_rules: list[_TdmRule] = field(default_factory=list)
     #: Seconds between two requests to the host, from robots.txt (0: none asked).
     delay: float = 0.0
-    #: A ``Content-Signal`` of robots.txt that opts the origin out, quoted, or None.
-    content_signal: str | None = None
+    #: ``(signal, detail)`` of robots.txt's own opt-out lines for our group
+    #: (``Content-Signal``, ``Content-Usage``).
+    robots_opt_outs: tuple[tuple[str, str], ...] = ()
+    #: Bytes of the files it was read from (the cache's budget counts them).
+    size: int = 0
 
     def refusal(self, url: URL, etiquette: Etiquette) -> tuple[str, str] | None:
-        """``(signal, detail)`` if the origin's files exclude ``url``."""
+        """``(error class, detail)`` if the origin's files exclude ``url``: an opt-out
+        (``opted_out_<signal>``), or ``robots_unavailable`` while robots.txt answers 5xx."""
         if "robots.txt" in etiquette.respect:
-            if self.disallow_all is not None:
-                return "robots.txt", self.disallow_all
+            if self.unavailable is not None:
+                return ErrorClass.ROBOTS_UNAVAILABLE, self.unavailable
             if self.robots is not None and not self.robots.can_fetch(str(url), etiquette.agent):
-                return "robots.txt", f"robots.txt disallows {url.path_qs} for {etiquette.agent}"
-        if self.content_signal is not None and "content-signal" in etiquette.respect:
-            return "content-signal", f"robots.txt {self.content_signal}"
+                return error_class("robots.txt"), (
+                    f"robots.txt disallows {url.path_qs} for {etiquette.agent}"
+                )
+        for signal, detail in self.robots_opt_outs:
+            if signal in etiquette.respect:
+                return error_class(signal), f"robots.txt {detail}"
         if "tdmrep" in etiquette.respect:
             path = url.raw_path_qs
             for rule in self.tdm_rules:
-                if rule.pattern.match(path):
+                if rule.pattern.matches(path):
                     if rule.reserved:
                         policy = f" (policy {rule.policy})" if rule.policy else ""
-                        return "tdmrep", (
+                        return error_class("tdmrep"), (
                             f"tdmrep.json: tdm-reservation 1 for {rule.location}{policy}"
                         )
                     break  # the first rule that matches decides
@@ -390,9 +439,22 @@ class OriginPolicy:
 PolicyFetch = Callable[[URL], Awaitable[tuple[int, bytes] | None]]
 
 
+#: What the cache of origins may hold, estimated from the files' sizes (protego keeps about
+#: 32 bytes per byte of a long robots.txt): a few origins with 512 KiB files evict the rest.
+MAX_CACHE_BYTES: Final = 128 * 1024 * 1024
+_BYTES_PER_BYTE: Final = 32
+_ORIGIN_OVERHEAD: Final = 2048
+
+
 class OriginPolicies:
     """Each origin's robots.txt and tdmrep.json, fetched once (concurrent askers share the
-    fetch) and kept for the etiquette's ``ttl``, in an LRU of ``max_origins``."""
+    fetch), parsed in a thread, and kept for the etiquette's ``ttl`` in an LRU bounded by
+    ``max_origins`` and by :data:`MAX_CACHE_BYTES`.
+
+    A file that cannot be had when it is due again (unreachable, 5xx, 429) keeps the rules
+    already known for ``retry_after`` more seconds (RFC 9309 section 2.4 allows a cached copy);
+    an origin asked about for the first time gets what the module docstring says.
+    """
 
     def __init__(
         self,
@@ -400,11 +462,14 @@ class OriginPolicies:
         fetch: PolicyFetch,
         *,
         max_origins: int = MAX_ORIGINS,
+        max_bytes: int = MAX_CACHE_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.etiquette = etiquette
         self._fetch = fetch
         self._max = max_origins
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._clock = clock
         self._known: collections.OrderedDict[str, OriginPolicy] = collections.OrderedDict()
         self._pending: dict[str, asyncio.Future[OriginPolicy]] = {}
@@ -425,71 +490,126 @@ class OriginPolicies:
         if pending is None:
             pending = self._pending[origin] = asyncio.ensure_future(self._load(url.origin()))
             pending.add_done_callback(functools.partial(self._settled, origin))
-        return await asyncio.shield(pending)
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # this asker was cancelled
+            # the shared load was (the downloader closing): nothing is known, nothing cached
+            return OriginPolicy(expires=0.0)
 
     def _settled(self, origin: str, _done: asyncio.Future[OriginPolicy]) -> None:
         self._pending.pop(origin, None)
 
     def close(self) -> None:
-        """Cancel the fetches still under way (their askers are gone with the crawl)."""
+        """Cancel the loads still under way (their askers get an empty policy)."""
         for pending in list(self._pending.values()):
             pending.cancel()
 
     async def _load(self, origin: URL) -> OriginPolicy:
         etiquette = self.etiquette
-        robots_wanted = bool(etiquette.respect & {"robots.txt", "content-signal"})
+        robots_wanted = bool(etiquette.respect & {"robots.txt", "content-signal", "content-usage"})
         tdm_wanted = "tdmrep" in etiquette.respect
         robots_answer, tdm_answer = await asyncio.gather(
             self._get(origin / "robots.txt", "robots.txt") if robots_wanted else _none(),
             self._get(origin.with_path("/.well-known/tdmrep.json"), "tdmrep.json")
             if tdm_wanted else _none(),
         )  # fmt: skip
+        key = str(origin)
+        previous = self._known.get(key)
         now = self._clock()
+        try:
+            # protego and json on a 512 KiB file take up to a second: not on the event loop
+            policy = await asyncio.to_thread(
+                self._read, origin, robots_answer if robots_wanted else None,
+                tdm_answer if tdm_wanted else None, previous, now,
+            )  # fmt: skip
+        except Exception as exc:  # a parser's bug must not stop a crawl
+            log.warning("the robots.txt / tdmrep.json of %s could not be read: %s", origin, exc)
+            policy = OriginPolicy(expires=now + etiquette.retry_after)
+        if previous is not None:
+            self._bytes -= previous.size
+        self._known[key] = policy
+        self._known.move_to_end(key)
+        self._bytes += policy.size
+        while len(self._known) > 1 and (
+            len(self._known) > self._max or self._bytes > self._max_bytes
+        ):
+            _, evicted = self._known.popitem(last=False)
+            self._bytes -= evicted.size
+        return policy
+
+    def _read(
+        self,
+        origin: URL,
+        robots_answer: tuple[int, bytes] | None,
+        tdm_answer: tuple[int, bytes] | None,
+        previous: OriginPolicy | None,
+        now: float,
+    ) -> OriginPolicy:
+        etiquette = self.etiquette
         policy = OriginPolicy(expires=now + etiquette.ttl)
-        if robots_wanted:
-            self._read_robots(policy, origin, robots_answer, now)
-        if tdm_answer is not None and 200 <= tdm_answer[0] < 300:
-            policy.tdm_rules = tdmrep_rules(tdm_answer[1])
-        self._known[str(origin)] = policy
-        self._known.move_to_end(str(origin))
-        while len(self._known) > self._max:
-            self._known.popitem(last=False)
+        size = 0
+        if "robots.txt" in etiquette.respect or robots_answer is not None:
+            size += self._read_robots(policy, origin, robots_answer, previous, now)
+        if "tdmrep" in etiquette.respect:
+            if tdm_answer is None or tdm_answer[0] >= 500 or tdm_answer[0] == 429:
+                # Not had now: the rules known, if any, for a while more; asked again soon.
+                policy.tdm_rules = previous.tdm_rules if previous is not None else []
+                policy.expires = min(policy.expires, now + etiquette.retry_after)
+            elif 200 <= tdm_answer[0] < 300:
+                policy.tdm_rules = tdmrep_rules(tdm_answer[1])
+                size += len(tdm_answer[1])
+        policy.size = _ORIGIN_OVERHEAD + _BYTES_PER_BYTE * size
         return policy
 
     def _read_robots(
-        self, policy: OriginPolicy, origin: URL, answer: tuple[int, bytes] | None, now: float
-    ) -> None:
+        self,
+        policy: OriginPolicy,
+        origin: URL,
+        answer: tuple[int, bytes] | None,
+        previous: OriginPolicy | None,
+        now: float,
+    ) -> int:
+        """Fill ``policy`` from a robots.txt answer; the bytes read."""
         etiquette = self.etiquette
+        failed = answer is None or answer[0] >= 500 or answer[0] == 429
+        if failed:
+            policy.expires = min(policy.expires, now + etiquette.retry_after)
+            if previous is not None and previous.robots is not None:
+                # RFC 9309 2.4: the cached copy stands while the file cannot be had.
+                policy.robots, policy.delay = previous.robots, previous.delay
+                policy.robots_opt_outs = previous.robots_opt_outs
+                return 0
         if answer is None:
-            # Unreachable: allowed (see the module docstring), and asked again before long.
-            policy.expires = now + etiquette.retry_after
-            return
+            return 0  # unreachable: allowed (see the module docstring)
         status, body = answer
-        if status >= 500 or status == 429:
-            policy.disallow_all = (
-                f"robots.txt answered HTTP {status}: {origin} disallowed for now (RFC 9309)"
+        if failed:
+            policy.unavailable = (
+                f"robots.txt answered HTTP {status}: {origin} is held back for now (RFC 9309)"
             )
-            policy.expires = now + etiquette.retry_after
-            return
+            return 0
         if not 200 <= status < 300:
-            return  # 4xx (and redirects that ran out): no rules
+            return 0  # 4xx (and redirects that ran out): no rules
         text = body.decode("utf-8", errors="replace")
-        signal = robots_content_signal(text, etiquette.agent)
-        if signal is not None:
-            policy.content_signal = content_signal_opt_out([signal])
-        try:
-            robots = Protego.parse(text)
-        except Exception as exc:  # protego is lenient; a parser bug must not stop a crawl
-            log.warning("robots.txt of %s could not be parsed (%s): no rules used", origin, exc)
-            return
-        policy.robots = robots
+        opt_outs = []
+        signal = robots_group_lines(text, "content-signal", etiquette.agent)
+        if signal is not None and (detail := content_signal_opt_out([signal])) is not None:
+            opt_outs.append(("content-signal", detail))
+        usage = robots_group_lines(text, "content-usage", etiquette.agent)
+        if usage is not None and (detail := content_usage_opt_out([usage])) is not None:
+            opt_outs.append(("content-usage", detail))
+        policy.robots_opt_outs = tuple(opt_outs)
         if "robots.txt" not in etiquette.respect:
-            return  # fetched for its Content-Signal lines only
-        delays = [robots.crawl_delay(etiquette.agent) or 0.0]
-        rate = robots.request_rate(etiquette.agent)
+            return len(body)  # fetched for its opt-out lines only
+        policy.robots = Protego.parse(text)
+        delays = [policy.robots.crawl_delay(etiquette.agent) or 0.0]
+        rate = policy.robots.request_rate(etiquette.agent)
         if rate is not None and rate.requests > 0:
             delays.append(rate.seconds / rate.requests)
         policy.delay = min(max(delays), etiquette.max_delay)
+        return len(body)
 
     async def _get(self, url: URL, kind: str) -> tuple[int, bytes] | None:
         self.fetched[kind] += 1

@@ -22,10 +22,12 @@ from bingcrawl.emulator.imagehost import ImageHost, ImageHostConfig
 from bingcrawl.errors import ConfigError
 from bingcrawl.fetch.download import DEFAULT_USER_AGENT, DownloadConfig, Downloader
 from bingcrawl.fetch.etiquette import (
+    MAX_TDM_RULES,
     SIGNALS,
     Etiquette,
     OriginPolicies,
     OriginPolicy,
+    PathPattern,
     content_signal_opt_out,
     content_usage_opt_out,
     error_class,
@@ -146,7 +148,7 @@ def test_tdmrep_rules_first_match_decides() -> None:
     assert policy.refusal(base / "img/free/a.jpg", etiquette) is None
     refused = policy.refusal(base / "img/b.jpg", etiquette)
     assert refused is not None
-    assert refused[0] == "tdmrep"
+    assert refused[0] == "opted_out_tdmrep"
     assert "https://p.example/" in refused[1]
     assert policy.refusal(base / "img/b.png", etiquette) is None  # "$": the path ends there
     assert tdmrep_rules(b"{not json") == []
@@ -195,7 +197,7 @@ async def test_an_origin_is_asked_once_however_many_ask_at_once() -> None:
     ]
     assert policies.fetched == {"robots.txt": 1, "tdmrep.json": 1}
     assert found[0].refusal(URL("http://h.example/private/x.jpg"), Etiquette()) == (
-        "robots.txt",
+        "opted_out_robots_txt",
         "robots.txt disallows /private/x.jpg for bingcrawl",
     )
     await policies.policy(URL("http://h.example:8080/a.jpg"))  # another port: another origin
@@ -205,18 +207,18 @@ async def test_an_origin_is_asked_once_however_many_ask_at_once() -> None:
 @pytest.mark.parametrize(
     ("answer", "refused"),
     [
-        ((404, b""), False),  # no robots.txt: no rules
-        ((403, b""), False),  # 4xx: unavailable, everything allowed (RFC 9309)
-        (None, False),  # unreachable: allowed (see the module docstring)
-        ((503, b""), True),  # 5xx: complete disallow, for a while
-        ((429, b""), True),
-        ((200, b"User-agent: bingcrawl\nDisallow: /\n"), True),
-        ((200, b"User-agent: otherbot\nDisallow: /\n"), False),
-        ((200, b"\xff\xfe garbage \x00\n"), False),
+        ((404, b""), None),  # no robots.txt: no rules
+        ((403, b""), None),  # 4xx: unavailable, everything allowed (RFC 9309)
+        (None, None),  # unreachable: allowed (see the module docstring)
+        ((503, b""), "robots_unavailable"),  # 5xx: held back for a while, not an opt-out
+        ((429, b""), "robots_unavailable"),
+        ((200, b"User-agent: bingcrawl\nDisallow: /\n"), "opted_out_robots_txt"),
+        ((200, b"User-agent: otherbot\nDisallow: /\n"), None),
+        ((200, b"\xff\xfe garbage \x00\n"), None),
     ],
 )
 async def test_what_a_robots_answer_means(
-    answer: tuple[int, bytes] | None, refused: bool
+    answer: tuple[int, bytes] | None, refused: str | None
 ) -> None:
     clock = Clock()
     origin = FakeOrigin(robots=answer)
@@ -224,9 +226,7 @@ async def test_what_a_robots_answer_means(
     policies = OriginPolicies(etiquette, origin, clock=clock)
     url = URL("http://h.example/img/a.jpg")
     decision = (await policies.policy(url)).refusal(url, etiquette)
-    assert (decision is not None) == refused
-    if decision is not None:
-        assert decision[0] == "robots.txt"
+    assert (decision[0] if decision else None) == refused
     # a server error or no answer is asked again after retry_after; rules last the ttl
     clock.now += 601.0
     await policies.policy(url)
@@ -389,7 +389,7 @@ async def test_a_robots_server_error_holds_the_origin_back(corpus: Corpus, serve
     async with _downloader() as downloader:
         result = await downloader.fetch(_candidate(f"http://127.0.0.1:{port}/img/{key}"))
     assert isinstance(result, DownloadFailure)
-    assert result.error_class == "opted_out_robots_txt"
+    assert result.error_class == "robots_unavailable"  # an outage, not an opt-out
     assert "HTTP 503" in result.detail
     assert host.requests[key] == 0
 
@@ -491,7 +491,119 @@ async def test_a_robots_content_signal_excludes_the_origin() -> None:
     url = URL("http://cf.example/img/a.jpg")
     policy = await policies.policy(url)
     assert policy.refusal(url, Etiquette()) == (
-        "content-signal",
+        "opted_out_content_signal",
         "robots.txt Content-Signal: ai-train=no",
     )
     assert policy.refusal(url, Etiquette.from_options(ignore=["content-signal"])) is None
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "expected"),
+    [
+        ("/img/", "/img/a.jpg", True),
+        ("/img/", "/im", False),
+        ("/img/*.jpg", "/img/x/y.jpg", True),
+        ("/img/*.jpg$", "/img/x/y.jpg?z", False),
+        ("/img/*.jpg$", "/img/.jpg", True),
+        ("/a*b*c$", "/abc", True),
+        ("/a*b*c$", "/acb", False),
+        ("/a*bc$", "/abc", True),
+        ("/a*bb$", "/ab", False),  # the last piece may not overlap an earlier one
+        ("*", "/anything", True),
+        ("/exact$", "/exact", True),
+        ("/exact$", "/exactly", False),
+    ],
+)
+def test_path_patterns(pattern: str, path: str, expected: bool) -> None:
+    assert PathPattern.parse(pattern).matches(path) is expected
+
+
+def test_hostile_tdmrep_files_cost_nothing_but_their_rules() -> None:
+    assert tdmrep_rules(b"[" * 100_000) == []  # nests past json's recursion: no rules
+    many = b"[" + b",".join(b'{"location": "/x%d", "tdm-reservation": 1}' % i
+                            for i in range(5000)) + b"]"  # fmt: skip
+    assert len(tdmrep_rules(many)) == MAX_TDM_RULES
+    # a wildcard pattern that made a regular expression backtrack for a minute: linear now
+    greedy = PathPattern.parse("/" + "*a" * 30 + "*X")
+    assert not greedy.matches("/" + "a" * 5000)
+
+
+async def test_a_file_that_cannot_be_had_again_keeps_the_known_rules() -> None:
+    clock = Clock()
+    etiquette = Etiquette(retry_after=600.0, ttl=3600.0)
+    origin = FakeOrigin(
+        robots=(200, b"User-agent: *\nDisallow: /private/\n"),
+        tdmrep=(200, b'[{"location": "/img/*", "tdm-reservation": 1}]'),
+    )
+    policies = OriginPolicies(etiquette, origin, clock=clock)
+    private, image = URL("http://h.example/private/a.jpg"), URL("http://h.example/img/b.jpg")
+    first = await policies.policy(private)
+    assert first.refusal(private, etiquette) is not None
+    origin.robots, origin.tdmrep = (503, b""), None  # the origin fails when asked again
+    clock.now += 3601.0
+    again = await policies.policy(private)
+    assert again.unavailable is None  # the cached copy stands (RFC 9309 2.4) ...
+    refused = again.refusal(private, etiquette)
+    assert refused is not None
+    assert refused[0] == "opted_out_robots_txt"
+    refused = again.refusal(image, etiquette)
+    assert refused is not None
+    assert refused[0] == "opted_out_tdmrep"
+    assert again.expires == clock.now + 600.0  # ... and it is asked again soon
+
+
+async def test_a_failed_tdmrep_is_asked_again_soon() -> None:
+    clock = Clock()
+    policies = OriginPolicies(Etiquette(retry_after=600.0), FakeOrigin(tdmrep=None), clock=clock)
+    policy = await policies.policy(URL("http://h.example/x"))
+    assert policy.expires == clock.now + 600.0
+
+
+async def test_content_usage_lines_of_robots_txt_opt_out() -> None:
+    robots = b"User-agent: *\nContent-Usage: train-ai=n\nAllow: /\n"
+    policies = OriginPolicies(Etiquette(), FakeOrigin(robots=(200, robots)))
+    url = URL("http://u.example/img/a.jpg")
+    policy = await policies.policy(url)
+    assert policy.refusal(url, Etiquette()) == (
+        "opted_out_content_usage",
+        "robots.txt Content-Usage: train-ai=n",
+    )
+
+
+async def test_closing_gives_waiting_askers_an_empty_policy_not_a_cancellation() -> None:
+    origin = FakeOrigin(gate=asyncio.Event())
+    policies = OriginPolicies(Etiquette(), origin)
+    asking = asyncio.ensure_future(policies.policy(URL("http://h.example/x")))
+    while not origin.asked:
+        await asyncio.sleep(0)
+    policies.close()
+    policy = await asking
+    assert policy.expires == 0.0
+    assert policy.refusal(URL("http://h.example/x"), Etiquette()) is None
+    assert len(policies) == 0
+
+
+async def test_a_compressed_robots_txt_is_read(tmp_path: Any) -> None:
+    import gzip
+
+    body = gzip.compress(b"User-agent: *\nDisallow: /private/\n")
+
+    async def robots(_request: web.Request) -> web.Response:
+        return web.Response(body=body, headers={"Content-Encoding": "gzip"})
+
+    async def image(_request: web.Request) -> web.Response:
+        return web.Response(body=b"not reached")
+
+    app = web.Application()
+    app.add_routes([web.get("/robots.txt", robots), web.get("/private/{x}", image)])
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with _downloader() as downloader:
+            result = await downloader.fetch(
+                _candidate(f"http://127.0.0.1:{server.port}/private/a.jpg")
+            )
+    finally:
+        await server.close()
+    assert isinstance(result, DownloadFailure)
+    assert result.error_class == "opted_out_robots_txt"
