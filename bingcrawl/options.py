@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -475,13 +476,18 @@ def _user_agent(whole: str | None, contact: str | None) -> str:
 
     if whole is not None:
         return whole  # DownloadConfig checks it
-    if contact is not None and (
-        not contact.strip() or any(c in contact for c in "\r\n\0()")
-    ):
+    if contact is None:
+        return user_agent(None)
+    text = contact.strip()
+    url = text.lower().startswith(("http://", "https://")) and "." in text.split("//", 1)[1]
+    mail = re.fullmatch(r"(mailto:)?[^@\s]+@[^@\s]+\.[^@\s]+", text) is not None
+    if not (url or mail) or any(c in text for c in "()\r\n\0 "):
         raise ConfigError(
-            "--contact", f"must be a URL or an e-mail address (no parentheses), got {contact!r}"
+            "--contact",
+            f"give a URL (https://...) or an e-mail address where a host's operator can "
+            f"reach you, got {contact!r}",
         )
-    return user_agent(contact.strip() if contact else None)
+    return user_agent(text)
 
 
 def _read_key(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:

@@ -286,7 +286,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="'NAME: VALUE'",
         help="send this header with every image, e.g. 'X-Robots-Tag: noai' (repeatable); an "
-        "image URL's query can ask for one too: /img/KEY?x-robots-tag=noai",
+        "image URL's query can ask for one of X-Robots-Tag, tdm-reservation, tdm-policy, "
+        "Content-Usage, Content-Signal too, URL-encoded: /img/KEY?content-usage=train-ai%%3Dn",
     )
 
 

@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -68,6 +68,7 @@ from bingcrawl.errors import (
 )
 from bingcrawl.events import Downloaded, Event, Events, FileWritten, OutcomeRecorded
 from bingcrawl.fetch.download import DEFAULT_USER_AGENT, DownloadConfig, Downloader
+from bingcrawl.fetch.etiquette import SIGNALS
 from bingcrawl.imaging.hashpool import HashPool
 from bingcrawl.obs.logs import bind, current_context
 from bingcrawl.obs.metrics import MetricsSnapshot
@@ -241,13 +242,29 @@ STORAGE_FAULTS = frozenset(
 MIN_FREE_DEFAULT: Final = 1 << 30
 
 
+def etiquette_record(config: CrawlConfig, ignored_ever: Sequence[str] = ()) -> dict[str, object]:
+    """What the run honoured, for ``stats.json``, and what any run on this OUT ignored: a
+    dataset crawled with opt-outs turned off can be told from one that honoured them."""
+    etiquette = config.download.etiquette
+    return {
+        "honoured": [s for s in SIGNALS if s in etiquette.respect],
+        "ignored": list(etiquette.ignored),
+        "ignored_by_any_run": list(ignored_ever),
+        "agent": etiquette.agent,
+        "user_agent": config.download.user_agent,
+    }
+
+
 def contact_warning(config: CrawlConfig) -> str | None:
     """The warning a crawl of real image hosts gets when it names no contact (neither
-    ``--contact`` nor ``--user-agent``); None against the emulator (a loopback endpoint)."""
+    ``--contact`` nor ``--user-agent``). A crawl that may fetch from loopback
+    (``--allow-network 127.0.0.1/32``: the emulator) or asks a loopback endpoint is taken
+    for a local one: no warning."""
     if config.download.user_agent != DEFAULT_USER_AGENT:
         return None
     host = (URL(config.endpoint).host or "").strip("[]").lower() if config.endpoint else ""
-    if host == "localhost" or host.startswith("127.") or host == "::1":
+    local_api = host == "localhost" or host.startswith("127.") or host == "::1"
+    if local_api or config.download.policy.is_allowed("127.0.0.1"):
         return None
     return (
         f"no --contact: image hosts see the User-Agent {DEFAULT_USER_AGENT!r} and cannot "
@@ -402,6 +419,7 @@ class Crawler:
         # Start-up (recovery, the dedup rebuild: long at millions of images) under way: a
         # signal cancels it and tells the threads doing it to stop between two steps.
         self._opening: asyncio.Task[Any] | None = None
+        self._ignored_ever: list[str] = []  # opt-outs any run on this OUT ignored
         self._startup_stop = threading.Event()
         self._producer_task: asyncio.Task[None] | None = None
         self._worker_tasks: list[asyncio.Task[None]] = []
@@ -487,6 +505,15 @@ class Crawler:
             )
             if (warning := contact_warning(self.config)) is not None:
                 log.warning("%s", warning)
+            self._ignored_ever = await self.checkpoint.note_ignored(
+                self.config.download.etiquette.ignored
+            )
+            if ignored := self.config.download.etiquette.ignored:
+                log.warning(
+                    "publishers' opt-outs not honoured in this run: %s (--ignore / --respect); "
+                    "what they ask is your responsibility",
+                    ", ".join(ignored),
+                )
             # logs what it repaired
             await self.checkpoint.recover(self.out, stop=self._startup_stop)
             # Cuts a torn tail off, lists what a stopped run stored but did not list yet.
@@ -1124,7 +1151,11 @@ class Crawler:
         try:
             await self.checkpoint.append_manifest()  # the rows stored since the last append
             return await asyncio.to_thread(
-                write_stats, self.checkpoint, self.out, extra={"run": snapshot}, durable=durable
+                write_stats, self.checkpoint, self.out, durable=durable,
+                extra={
+                    "run": snapshot,
+                    "etiquette": etiquette_record(self.config, self._ignored_ever),
+                },
             )
         except (OSError, CheckpointError) as exc:
             # A full disk refuses the manifest too: the checkpoint holds everything, and the

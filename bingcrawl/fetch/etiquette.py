@@ -82,6 +82,7 @@ __all__ = [
     "header_opt_out",
     "robots_content_signal",
     "robots_group_lines",
+    "signal_name",
     "signal_of",
     "tdm_header_opt_out",
     "tdmrep_rules",
@@ -162,9 +163,21 @@ class Etiquette:
         cls, respect: Sequence[str] | None = None, ignore: Sequence[str] = ()
     ) -> Etiquette:
         """``--respect`` (comma-separated or repeated; ``all`` / ``none``; default all)
-        minus ``--ignore`` (the same forms)."""
-        kept = set(SIGNALS) if respect is None else _names("--respect", respect)
-        return cls(respect=frozenset(kept - _names("--ignore", ignore)))
+        minus ``--ignore`` (comma-separated or repeated; ``all``). A signal named by both is
+        refused: which one was meant cannot be known."""
+        kept = set(SIGNALS) if respect is None else _names("--respect", respect, none=True)
+        dropped = _names("--ignore", ignore, none=False)
+        both = _named("--respect", respect or ()) & _named("--ignore", ignore)
+        if both:
+            raise ConfigError(
+                "--ignore", f"{', '.join(sorted(both))} is also given to --respect: keep one"
+            )
+        return cls(respect=frozenset(kept - dropped))
+
+    @property
+    def ignored(self) -> tuple[str, ...]:
+        """The signals not honoured, in :data:`SIGNALS` order."""
+        return tuple(s for s in SIGNALS if s not in self.respect)
 
     def honours(self, signal: str) -> bool:
         return signal in self.respect
@@ -176,19 +189,46 @@ class Etiquette:
         return bool(self.respect & {"robots.txt", "tdmrep", "content-signal", "content-usage"})
 
 
-def _names(option: str, values: Iterable[str]) -> set[str]:
-    names: set[str] = set()
+def signal_name(text: str) -> str | None:
+    """The signal a name means, in any of the forms the crawl prints it: ``robots.txt``,
+    ``robots_txt`` (status, stats.json) or ``opted_out_robots_txt`` (an error class); case
+    and ``-`` / ``_`` do not matter. None if it names none."""
+    name = text.strip().lower().replace("_", "-")
+    name = name.removeprefix("opted-out-")
+    for signal in SIGNALS:
+        if name == signal or name == signal.replace(".", "-"):
+            return signal
+    return None
+
+
+def _named(option: str, values: Iterable[str]) -> set[str]:
+    """The signals named one by one (not through ``all``)."""
+    found = set()
     for value in values:
-        for name in (v.strip().lower() for v in str(value).split(",")):
+        for piece in str(value).split(","):
+            signal = signal_name(piece)
+            if signal is not None:
+                found.add(signal)
+    return found
+
+
+def _names(option: str, values: Iterable[str], *, none: bool) -> set[str]:
+    names: set[str] = set()
+    keywords = "all, none" if none else "all"
+    for value in values:
+        for piece in str(value).split(","):
+            name = piece.strip().lower()
             if name == "all":
                 names |= set(SIGNALS)
-            elif name == "none" or not name:
+            elif not name or (none and name == "none"):
                 continue
-            elif name in SIGNALS:
-                names.add(name)
+            elif (signal := signal_name(name)) is not None:
+                names.add(signal)
             else:
+                hint = " (to honour every signal, leave --ignore out)" if name == "none" else ""
                 raise ConfigError(
-                    option, f"unknown signal {name!r}; known: {', '.join(SIGNALS)}, all, none"
+                    option,
+                    f"unknown signal {name!r}; known: {', '.join(SIGNALS)}, {keywords}{hint}",
                 )
     return names
 
@@ -209,18 +249,18 @@ def x_robots_opt_out(values: Iterable[str], agent: str = AGENT) -> str | None:
     """
     ours = agent.lower()
     for value in values:
-        scope: str | None = None
+        scope: str | None = None  # the agent the rules apply to, as written
         for part in value.split(","):
             rule = part.strip()
             head, colon, tail = rule.partition(":")
-            name = head.strip().lower()
-            if colon and name not in _XRT_VALUED and _TOKEN.fullmatch(name):
+            name = head.strip()
+            if colon and name.lower() not in _XRT_VALUED and _TOKEN.fullmatch(name):
                 scope, rule = name, tail.strip()
-            if scope is not None and scope != ours:
+            if scope is not None and scope.lower() != ours:
                 continue
             if rule.lower() in _XRT_OPT_OUT:
                 where = f"{scope}: " if scope else ""
-                return f"X-Robots-Tag: {where}{rule.lower()}"
+                return f"X-Robots-Tag: {where}{rule}"  # quoted as the publisher wrote it
     return None
 
 

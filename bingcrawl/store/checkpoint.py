@@ -469,6 +469,24 @@ class Checkpoint:
 
         return await self._w().call(op, what="requeue_skipped")
 
+    async def note_ignored(self, signals: Sequence[str]) -> list[str]:
+        """Add ``signals`` (publishers' opt-outs a run did not honour) to the ones any run on
+        this OUT ignored, and return them all, sorted: a dataset crawled even partly with an
+        opt-out turned off says so for good (``stats.json``'s ``etiquette``)."""
+        wanted = tuple(signals)
+
+        def op(conn: sqlite3.Connection) -> list[str]:
+            row = conn.execute(
+                "SELECT value FROM meta WHERE key = ?", (meta.IGNORED_KEY,)
+            ).fetchone()
+            known = set(orjson.loads(row[0])) if row is not None else set()
+            ever = sorted(known | set(wanted))
+            if ever != sorted(known) or row is None:
+                conn.execute(meta.SET_META, (meta.IGNORED_KEY, orjson.dumps(ever).decode()))
+            return ever
+
+        return await self._w().call(op, what="note_ignored")
+
     async def skip_pending(self, query_ids: Sequence[int]) -> int:
         """Mark the ``pending`` candidates of these queries ``skipped`` (each query already
         has its ``--limit`` of stored images), in one statement per query; returns how many.

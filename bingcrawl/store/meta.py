@@ -223,6 +223,8 @@ UNCLEAN_KEY = "unclean_stop"
 
 #: The committed length of ``manifest.jsonl`` and its inode (:mod:`bingcrawl.store.manifest`).
 MANIFEST_KEY = "manifest_committed"
+#: Publishers' opt-outs some run on this OUT did not honour (a JSON list, only ever grows).
+IGNORED_KEY = "etiquette_ignored"
 
 
 def get_flag(conn: sqlite3.Connection, key: str, *, default: bool) -> bool:

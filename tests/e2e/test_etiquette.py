@@ -84,6 +84,8 @@ async def test_every_signal_excludes_and_is_counted_per_host(
     assert [ua for ua in host.user_agents if "(+mailto:datasets@example.org)" in ua]
 
     stats = json.loads((out / "stats.json").read_text())
+    assert stats["etiquette"]["ignored"] == []
+    assert stats["etiquette"]["ignored_by_any_run"] == []
     assert stats["run"]["opted_out"] == len(expected)  # this run's counter, as progress shows
     opted = stats["opted_out"]
     assert opted["x_robots_tag"]["total"] == 2
@@ -120,4 +122,7 @@ async def test_every_signal_excludes_and_is_counted_per_host(
     argv_all = [*argv[:4], str(careless), *argv[5:], "--ignore", "all"]
     assert await asyncio.to_thread(run_main, argv_all) == 0
     assert len(read_manifest(careless)) == N
+    record = json.loads((careless / "stats.json").read_text())["etiquette"]
+    assert record["honoured"] == []
+    assert len(record["ignored_by_any_run"]) == 5  # and the checkpoint keeps it for good
     assert dict(host.origin_requests) == origins_before  # not even asked

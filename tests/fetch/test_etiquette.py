@@ -50,14 +50,15 @@ from bingcrawl.records import Candidate, DownloadFailure, Fetched
     [
         (["noai"], "X-Robots-Tag: noai"),
         (["noindex, nofollow"], "X-Robots-Tag: noindex"),
-        (["NoImageIndex"], "X-Robots-Tag: noimageindex"),
+        (["NoImageIndex"], "X-Robots-Tag: NoImageIndex"),  # quoted as written
         (["none"], "X-Robots-Tag: none"),
         (["noimageai"], "X-Robots-Tag: noimageai"),
         (["all"], None),
         (["nofollow", "noarchive"], None),
         (["googlebot: noindex"], None),  # another agent's rule
         (["bingcrawl: noimageai"], "X-Robots-Tag: bingcrawl: noimageai"),
-        (["BingCrawl: NOAI"], "X-Robots-Tag: bingcrawl: noai"),
+        (["BingCrawl: NOAI"], "X-Robots-Tag: BingCrawl: NOAI"),
+        (["bingcrawl: nofollow, noai"], "X-Robots-Tag: bingcrawl: noai"),  # the scope goes on
         (["otherbot: noindex, bingcrawl: noai"], "X-Robots-Tag: bingcrawl: noai"),
         (["bingcrawl: nofollow", "otherbot: noai"], None),  # a scope ends with its line
         (["unavailable_after: 25 Jun 2010 15:00:00 PST"], None),  # a rule, not an agent
@@ -123,6 +124,15 @@ def test_signal_options() -> None:
     with pytest.raises(ConfigError, match="unknown signal 'robots'") as err:
         Etiquette.from_options(ignore=["robots"])
     assert err.value.option == "--ignore"
+    # the names status and stats.json print, and error classes, are understood too
+    assert Etiquette.from_options(ignore=["robots_txt", "OPTED_OUT_X_ROBOTS_TAG"]).ignored == (
+        "robots.txt", "x-robots-tag",
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="is also given to --respect") as err:
+        Etiquette.from_options(respect=["robots.txt,tdmrep"], ignore=["robots_txt"])
+    assert err.value.option == "--ignore"
+    with pytest.raises(ConfigError, match="leave --ignore out") as err:
+        Etiquette.from_options(ignore=["none"])
     with pytest.raises(ConfigError) as err:
         Etiquette.from_options(respect=["noai"])
     assert err.value.option == "--respect"
@@ -464,9 +474,17 @@ def test_options_reach_the_downloader(tmp_path: Any) -> None:
     with pytest.raises(ConfigError) as err:
         bingcrawl.make_config(["cats"], tmp_path, key="k", respect="x-robots-tag,noai")
     assert err.value.option == "--respect"
-    with pytest.raises(ConfigError) as err:
-        bingcrawl.make_config(["cats"], tmp_path, key="k", contact="me (the boss)")
-    assert err.value.option == "--contact"
+    for bad in ("me (the boss)", "example.org", "", "https://"):
+        with pytest.raises(ConfigError, match=r"URL .* or an e-mail address") as err:
+            bingcrawl.make_config(["cats"], tmp_path, key="k", contact=bad)
+        assert err.value.option == "--contact"
+    for good in ("me@example.org", "mailto:me@example.org", "https://lab.example/bot"):
+        config = bingcrawl.make_config(["cats"], tmp_path, key="k", contact=good)
+        assert config.download.user_agent.endswith(f"(+{good})")
+    emulated = bingcrawl.make_config(
+        ["cats"], tmp_path, urls=[], key="k", allow_network=["127.0.0.1/32"]
+    )
+    assert contact_warning(emulated) is None  # may fetch from loopback: the emulator
 
 
 @pytest.mark.parametrize(
