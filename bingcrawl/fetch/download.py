@@ -197,6 +197,9 @@ class _Failure:
     retry_after: float | None = None
     #: The host that answered with a status of HOLD_STATUSES (to hold back), else None.
     hold: str | None = None
+    #: False when nothing was requested (the origin's robots.txt / tdmrep.json refused the
+    #: URL itself): the attempt does not count.
+    sent: bool = True
 
 
 @dataclass(slots=True)
@@ -620,7 +623,7 @@ class Downloader:
             if not result.retryable or attempts > cfg.retries:
                 if result.hold is not None:  # the last attempt: the others still see the pause
                     self._holds.hold(result.hold, self.backoff_delay(attempts, result.retry_after))
-                return self._failed(candidate, result, attempts)
+                return self._failed(candidate, result, attempts if result.sent else attempts - 1)
             delay = self.backoff_delay(attempts, result.retry_after)
             if result.hold is not None:
                 self._holds.hold(result.hold, delay)
@@ -681,7 +684,7 @@ class Downloader:
                     deadline.resume()
                 refused = policy.refusal(current, cfg.etiquette)
                 if refused is not None:
-                    return _Failure(*refused)
+                    return _Failure(*refused, sent=redirects > 0)
                 if policy.delay > 0:
                     self._host_limits.set_interval(host, policy.delay)
             if self._host_limits.enabled:

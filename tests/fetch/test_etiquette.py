@@ -389,6 +389,7 @@ async def test_robots_and_tdmrep_are_fetched_once_per_origin_and_honoured(
         assert host.origin_requests[f"{name}:{port}/.well-known/tdmrep.json"] == 1
     assert host.requests[keys[1]] == 0
     assert host.requests[keys[2]] == 0
+    assert all(r.attempts == 0 for r in results if isinstance(r, DownloadFailure))  # none sent
     assert downloader.origins is not None
     assert downloader.origins.fetched == {"robots.txt": 2, "tdmrep.json": 2}
 
