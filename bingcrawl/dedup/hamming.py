@@ -485,13 +485,17 @@ class HammingIndex:
         return best
 
     def within(self, h: int, max_distance: int | None = None) -> list[tuple[int, int]]:
-        """``(id, distance)`` of every stored hash within the radius, closest first (ties:
-        smaller id first). Costs what :meth:`nearest` costs, plus the sort of the hits."""
+        """``(id, distance)`` of every stored hash within the radius, once each, closest
+        first (ties: smaller id first). Costs what :meth:`nearest` costs, plus the sort of
+        the hits."""
         found = list(self._hits(h, max_distance))
         if not found:
             return []
         ids = np.concatenate([f[0] for f in found])
         dist = np.concatenate([f[1] for f in found])
+        # A hash close in several substrings is found through several tables: keep one.
+        ids, first = np.unique(ids, return_index=True)
+        dist = dist[first]
         order = np.lexsort((ids, dist))
         return list(zip(ids[order].tolist(), dist[order].tolist(), strict=True))
 

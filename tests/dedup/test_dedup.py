@@ -268,6 +268,18 @@ def test_queries_and_removals_stay_exact_while_merges_run() -> None:
             assert index.nearest(q) == brute_nearest(entries, q, 7)
 
 
+@pytest.mark.parametrize("radius", [0, 3, 7, 8])
+def test_within_lists_each_hash_once(radius: int) -> None:
+    rng = np.random.default_rng(radius)
+    hashes = rng.integers(0, 2**63, 8000, dtype=np.uint64)
+    index = HammingIndex.build(hashes, np.arange(8000), radius)
+    with tables_forced():
+        # an exact copy matches its bucket in all 4 tables: still one answer
+        assert index.within(int(hashes[7])) == [(7, 0)]
+        found = index.within(int(hashes[9]) ^ 1) if radius else []
+    assert found == ([(9, 1)] if radius else [])
+
+
 def test_merges_copy_each_hash_a_few_times_not_once_per_merge() -> None:
     """The logarithmic method: the tail merges with the newest runs only, so the work per
     addition stays flat as the index grows (one block rebuilt at every merge copied all n
