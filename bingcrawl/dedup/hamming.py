@@ -401,8 +401,9 @@ class HammingIndex:
         This one call does O(n) work (about 0.1-0.3 s per million hashes): at start-up, or
         in a thread (the new index is not shared until it is returned).
         """
-        h = np.array(hashes, dtype=np.uint64).ravel()
-        i = np.array(ids, dtype=np.int64).ravel()
+        # (not copied when they already are such arrays: the build only reads them)
+        h = np.asarray(hashes, dtype=np.uint64).ravel()
+        i = np.asarray(ids, dtype=np.int64).ravel()
         if h.shape != i.shape:
             raise ValueError(f"{h.size} hashes but {i.size} ids")
         index = cls(max_distance, delta_limit=delta_limit)

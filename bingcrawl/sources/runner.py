@@ -89,14 +89,28 @@ async def _resume_pending(ctx: SourceContext, full: list[int]) -> list[QueryRow]
     return loaded
 
 
+#: Rows one writer call marks skipped: the writer commits the crawl's outcomes in between.
+SKIP_CHUNK = 5000
+
+
 async def _skip_pending(ctx: SourceContext, full: list[int]) -> None:
     """Mark the pending candidates of queries that already hold their ``--limit`` (e.g.
-    resumed with a lower one) skipped: one statement per query, not one outcome at a time
-    through the workers, and beside the crawl rather than before it (1.5 million of them
-    took 60-75 s at ten million candidates: every row rewrites its page)."""
+    resumed with a lower one) skipped: a few thousand rows per writer call, not one outcome
+    at a time through the workers, and beside the crawl rather than before it (1.5 million
+    of them took 60-75 s at ten million candidates: every row rewrites its page). A stop
+    leaves the rest pending; the next run skips them."""
     skipped = 0
-    for query_id in full:
-        skipped += await ctx.checkpoint.skip_pending([query_id])
+    try:
+        for query_id in full:
+            while (n := await ctx.checkpoint.skip_pending([query_id], at_most=SKIP_CHUNK)):
+                skipped += n
+                if n < SKIP_CHUNK:
+                    break
+    except asyncio.CancelledError:
+        if skipped:
+            log.info("%d pending candidates of full queries skipped before the stop; the "
+                     "next run skips the rest", skipped)  # fmt: skip
+        raise
     if skipped:
         log.info("%d pending candidates of queries at their limit: skipped", skipped)
 
@@ -129,7 +143,9 @@ async def run_sources(host: SourceHost) -> None:
         # resume): the progress display shows the whole crawl from its first refresh.
         done = len(ctx.rows) - paged - (len(visual.rows()) if visual else 0)
         host.emit(QueriesKnown(total=len(ctx.rows), done=done))
-        full = [row.id for row in ctx.rows.values() if ctx.track(row).full()]
+        full = await ctx.checkpoint.with_pending(
+            [row.id for row in ctx.rows.values() if ctx.track(row).full()]
+        )
         already_asked = await _resume_pending(ctx, full)
         if config.trending:
             # Released by run_trending once the tiles' queries are in; until then they are a

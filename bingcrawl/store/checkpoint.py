@@ -487,28 +487,48 @@ class Checkpoint:
 
         return await self._w().call(op, what="note_ignored")
 
-    async def skip_pending(self, query_ids: Sequence[int]) -> int:
+    async def skip_pending(self, query_ids: Sequence[int], *, at_most: int | None = None) -> int:
         """Mark the ``pending`` candidates of these queries ``skipped`` (each query already
-        has its ``--limit`` of stored images), in one statement per query; returns how many.
-        :meth:`requeue_skipped` undoes it when the limit is raised.
+        has its ``--limit`` of stored images), at most ``at_most`` rows in this call (None:
+        all); returns how many. :meth:`requeue_skipped` undoes it when the limit is raised.
 
         Every row it changes rewrites its page (1.5 million rows spread over a checkpoint of
-        ten million candidates took 60-75 s): a crawl calls it a query at a time, beside its
-        downloads, whose outcomes the writer commits in between."""
+        ten million candidates took 60-75 s): a crawl calls it a few thousand rows at a time,
+        beside its downloads, whose outcomes the writer commits in between."""
         ids = tuple(query_ids)
 
         def op(conn: sqlite3.Connection) -> int:
-            now = time.time()
-            return sum(
-                conn.execute(
-                    "UPDATE candidates SET status = 'skipped', updated_at = ? "
-                    "WHERE query_id = ? AND status = 'pending'",
-                    (now, query_id),
+            now, done = time.time(), 0
+            for query_id in ids:
+                room = -1 if at_most is None else at_most - done
+                if room == 0:
+                    break
+                done += conn.execute(
+                    "UPDATE candidates SET status = 'skipped', updated_at = ? WHERE id IN "
+                    "(SELECT id FROM candidates WHERE query_id = ? AND status = 'pending' "
+                    "LIMIT ?)",
+                    (now, query_id, room),
                 ).rowcount
-                for query_id in ids
-            )
+            return done
 
         return await self._w().call(op, what="skip_pending")
+
+    async def with_pending(self, query_ids: Collection[int]) -> list[int]:
+        """Those of ``query_ids`` that have ``pending`` candidates (one probe each of the
+        (query, status) index), in their order."""
+        wanted = orjson.dumps(sorted(set(query_ids))).decode()
+        found: list[int] = await self._read(
+            lambda conn: [
+                row[0]
+                for row in conn.execute(
+                    "SELECT q.value FROM json_each(?) AS q WHERE EXISTS (SELECT 1 FROM "
+                    "candidates WHERE query_id = q.value AND status = 'pending')",
+                    (wanted,),
+                )
+            ]
+        )
+        keep = set(found)
+        return [q for q in query_ids if q in keep]
 
     async def add_candidates(
         self, candidates: Sequence[Candidate], *, query_id: int
@@ -602,6 +622,9 @@ class Checkpoint:
         """
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
+        # Each batch rebuilds the exclusion list's lookup: batches at least that long keep
+        # it a fraction of the work.
+        batch = max(batch, len(except_queries))
         upper: int = await self._read(
             lambda conn: conn.execute("SELECT coalesce(max(id), 0) FROM candidates").fetchone()[0]
         )

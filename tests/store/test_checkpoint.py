@@ -415,8 +415,15 @@ async def test_iter_pending_leaves_out_the_queries_it_is_told_to(cp: Checkpoint)
     assert left_out == [x.id for x in added[b]]
     everything = [c_.id async for c_ in cp.iter_pending(batch=5)]
     assert everything == sorted(x.id for rows in added.values() for x in rows)
+    assert await cp.with_pending([c, a, b]) == [c, a, b]
     assert await cp.skip_pending([a]) == 4
     assert [c_.query_id async for c_ in cp.iter_pending()] == [b] * 4 + [c] * 4
+    assert await cp.with_pending([c, a, b]) == [c, b]  # a has none left
+    # a few rows per call: the writer commits other work in between
+    assert await cp.skip_pending([b, c], at_most=3) == 3
+    assert await cp.skip_pending([b, c], at_most=3) == 3
+    assert await cp.skip_pending([b, c]) == 2
+    assert await cp.with_pending([a, b, c]) == []
 
 
 async def test_stored_hashes_and_counts(cp: Checkpoint, out: Path) -> None:
