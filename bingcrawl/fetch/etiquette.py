@@ -653,7 +653,11 @@ class OriginPolicies:
 
     async def _get(self, url: URL, kind: str) -> tuple[int, bytes] | None:
         self.fetched[kind] += 1
-        return await self._fetch(url)
+        try:
+            return await self._fetch(url)
+        except Exception as exc:  # a fetch's bug must not end the crawl: unreachable
+            log.warning("%s could not be fetched: %s", url, exc)
+            return None
 
 
 async def _none() -> None:

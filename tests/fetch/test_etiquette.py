@@ -626,3 +626,13 @@ async def test_a_compressed_robots_txt_is_read(tmp_path: Any) -> None:
         await server.close()
     assert isinstance(result, DownloadFailure)
     assert result.error_class == "opted_out_robots_txt"
+
+
+async def test_a_fetch_that_raises_counts_as_unreachable() -> None:
+    async def broken(url: URL) -> tuple[int, bytes] | None:
+        raise RuntimeError("a bug in the fetch")
+
+    policies = OriginPolicies(Etiquette(retry_after=600.0), broken, clock=Clock())
+    policy = await policies.policy(URL("http://h.example/x"))
+    assert policy.refusal(URL("http://h.example/x"), Etiquette()) is None
+    assert policy.expires == 100.0 + 600.0  # asked again soon
