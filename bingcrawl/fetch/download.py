@@ -416,12 +416,7 @@ async def _policy_body(resp: aiohttp.ClientResponse) -> tuple[int, bytes] | None
     """The body of a 2xx robots.txt / tdmrep.json, inflated (gzip, deflate) to at most
     MAX_POLICY_BYTES; None if it is in a coding we do not read (then the origin counts as
     unreachable: allowed, and asked again before long)."""
-    codings = [
-        c.strip().lower()
-        for v in resp.headers.getall("Content-Encoding", ())
-        for c in v.split(",")
-        if c.strip().lower() not in ("", "identity")
-    ]
+    codings = [c for c in _codings(resp.headers, "Content-Encoding") if c not in ("", "identity")]
     if len(codings) > 1 or (codings and codings[0] not in ("gzip", "x-gzip", "deflate")):
         return None
     raw = bytearray()
@@ -442,14 +437,18 @@ async def _policy_body(resp: aiohttp.ClientResponse) -> tuple[int, bytes] | None
     return None
 
 
+def _codings(headers: CIMultiDictProxy[str], name: str) -> list[str]:
+    """The codings a ``Content-Encoding`` / ``Transfer-Encoding`` header lists, lowercased."""
+    return [c.strip().lower() for v in headers.getall(name, ()) for c in v.split(",")]
+
+
 def _encoding_refusal(headers: CIMultiDictProxy[str]) -> str | None:
     """Name any content or transfer coding we would have to decode (we never inflate)."""
     for name, harmless in (
         ("Content-Encoding", {"", "identity"}),
         ("Transfer-Encoding", {"", "identity", "chunked"}),
     ):
-        codings = {c.strip().lower() for v in headers.getall(name, ()) for c in v.split(",")}
-        refused = codings - harmless
+        refused = set(_codings(headers, name)) - harmless
         if refused:
             return f"{name}: {', '.join(sorted(refused))} (compressed bodies are refused)"
     return None

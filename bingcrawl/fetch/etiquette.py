@@ -80,7 +80,6 @@ __all__ = [
     "content_usage_opt_out",
     "error_class",
     "header_opt_out",
-    "robots_content_signal",
     "robots_group_lines",
     "signal_name",
     "signal_of",
@@ -119,10 +118,7 @@ def signal_of(error: str | None) -> str | None:
     """The signal an error class names, or None if it is not an opt-out."""
     if not error or not error.startswith(OPTED_OUT):
         return None
-    for signal in SIGNALS:
-        if error_class(signal) == error:
-            return signal
-    return None
+    return signal_name(error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,10 +161,11 @@ class Etiquette:
         """``--respect`` (comma-separated or repeated; ``all`` / ``none``; default all)
         minus ``--ignore`` (comma-separated or repeated; ``all``). A signal named by both is
         refused: which one was meant cannot be known."""
-        kept = set(SIGNALS) if respect is None else _names("--respect", respect, none=True)
-        dropped = _names("--ignore", ignore, none=False)
-        both = _named("--respect", respect or ()) & _named("--ignore", ignore)
-        if both:
+        kept, named = (set(SIGNALS), set()) if respect is None else _names(
+            "--respect", respect, none=True
+        )
+        dropped, named_dropped = _names("--ignore", ignore, none=False)
+        if both := named & named_dropped:
             raise ConfigError(
                 "--ignore", f"{', '.join(sorted(both))} is also given to --respect: keep one"
             )
@@ -178,9 +175,6 @@ class Etiquette:
     def ignored(self) -> tuple[str, ...]:
         """The signals not honoured, in :data:`SIGNALS` order."""
         return tuple(s for s in SIGNALS if s not in self.respect)
-
-    def honours(self, signal: str) -> bool:
-        return signal in self.respect
 
     @property
     def needs_origin(self) -> bool:
@@ -201,19 +195,11 @@ def signal_name(text: str) -> str | None:
     return None
 
 
-def _named(option: str, values: Iterable[str]) -> set[str]:
-    """The signals named one by one (not through ``all``)."""
-    found = set()
-    for value in values:
-        for piece in str(value).split(","):
-            signal = signal_name(piece)
-            if signal is not None:
-                found.add(signal)
-    return found
-
-
-def _names(option: str, values: Iterable[str], *, none: bool) -> set[str]:
+def _names(option: str, values: Iterable[str], *, none: bool) -> tuple[set[str], set[str]]:
+    """The signals an option's values mean, and those of them named one by one (not
+    through ``all``)."""
     names: set[str] = set()
+    named: set[str] = set()
     keywords = "all, none" if none else "all"
     for value in values:
         for piece in str(value).split(","):
@@ -224,13 +210,14 @@ def _names(option: str, values: Iterable[str], *, none: bool) -> set[str]:
                 continue
             elif (signal := signal_name(name)) is not None:
                 names.add(signal)
+                named.add(signal)
             else:
                 hint = " (to honour every signal, leave --ignore out)" if name == "none" else ""
                 raise ConfigError(
                     option,
                     f"unknown signal {name!r}; known: {', '.join(SIGNALS)}, {keywords}{hint}",
                 )
-    return names
+    return names, named
 
 
 # ------------------------------------------------------------------------ response headers
@@ -333,11 +320,6 @@ def robots_group_lines(text: str, key: str, agent: str = AGENT) -> str | None:
                 found.setdefault(member, []).append(value)
     lines = found.get(ours) if ours in named else found.get("*")
     return ", ".join(lines) if lines else None
-
-
-def robots_content_signal(text: str, agent: str = AGENT) -> str | None:
-    """The ``Content-Signal`` of the robots.txt group that applies to ``agent``, or None."""
-    return robots_group_lines(text, "content-signal", agent)
 
 
 def header_opt_out(headers: _Headers, etiquette: Etiquette) -> tuple[str, str] | None:

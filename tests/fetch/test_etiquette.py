@@ -32,7 +32,7 @@ from bingcrawl.fetch.etiquette import (
     content_usage_opt_out,
     error_class,
     header_opt_out,
-    robots_content_signal,
+    robots_group_lines,
     signal_of,
     tdm_header_opt_out,
     tdmrep_rules,
@@ -501,19 +501,26 @@ def test_options_reach_the_downloader(tmp_path: Any) -> None:
     ],
 )  # fmt: skip
 def test_content_signal_in_robots_txt(robots: str, expected: str | None) -> None:
-    assert robots_content_signal(robots) == expected
+    assert robots_group_lines(robots, "content-signal") == expected
 
 
-async def test_a_robots_content_signal_excludes_the_origin() -> None:
-    robots = b"User-agent: *\nContent-Signal: search=yes, ai-train=no\nAllow: /\n"
+@pytest.mark.parametrize(
+    ("line", "signal", "detail"),
+    [
+        ("Content-Signal: search=yes, ai-train=no", "content-signal",
+         "robots.txt Content-Signal: ai-train=no"),
+        ("Content-Usage: train-ai=n", "content-usage", "robots.txt Content-Usage: train-ai=n"),
+    ],
+)  # fmt: skip
+async def test_opt_out_lines_of_robots_txt_exclude_the_origin(
+    line: str, signal: str, detail: str
+) -> None:
+    robots = f"User-agent: *\n{line}\nAllow: /\n".encode()
     policies = OriginPolicies(Etiquette(), FakeOrigin(robots=(200, robots)))
     url = URL("http://cf.example/img/a.jpg")
     policy = await policies.policy(url)
-    assert policy.refusal(url, Etiquette()) == (
-        "opted_out_content_signal",
-        "robots.txt Content-Signal: ai-train=no",
-    )
-    assert policy.refusal(url, Etiquette.from_options(ignore=["content-signal"])) is None
+    assert policy.refusal(url, Etiquette()) == (error_class(signal), detail)
+    assert policy.refusal(url, Etiquette.from_options(ignore=[signal])) is None
 
 
 @pytest.mark.parametrize(
@@ -576,17 +583,6 @@ async def test_a_failed_tdmrep_is_asked_again_soon() -> None:
     policies = OriginPolicies(Etiquette(retry_after=600.0), FakeOrigin(tdmrep=None), clock=clock)
     policy = await policies.policy(URL("http://h.example/x"))
     assert policy.expires == clock.now + 600.0
-
-
-async def test_content_usage_lines_of_robots_txt_opt_out() -> None:
-    robots = b"User-agent: *\nContent-Usage: train-ai=n\nAllow: /\n"
-    policies = OriginPolicies(Etiquette(), FakeOrigin(robots=(200, robots)))
-    url = URL("http://u.example/img/a.jpg")
-    policy = await policies.policy(url)
-    assert policy.refusal(url, Etiquette()) == (
-        "opted_out_content_usage",
-        "robots.txt Content-Usage: train-ai=n",
-    )
 
 
 async def test_closing_gives_waiting_askers_an_empty_policy_not_a_cancellation() -> None:
