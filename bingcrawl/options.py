@@ -201,11 +201,29 @@ def add_crawl_options(p: argparse.ArgumentParser) -> None:
     )
     dl.add_argument("--retries", type=int, default=3, help="download retries")
     dl.add_argument(
+        "--host-failures",
+        type=int,
+        default=2,
+        metavar="N",
+        help="give a host up for 10 minutes after N requests in a row got no answer "
+        "(timeouts, refused connections): its other URLs fail at once as host_unresponsive "
+        "instead of each waiting out --timeout (default 2; 0: never)",
+    )
+    dl.add_argument(
         "--allow-network",
         action="append",
         default=[],
         metavar="CIDR",
         help="also allow fetching from this network (repeatable), e.g. 127.0.0.1/32",
+    )
+    dl.add_argument(
+        "--resolve",
+        action="append",
+        default=[],
+        metavar="HOST:ADDRESS",
+        help="connect to ADDRESS for HOST without asking DNS, like curl's --resolve "
+        "(repeatable; *.example.org for every name under example.org); the address must "
+        "still be allowed (--allow-network for private ones)",
     )
     etq = p.add_argument_group(
         "etiquette (publishers' opt-outs, all honoured by default; turning one off is your "
@@ -528,7 +546,7 @@ def build_config(
     )
     from bingcrawl.fetch.download import DownloadConfig
     from bingcrawl.fetch.etiquette import Etiquette
-    from bingcrawl.fetch.netpolicy import NetworkPolicy
+    from bingcrawl.fetch.netpolicy import NetworkPolicy, parse_resolve
 
     specs = [*specs, *(QuerySpec.of(q, args.label) for q in args.queries)]
     if args.queries_file:
@@ -557,9 +575,11 @@ def build_config(
         max_bytes=args.max_bytes,
         timeout=args.timeout,
         retries=args.retries,
+        host_failures=args.host_failures,
         policy=NetworkPolicy.from_cidrs(args.allow_network),
         user_agent=_user_agent(args.user_agent, args.contact),
         etiquette=Etiquette.from_options(args.respect, args.ignore),
+        resolve=parse_resolve(args.resolve),
     )
     _check_sources(args, bool(specs), canonical)
     key = _read_key(args, env)

@@ -111,6 +111,7 @@ class ErrorClass(enum.StrEnum):
     DECODE_TIMEOUT = "decode_timeout"  # decoding hung (a pathological file): workers killed
     WORKER_LOST = "worker_lost"  # the worker handling it died every time (--engine ray)
     ROBOTS_UNAVAILABLE = "robots_unavailable"  # its origin's robots.txt answered 5xx / 429
+    HOST_UNRESPONSIVE = "host_unresponsive"  # its host stopped answering: given up a while
 
     @staticmethod
     def http(status: int) -> str:

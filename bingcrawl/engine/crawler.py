@@ -1140,6 +1140,10 @@ class Crawler:
         snapshot = self.counters.snapshot()
         snapshot["api_calls"] = self.gate.calls - self.calls_before
         snapshot["api_throttled"] = self.gate.throttled
+        downloader = getattr(self, "downloader", None)  # (not there if opening failed)
+        if downloader is not None:
+            # Hosts that stopped answering, given up for a while (--host-failures).
+            snapshot["hosts_given_up"] = len(downloader.breaker.given_up)
         if (engine := self._engine_stats()) is not None:
             snapshot["engine"] = engine
         snapshot["stopped_by_signal"] = self._stop_signal

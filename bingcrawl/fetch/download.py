@@ -26,6 +26,7 @@ import math
 import random
 import socket
 import zlib
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace, TracebackType
@@ -50,6 +51,7 @@ from bingcrawl.fetch.netpolicy import (
     BlockedAddressError,
     NetworkPolicy,
     make_connector,
+    parse_resolve,
     url_refusal,
 )
 from bingcrawl.imaging.sniff import ALLOWED_FORMATS, SNIFF_BYTES, sniff_format
@@ -61,6 +63,7 @@ __all__ = [
     "HOLD_STATUSES",
     "DownloadConfig",
     "Downloader",
+    "HostBreaker",
     "HostHolds",
     "HostRates",
 ]
@@ -147,6 +150,11 @@ class DownloadConfig:
     send_referer: bool = True
     policy: NetworkPolicy = field(default_factory=NetworkPolicy)
     etiquette: Etiquette = field(default_factory=Etiquette)
+    #: ``--resolve``: (name or ``*.domain``, address) pairs answered without DNS.
+    resolve: tuple[tuple[str, str], ...] = ()
+    #: ``--host-failures``: requests in a row without an answer that give a host up
+    #: (:class:`HostBreaker`; 0: never).
+    host_failures: int = 2
 
     def __post_init__(self) -> None:
         _require_int("--concurrency", self.concurrency, 1)
@@ -161,6 +169,7 @@ class DownloadConfig:
         _require_number("--min-throughput", self.min_throughput, allow_zero=True)
         _require_number("--throughput-grace", self.throughput_grace, allow_zero=True)
         _require_int("--retries", self.retries, 0)
+        _require_int("--host-failures", self.host_failures, 0)
         _require_number("--backoff-base", self.backoff_base, allow_zero=True)
         _require_number("--backoff-max", self.backoff_max, allow_zero=True)
         if self.backoff_max < self.backoff_base:
@@ -187,6 +196,10 @@ class DownloadConfig:
             raise ConfigError("--allow-network", "policy must be a NetworkPolicy")
         if not isinstance(self.etiquette, Etiquette):
             raise ConfigError("--respect", "etiquette must be an Etiquette")
+        if not isinstance(self.resolve, tuple) or parse_resolve(
+            f"{name}:{address}" for name, address in self.resolve
+        ) != self.resolve:
+            raise ConfigError("--resolve", "must be (host, address) pairs from parse_resolve")
 
 
 @dataclass(slots=True)
@@ -328,6 +341,93 @@ class HostHolds:
         self._until.pop(host, None)
 
 
+class HostBreaker:
+    """Hosts that stopped answering: their other URLs fail at once instead of each waiting
+    out its timeouts.
+
+    A request *answered* when a status line came back (any status: a 404 is an answer). A
+    host whose requests got no answer ``threshold`` times in a row (connect or read timeouts,
+    the attempt's deadline before a status, refused or reset connections) is given up for
+    ``cooldown`` seconds: its URLs fail as ``host_unresponsive`` without a request (the
+    requests under way then are not retried: they keep the error that gave the host up).
+    After the cool-down requests go again; a single one without an answer gives the host up
+    again. A timeout is retried only on
+    a host that has answered before in this run: a host that accepted a connection and sent
+    nothing for ``--read-timeout`` seconds is unlikely to answer the same request a few
+    seconds later, and its retries are what made the slowest hosts the crawl's tail.
+
+    Memory is bounded: at most ``max_hosts`` hosts are remembered (the oldest forgotten).
+    """
+
+    __slots__ = ("_clock", "_hosts", "cooldown", "given_up", "max_hosts", "threshold")
+
+    def __init__(
+        self,
+        threshold: int = 2,
+        cooldown: float = 600.0,
+        *,
+        clock: Callable[[], float] | None = None,
+        max_hosts: int = 100_000,
+    ) -> None:
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self.max_hosts = max_hosts
+        self._clock = clock
+        # host -> [answered before (0/1), failures in a row, given up until (0: not)]
+        self._hosts: OrderedDict[str, list[float]] = OrderedDict()
+        #: Times each host was given up (stats).
+        self.given_up: dict[str, int] = {}
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    def _entry(self, host: str) -> list[float]:
+        entry = self._hosts.get(host)
+        if entry is None:
+            entry = self._hosts[host] = [0.0, 0.0, 0.0]
+            if len(self._hosts) > self.max_hosts:
+                self._hosts.popitem(last=False)
+        return entry
+
+    def answered(self, host: str) -> None:
+        """A status line came back from ``host``."""
+        entry = self._hosts.get(host)
+        if entry is None:
+            entry = self._entry(host)
+        elif entry[0] and not entry[1]:
+            return  # the common case: nothing to change
+        entry[0], entry[1], entry[2] = 1.0, 0.0, 0.0
+
+    def unanswered(self, host: str) -> None:
+        """A request to ``host`` got no status line (timeout, refused, reset)."""
+        if self.threshold <= 0:
+            return
+        entry = self._entry(host)
+        entry[1] += 1
+        now = self._now()
+        if entry[1] >= self.threshold and entry[2] <= now:
+            entry[2] = now + self.cooldown
+            self.given_up[host] = self.given_up.get(host, 0) + 1
+
+    def has_answered(self, host: str) -> bool:
+        """True if ``host`` answered a request in this run (as far as remembered)."""
+        entry = self._hosts.get(host)
+        return entry is not None and entry[0] > 0
+
+    def refusal(self, host: str) -> str | None:
+        """Why no request should go to ``host`` now, or ``None``."""
+        entry = self._hosts.get(host)
+        if entry is None or not entry[2]:
+            return None
+        if entry[2] > self._now():
+            return (
+                f"{host} did not answer {int(entry[1])} requests in a row; given up for "
+                f"{self.cooldown:g}s"
+            )
+        entry[1], entry[2] = self.threshold - 1, 0.0  # the cool-down is over: one try
+        return None
+
+
 class _Deadline:
     """One attempt's total deadline, paused while the request queues for a connection.
 
@@ -336,12 +436,15 @@ class _Deadline:
     call :meth:`pause` and :meth:`resume`.
     """
 
-    __slots__ = ("_loop", "_remaining", "_timeout")
+    __slots__ = ("_loop", "_remaining", "_timeout", "answered", "host")
 
     def __init__(self, timeout: asyncio.Timeout, loop: asyncio.AbstractEventLoop) -> None:
         self._timeout = timeout
         self._loop = loop
         self._remaining: float | None = None
+        #: The host of the hop under way, and whether it has sent its status line.
+        self.host = ""
+        self.answered = False
 
     def pause(self) -> None:
         when = self._timeout.when()
@@ -412,6 +515,15 @@ def _classify(exc: BaseException) -> _Failure:
     return _Failure(ErrorClass.CONNECTION, detail, retryable=True)
 
 
+def _counts_as_no_answer(exc: BaseException, failure: _Failure) -> bool:
+    """A timeout or a refused / reset connection (not DNS, TLS or the network policy)."""
+    if failure.error_class == ErrorClass.TIMEOUT:
+        return True
+    return failure.error_class == ErrorClass.CONNECTION and not isinstance(
+        exc, aiohttp.ClientConnectorDNSError | aiohttp.ClientSSLError | aiohttp.ClientResponseError
+    )
+
+
 async def _policy_body(resp: aiohttp.ClientResponse) -> tuple[int, bytes] | None:
     """The body of a 2xx robots.txt / tdmrep.json, inflated (gzip, deflate) to at most
     MAX_POLICY_BYTES; None if it is in a coding we do not read (then the origin counts as
@@ -477,6 +589,7 @@ class Downloader:
         self._rng = rng if rng is not None else random.Random()
         self._host_limits = HostRates(config.host_rate)
         self._holds = HostHolds(clock)
+        self._breaker = HostBreaker(config.host_failures, clock=clock)
         # Each origin's robots.txt and tdmrep.json (None when neither is honoured).
         self._origins = (
             OriginPolicies(config.etiquette, self._fetch_policy_file)
@@ -517,6 +630,11 @@ class Downloader:
         """The hosts held back after a 429 / 503."""
         return self._holds
 
+    @property
+    def breaker(self) -> HostBreaker:
+        """The hosts given up after requests without an answer."""
+        return self._breaker
+
     def host_interval(self, host: str) -> float:
         """Seconds between two requests to ``host`` (``--host-rate``, its robots.txt)."""
         return self._host_limits.interval(host)
@@ -530,6 +648,7 @@ class Downloader:
             limit=cfg.concurrency,
             limit_per_host=cfg.per_host,
             resolver=self._resolver,
+            resolve=cfg.resolve,
         )
         trace = aiohttp.TraceConfig()
         trace.on_connection_queued_start.append(_on_queued_start)
@@ -648,16 +767,36 @@ class Downloader:
     ) -> _Body | _Failure:
         """One attempt: the request, every redirect hop and the body, under one deadline."""
         loop = asyncio.get_running_loop()
+        deadline: _Deadline | None = None
         try:
             async with asyncio.timeout(self._config.timeout) as timeout:
-                return await self._follow(session, url, headers, _Deadline(timeout, loop))
+                deadline = _Deadline(timeout, loop)
+                return await self._follow(session, url, headers, deadline)
         except TimeoutError:
             # Only the deadline gets here: _follow classifies every other timeout itself.
-            return _Failure(
+            failure = _Failure(
                 ErrorClass.TIMEOUT,
                 f"no complete response within the {self._config.timeout}s deadline",
                 retryable=True,
             )
+            if deadline is not None and deadline.host and not deadline.answered:
+                return self._no_answer(deadline.host, failure)
+            return failure
+
+    def _no_answer(self, host: str, failure: _Failure) -> _Failure:
+        """Count a request to ``host`` that got no status line; it is not retried when the
+        host is now given up, nor when it timed out on a host that never answered."""
+        breaker = self._breaker
+        breaker.unanswered(host)
+        if not failure.retryable:
+            return failure
+        if breaker.refusal(host) is not None:
+            failure.retryable = False
+            failure.detail += f" ({host} given up: no answer to {breaker.threshold} in a row)"
+        elif failure.error_class == ErrorClass.TIMEOUT and not breaker.has_answered(host):
+            failure.retryable = False
+            failure.detail += f" (not retried: {host} has not answered yet)"
+        return failure
 
     async def _follow(
         self,
@@ -675,6 +814,9 @@ class Downloader:
             if refusal is not None:
                 return _Failure(refusal.error_class, f"{refusal.detail} (at {current})")
             host = current.host or ""
+            given_up = self._breaker.refusal(host)
+            if given_up is not None:
+                return _Failure(ErrorClass.HOST_UNRESPONSIVE, given_up, sent=redirects > 0)
             if self._origins is not None:
                 deadline.pause()  # the origin's files are not the image's time
                 try:
@@ -700,6 +842,7 @@ class Downloader:
                 deadline.pause()  # (the same for a slot of a host with its own limit)
                 await slot.acquire()
                 deadline.resume()
+            deadline.host, deadline.answered = host, False
             try:
                 async with session.get(
                     current,
@@ -707,11 +850,16 @@ class Downloader:
                     allow_redirects=False,
                     trace_request_ctx=deadline,
                 ) as resp:
+                    deadline.answered = True
+                    self._breaker.answered(host)
                     if resp.status not in _REDIRECT_STATUSES:
                         return await self._read(resp, current)
                     target = self._redirect_target(resp, current)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                return _classify(exc)
+                failure = _classify(exc)
+                if deadline.answered or not _counts_as_no_answer(exc, failure):
+                    return failure
+                return self._no_answer(host, failure)
             finally:
                 if slot is not None:
                     slot.release()

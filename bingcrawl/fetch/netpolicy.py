@@ -49,10 +49,12 @@ __all__ = [
     "NetworkPolicy",
     "PolicyResolver",
     "Refusal",
+    "StaticResolver",
     "check_url",
     "guarded_socket_factory",
     "make_connector",
     "parse_ipv4_literal",
+    "parse_resolve",
     "url_refusal",
 ]
 
@@ -390,7 +392,101 @@ class PolicyResolver(AbstractResolver):
 
     async def close(self) -> None:
         """Close the wrapped resolver if this object owns it."""
-        if self._owns_inner:
+        if self._owns_inner and self._inner is not None:
+            await self._inner.close()
+
+
+def parse_resolve(values: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """``--resolve`` values (``HOST:ADDRESS``, ``*.DOMAIN:ADDRESS``) as (pattern, address).
+
+    As curl's ``--resolve`` without the port: the name ``HOST`` (or any name under
+    ``DOMAIN``) connects to ``ADDRESS`` without asking DNS. An IPv6 address may be written in
+    brackets. Names are compared lowercased, without a trailing dot. Raises
+    :class:`ConfigError` naming ``--resolve``.
+    """
+    pairs: list[tuple[str, str]] = []
+    for value in values:
+        if not isinstance(value, str) or ":" not in value:
+            raise ConfigError("--resolve", f"expected HOST:ADDRESS, got {value!r}")
+        name, _, address = value.partition(":")
+        name = name.strip().lower().rstrip(".")
+        label = name[2:] if name.startswith("*.") else name
+        if not label or not all(_HOST_LABEL.fullmatch(part) for part in label.split(".")):
+            raise ConfigError("--resolve", f"{name!r} in {value!r} is not a host name")
+        address = address.strip().removeprefix("[").removesuffix("]")
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(
+                "--resolve", f"{address!r} in {value!r} is not an IP address"
+            ) from None
+        pairs.append((name, str(ip)))
+    return tuple(pairs)
+
+
+_HOST_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
+
+
+class StaticResolver(AbstractResolver):
+    """Answer the names of ``--resolve`` from its map; ask ``inner`` for the others (a name
+    outside the map is an ``OSError`` without one).
+
+    ``pairs`` come from :func:`parse_resolve`: an exact name wins over a ``*.`` pattern, a
+    longer pattern over a shorter one. The answers still go through the network policy
+    (:class:`PolicyResolver` wraps this resolver, and the socket factory judges the connect),
+    so mapping a name to ``127.0.0.1`` needs ``--allow-network`` like any loopback address.
+    """
+
+    def __init__(
+        self,
+        pairs: Iterable[tuple[str, str]],
+        inner: AbstractResolver | None = None,
+        *,
+        owns_inner: bool = True,
+    ) -> None:
+        self._owns_inner = owns_inner
+        self._exact: dict[str, str] = {}
+        self._suffixes: list[tuple[str, str]] = []
+        for name, address in pairs:
+            if name.startswith("*."):
+                self._suffixes.append((name[1:], address))  # ".domain"
+            else:
+                self._exact.setdefault(name, address)
+        self._suffixes.sort(key=lambda pair: -len(pair[0]))
+        self._inner = inner
+
+    def lookup(self, host: str) -> str | None:
+        """The mapped address of ``host``, or ``None`` when DNS decides."""
+        name = host.lower().rstrip(".")
+        found = self._exact.get(name)
+        if found is not None:
+            return found
+        return next((ip for suffix, ip in self._suffixes if name.endswith(suffix)), None)
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        """The mapped address (whatever ``family`` asks), else the inner resolver's answer."""
+        address = self.lookup(host)
+        if address is None:
+            if self._inner is None:
+                raise OSError(f"{host!r} is not in the --resolve map")
+            return await self._inner.resolve(host, port, family)
+        ip = ipaddress.ip_address(address)
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ip.version == 6 else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+        ]
+
+    async def close(self) -> None:
+        """Close the inner resolver if this object owns it."""
+        if self._owns_inner and self._inner is not None:
             await self._inner.close()
 
 
@@ -420,18 +516,22 @@ def make_connector(
     limit_per_host: int,
     resolver: AbstractResolver | None = None,
     use_dns_cache: bool = True,
+    resolve: Iterable[tuple[str, str]] = (),
 ) -> aiohttp.TCPConnector:
     """Build the image session's connector with the network policy enforced at connect time.
 
     DNS answers are filtered by a :class:`PolicyResolver` around ``resolver`` (aiohttp's
     default resolver when ``None``) and every socket goes through
-    :func:`guarded_socket_factory`. Must be called with an event loop running. The caller
-    keeps ownership of a ``resolver`` it passes in.
+    :func:`guarded_socket_factory`. ``resolve`` pairs (:func:`parse_resolve`) answer their
+    names before DNS (:class:`StaticResolver`). Must be called with an event loop running. The
+    caller keeps ownership of a ``resolver`` it passes in.
     """
-    if resolver is None:
-        guard = PolicyResolver(aiohttp.DefaultResolver(), policy, owns_inner=True)
-    else:
-        guard = PolicyResolver(resolver, policy, owns_inner=False)
+    owns = resolver is None
+    inner: AbstractResolver = aiohttp.DefaultResolver() if resolver is None else resolver
+    pairs = tuple(resolve)
+    if pairs:
+        inner = StaticResolver(pairs, inner, owns_inner=owns)
+    guard = PolicyResolver(inner, policy, owns_inner=owns)
     return GuardedConnector(
         policy_resolver=guard,
         limit=limit,

@@ -25,9 +25,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bingcrawl.errors import ConfigError
-from bingcrawl.fetch.download import DownloadConfig, Downloader, HostRates
+from bingcrawl.fetch.download import DownloadConfig, Downloader, HostBreaker, HostRates
 from bingcrawl.fetch.etiquette import Etiquette
-from bingcrawl.fetch.netpolicy import NetworkPolicy
+from bingcrawl.fetch.netpolicy import NetworkPolicy, StaticResolver, parse_resolve
 from bingcrawl.records import Candidate, DownloadFailure, Fetched
 from tests.support.net import CANARY_HOST, RawServer, ScriptedResolver
 
@@ -694,6 +694,9 @@ def test_defaults() -> None:
         ("formats", frozenset(), "--formats"),
         ("formats", frozenset({"svg"}), "--formats"),
         ("policy", None, "--allow-network"),
+        ("host_failures", -1, "--host-failures"),
+        ("resolve", (("a b", "127.0.0.1"),), "--resolve"),
+        ("resolve", (("a.test", "127.1"),), "--resolve"),
     ],
 )
 def test_config_validation_names_the_option(field_name: str, value: object, option: str) -> None:
@@ -799,3 +802,155 @@ async def test_a_sweep_keeps_a_host_whose_requests_are_waiting() -> None:
     await asyncio.gather(waiting, third)
     gaps = [b - a for a, b in itertools.pairwise(sorted(times))]
     assert min(gaps) >= 1.0 - 0.05, gaps
+
+
+# -- --resolve: names answered without DNS --------------------------------------------------
+
+
+def test_resolve_values_are_parsed_and_named_in_errors() -> None:
+    assert parse_resolve(["*.Web.Test.:127.0.0.1", "a.example:[::1]"]) == (
+        ("*.web.test", "127.0.0.1"),
+        ("a.example", "::1"),
+    )
+    for bad, why in [
+        ("img.test", "expected HOST:ADDRESS"),
+        ("img test:127.0.0.1", "not a host name"),
+        ("*.:127.0.0.1", "not a host name"),
+        ("img.test:localhost", "not an IP address"),
+    ]:
+        with pytest.raises(ConfigError, match=why) as info:
+            parse_resolve([bad])
+        assert info.value.option == "--resolve"
+
+
+async def test_an_exact_name_wins_over_a_pattern_and_others_go_to_dns() -> None:
+    inner = ScriptedResolver({"other.example": [["127.0.0.9"]]})
+    resolver = StaticResolver(
+        parse_resolve(["*.test:127.0.0.2", "*.web.test:127.0.0.3", "a.web.test:127.0.0.4"]),
+        inner,
+    )
+    assert resolver.lookup("A.Web.Test.") == "127.0.0.4"
+    assert resolver.lookup("b.web.test") == "127.0.0.3"
+    assert resolver.lookup("c.test") == "127.0.0.2"
+    assert resolver.lookup("web.test.org") is None
+    assert [a["host"] for a in await resolver.resolve("b.web.test", 80)] == ["127.0.0.3"]
+    assert [a["host"] for a in await resolver.resolve("other.test", 80)] == ["127.0.0.2"]
+    assert inner.calls == []  # every name so far was mapped
+    assert [a["host"] for a in await resolver.resolve("other.example", 80)] == ["127.0.0.9"]
+    assert inner.calls == ["other.example"]
+
+
+async def test_a_mapped_name_reaches_the_address_with_its_own_host_header(
+    dl_host: ImageHost, dl_fetch: Fetch
+) -> None:
+    assert dl_host.server is not None
+    url = f"http://img.web.test:{dl_host.server.port}/img.png"
+    result = await dl_fetch(url, resolve=parse_resolve(["*.web.test:127.0.0.1"]))
+    assert isinstance(result, Fetched), result
+    assert result.body == dl_host.png
+    assert dl_host.headers["img"]["Host"] == f"img.web.test:{dl_host.server.port}"
+
+
+async def test_a_mapped_address_is_still_judged_by_the_network_policy(
+    dl_host: ImageHost, dl_fetch: Fetch
+) -> None:
+    assert dl_host.server is not None
+    url = f"http://img.web.test:{dl_host.server.port}/img.png"
+    failure = _failure(
+        await dl_fetch(url, resolve=parse_resolve(["img.web.test:127.0.0.1"]),
+                       policy=NetworkPolicy()),  # fmt: skip
+        "blocked_address",
+    )
+    assert "127.0.0.1" in failure.detail
+    assert dl_host.hits["img"] == 0
+
+
+# -- hosts that stop answering (HostBreaker) -------------------------------------------------
+
+
+async def test_a_timeout_on_a_host_that_never_answered_is_not_retried(
+    dl_host: ImageHost, dl_fetch: Fetch
+) -> None:
+    failure = _failure(
+        await dl_fetch(dl_host.url("/slow-headers"), read_timeout=0.2, retries=3), "timeout"
+    )
+    assert failure.attempts == 1
+    assert "not retried" in failure.detail
+    assert dl_host.hits["slow-headers"] == 1
+
+
+async def test_a_host_that_stops_answering_is_given_up_and_its_other_urls_fail_at_once(
+    dl_host: ImageHost,
+) -> None:
+    sleep = RecordingSleep()
+    async with Downloader(_config(read_timeout=0.2, retries=3), sleep=sleep) as downloader:
+        assert isinstance(await downloader.fetch(_candidate(dl_host.url("/img.png"))), Fetched)
+        # The host has answered: a timeout is retried once, and the second in a row (the
+        # default --host-failures 2) gives the host up, which ends the retries.
+        hung = _failure(await downloader.fetch(_candidate(dl_host.url("/slow-headers"))),
+                        "timeout")  # fmt: skip
+        assert hung.attempts == 2
+        assert "given up" in hung.detail
+        assert dl_host.hits["slow-headers"] == 2
+        # Its other URLs are not requested at all.
+        later = _failure(await downloader.fetch(_candidate(dl_host.url("/img.png"))),
+                         "host_unresponsive")  # fmt: skip
+        assert later.attempts == 0
+        assert "did not answer 2 requests in a row" in later.detail
+        assert dl_host.hits["img"] == 1
+        assert downloader.breaker.given_up == {"127.0.0.1": 1}
+
+
+async def test_refused_connections_give_a_host_up_too(dl_fetch: Fetch) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    failure = _failure(
+        await dl_fetch(f"http://127.0.0.1:{port}/x.png", retries=5), "connection"
+    )
+    assert failure.attempts == 2  # not 6: the second refusal gave the host up
+    assert "given up" in failure.detail
+
+
+async def test_host_failures_zero_never_gives_a_host_up(
+    dl_host: ImageHost, dl_fetch: Fetch
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    failure = _failure(
+        await dl_fetch(f"http://127.0.0.1:{port}/x.png", retries=3, host_failures=0),
+        "connection",
+    )
+    assert failure.attempts == 4
+
+
+def test_a_given_up_host_gets_requests_again_after_the_cool_down() -> None:
+    now = [0.0]
+    breaker = HostBreaker(threshold=2, cooldown=60.0, clock=lambda: now[0])
+    breaker.unanswered("h")
+    assert breaker.refusal("h") is None  # one failure is not enough
+    breaker.unanswered("h")
+    assert breaker.refusal("h") is not None
+    now[0] = 59.0
+    assert breaker.refusal("h") is not None
+    now[0] = 61.0
+    assert breaker.refusal("h") is None  # cool-down over: requests go again
+    breaker.unanswered("h")  # and a single failure gives it up again
+    assert breaker.refusal("h") is not None
+    assert breaker.given_up == {"h": 2}
+    now[0] = 200.0
+    assert breaker.refusal("h") is None
+    breaker.answered("h")  # an answer clears the count
+    breaker.unanswered("h")
+    assert breaker.refusal("h") is None
+    assert breaker.has_answered("h")
+
+
+def test_the_breaker_remembers_a_bounded_number_of_hosts() -> None:
+    breaker = HostBreaker(clock=lambda: 0.0, max_hosts=3)
+    for i in range(10):
+        breaker.answered(f"h{i}")
+    assert [breaker.has_answered(f"h{i}") for i in (0, 6, 7, 8, 9)] == [
+        False, False, True, True, True,
+    ]  # fmt: skip
