@@ -1,6 +1,6 @@
 """``python -m benchmarks``: bingcrawl against its baselines and peers, on the same URLs.
 
-    python -m benchmarks [--quick] [--scenarios main,concurrency,latency,size,memory]
+    python -m benchmarks [--quick] [--scenarios main,network,concurrency,latency,size,memory]
                          [--tools bingcrawl,webdataset,search,bare,seed,img2dataset,icrawler]
                          [--repeats 3] [--json out.json] [--keep DIR] [--peers-python PY]
                          [--profile DIR] [--tracemalloc N] [--memory-points 10,100]
@@ -68,6 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
         "jpeg=0.85,png=0.07,gif=0.04,webp=0.04 is the emulator's own mix)",
     )
     p.add_argument("--memory-points", type=_ints, help="queries x 1000 candidates, e.g. 10,100")
+    net = p.add_argument_group("network scenario")
+    net.add_argument("--network-urls", type=int, help="URLs (whole queries; default 6000)")
+    net.add_argument("--network-hosts", type=int, help="host names (default 1200)")
+    net.add_argument("--network-concurrency", type=int, help="bingcrawl's --concurrency (512)")
+    net.add_argument("--network-per-host", type=int, help="bingcrawl's --per-host (default 8)")
+    net.add_argument(
+        "--network-img2dataset-threads", type=_ints, help="thread counts tried (128,256,512)"
+    )
+    net.add_argument(
+        "--host-latency", type=float, help="median host latency, seconds (default 0.2)"
+    )
+    net.add_argument(
+        "--host-latency-p99", type=float, help="1 %% of hosts are slower (default 5.0)"
+    )
     p.add_argument(
         "--tracemalloc",
         type=int,
@@ -105,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 _PASS_THROUGH = (
     "scenarios", "tools", "repeats", "concurrency", "memory_points", "concurrency_points",
     "img2dataset_threads", "icrawler_threads", "image_latency", "qps", "format_mix",
+    "network_hosts", "network_concurrency", "network_per_host", "network_img2dataset_threads",
+    "host_latency", "host_latency_p99",
 )  # fmt: skip
 
 
@@ -116,9 +132,11 @@ def options_from(args: argparse.Namespace) -> Options:
         value = getattr(args, name)
         if value is not None and value != ():
             kw[name] = value
+    per_query = (Options.quick() if args.quick else Options()).results_per_query
     if args.urls is not None:
-        per_query = (Options.quick() if args.quick else Options()).results_per_query
         kw["main_queries"] = max(1, -(-args.urls // per_query))
+    if args.network_urls is not None:
+        kw["network_queries"] = max(1, -(-args.network_urls // per_query))
     return Options.quick(**kw) if args.quick else Options(**kw)  # type: ignore[arg-type]
 
 

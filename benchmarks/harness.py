@@ -8,6 +8,10 @@ and one emulator run at a time. :func:`run_benchmarks` returns the rows and a su
 (:mod:`benchmarks.report`).
 
 ``main``: the target comparison, every tool on the same URLs, repeated (median reported).
+``network``: the same kind of comparison on the web as crawls meet it: thousands of host
+names (all served by one emulator on loopback, :mod:`benchmarks.hostmap`), each with its own
+latency, some hanging, some dripping, some failing; its images/s counts the whole run, the
+slowest hosts' tail included, and each row says when 99 % of its images had landed.
 img2dataset and icrawler first get a tuning pass over their thread counts; the best count is
 then used in every repeat. ``concurrency``, ``latency`` and ``size`` are the curves (bingcrawl
 and the bare loop, plus img2dataset at its best count for latency and size). ``memory`` crawls
@@ -33,7 +37,7 @@ __all__ = ["SCENARIOS", "TOOLS", "Job", "Options", "plan", "run_benchmarks"]
 
 log = logging.getLogger("benchmarks")
 
-SCENARIOS = ("main", "concurrency", "latency", "size", "memory")
+SCENARIOS = ("main", "network", "concurrency", "latency", "size", "memory")
 
 #: Tool selectors: ``webdataset`` and ``search`` are bingcrawl with that output / source;
 #: ``asyncio`` is bingcrawl (files) on asyncio's own loop instead of uvloop (what uvloop buys);
@@ -68,6 +72,19 @@ class Options:
     seed_sample: int = 100
     img2dataset_processes: int = 2
     img2dataset_threads: tuple[int, ...] = (32, 64, 128, 256)
+    # The network scenario: URLs over many host names, each host with its own latency
+    # (lognormal: median host_latency, 1 % over host_latency_p99), 1 % hanging, 1 % dripping,
+    # 3 % errors, 10 KB - 2 MB pictures (the emulator's --network web --image-size web).
+    network_queries: int = 6  # x results_per_query URLs
+    network_hosts: int = 1200
+    network_host_skew: float = 0.5
+    host_latency: float = 0.2
+    host_latency_p99: float = 5.0
+    network_concurrency: int = 512
+    network_per_host: int = 8  # bingcrawl's default: polite to each host
+    network_img2dataset_threads: tuple[int, ...] = (128, 256, 512)
+    network_img2dataset_timeout: float = 10.0  # img2dataset's own default
+    network_cache_mb: int = 3072  # every picture of the set stays rendered
     icrawler_threads: tuple[int, ...] = (16, 32, 64)
     peers_in_curves: bool = True  # img2dataset on the latency and size curves too
     is_quick: bool = False  # the CI form: figures are not measurements
@@ -95,6 +112,13 @@ class Options:
             "size_points": (("30k", 40), ("200k", 8)),
             "memory_points": (1, 2),
             "memory_concurrency": 16,
+            "network_queries": 1,
+            "network_hosts": 12,
+            "host_latency": 0.01,
+            "host_latency_p99": 0.1,
+            "network_concurrency": 16,
+            "network_img2dataset_threads": (16,),
+            "network_cache_mb": 256,
             "api_latency": 0.0,
             "qps": 50.0,
             "repeats": 1,
@@ -120,12 +144,15 @@ class Job:
     tool: ToolSpec
     repeat: int = 0
     tune: bool = False
+    hosts: int = 0  # URLs spread over this many host names (UrlSet.hosts)
+    host_skew: float = 0.5
 
-    def reuse_key(self) -> tuple[EmulatorSpec, int, ToolSpec] | None:
-        """Curve points that are the same run (same emulator, URLs, tool) are run once."""
-        if self.tune or (self.scenario == "main" and self.repeat > 0):
+    def reuse_key(self) -> tuple[EmulatorSpec, int, int, ToolSpec] | None:
+        """Curve points that are the same run (same emulator, URLs, tool) are run once;
+        repeats and tuning runs never are."""
+        if self.tune or self.repeat > 0:
             return None
-        return self.emulator, self.queries, self.tool
+        return self.emulator, self.queries, self.hosts, self.tool
 
 
 def plan(options: Options) -> list[Job]:
@@ -161,6 +188,8 @@ def plan(options: Options) -> list[Job]:
         for r in range(o.repeats):
             jobs += [Job("main", "target", main, o.main_queries, spec, r)
                      for key, spec in candidates if key in tools]  # fmt: skip
+    if "network" in o.scenarios:
+        jobs += _network_jobs(o, tools)
     curve = [k for k in ("bingcrawl", "bare") if k in tools]
     peer = [i2d] if "img2dataset" in tools and o.peers_in_curves else []
 
@@ -195,6 +224,36 @@ def plan(options: Options) -> list[Job]:
     return jobs
 
 
+def _network_jobs(o: Options, tools: set[str]) -> list[Job]:
+    """The network scenario: bingcrawl at its defaults for many hosts (``--per-host 8``,
+    its retries, ``--resolve``), the bare loop, img2dataset without re-encoding (its fastest
+    mode) tuned over its thread counts at its own default timeout (10 s)."""
+    emu = EmulatorSpec(0.0, o.api_latency, "web", o.results_per_query, o.qps,
+                       format_mix=o.format_mix, network="web", host_latency=o.host_latency,
+                       host_latency_p99=o.host_latency_p99,
+                       cache_mb=o.network_cache_mb)  # fmt: skip
+    c, q = o.network_concurrency, o.network_queries
+    i2d = ToolSpec("img2dataset", o.network_img2dataset_threads[0], "noreencode",
+                   processes=o.img2dataset_processes,
+                   timeout=o.network_img2dataset_timeout)  # fmt: skip
+    polite = ToolSpec("bingcrawl", c, per_host=o.network_per_host, retries=None)
+    candidates = [
+        ("bingcrawl", polite),
+        ("webdataset", replace(polite, variant="webdataset")),
+        ("bare", ToolSpec("bare", c, timeout=30.0)),
+        ("img2dataset", i2d),
+    ]
+    base = Job("network", "target", emu, q, i2d, hosts=o.network_hosts,
+               host_skew=o.network_host_skew)  # fmt: skip
+    jobs: list[Job] = []
+    if "img2dataset" in tools and len(o.network_img2dataset_threads) > 1:
+        jobs += [replace(base, point="tuning", tool=replace(i2d, concurrency=t), tune=True)
+                 for t in o.network_img2dataset_threads]  # fmt: skip
+    for r in range(o.repeats):
+        jobs += [replace(base, tool=spec, repeat=r) for key, spec in candidates if key in tools]
+    return jobs
+
+
 def _by_emulator(jobs: Sequence[Job]) -> Iterator[tuple[EmulatorSpec, list[Job]]]:
     order: dict[EmulatorSpec, list[Job]] = {}
     for job in jobs:
@@ -202,9 +261,10 @@ def _by_emulator(jobs: Sequence[Job]) -> Iterator[tuple[EmulatorSpec, list[Job]]
     yield from order.items()
 
 
-def _best(rows: Sequence[Row], tool: str) -> int | None:
-    """The thread count of the fastest tuning row of ``tool``."""
-    ok = [r for r in rows if r.tool == tool and r.status == "ok" and r.images_per_s]
+def _best(rows: Sequence[Row], tool: str, scenario: str) -> int | None:
+    """The thread count of the fastest tuning row of ``tool`` in ``scenario``."""
+    ok = [r for r in rows if r.tool == tool and r.scenario == scenario and r.status == "ok"
+          and r.images_per_s]  # fmt: skip
     if not ok:
         return None
     best = max(ok, key=lambda r: r.images_per_s or 0.0)
@@ -243,8 +303,8 @@ def run_benchmarks(
         ctx.peers_python = peers_python
     rows: list[Row] = []
     emulators: list[dict[str, Any]] = []
-    best_threads: dict[tuple[str, str], int] = {}
-    done: dict[tuple[EmulatorSpec, int, ToolSpec], Row] = {}
+    best_threads: dict[tuple[str, str, str], int] = {}
+    done: dict[tuple[EmulatorSpec, int, int, ToolSpec], Row] = {}
     try:
         for emu, jobs in _by_emulator(plan(options)):
             warm = max(j.queries for j in jobs) if emu.unique_share >= 1 else 0
@@ -254,15 +314,18 @@ def run_benchmarks(
             try:
                 ctx.emulator_pid = proc.pid
                 ctx.qps = options.memory_qps if jobs[0].scenario == "memory" else options.qps
-                url_files: dict[int, tuple[UrlSet, dict[str, Path]]] = {}
+                url_files: dict[tuple[int, int], tuple[UrlSet, dict[str, Path]]] = {}
                 for job in jobs:
-                    if job.queries not in url_files:
-                        urls = UrlSet(base_url, emu, job.queries)
-                        files = urls.write(root / f"urls-{len(emulators)}-{job.queries}")
-                        url_files[job.queries] = (urls, files)
-                    urls, files = url_files[job.queries]
+                    set_key = (job.queries, job.hosts)
+                    if set_key not in url_files:
+                        urls = UrlSet(base_url, emu, job.queries, job.hosts, job.host_skew)
+                        files = urls.write(
+                            root / f"urls-{len(emulators)}-{job.queries}-{job.hosts}"
+                        )
+                        url_files[set_key] = (urls, files)
+                    urls, files = url_files[set_key]
                     tool = job.tool
-                    threads = best_threads.get((tool.kind, tool.variant))
+                    threads = best_threads.get((job.scenario, tool.kind, tool.variant))
                     if not job.tune and threads and tool.kind in ("img2dataset", "icrawler"):
                         tool = replace(tool, concurrency=threads)
                     key = job.reuse_key()
@@ -276,9 +339,10 @@ def run_benchmarks(
                             done[key] = row
                     rows.append(row)
                     if job.tune:
-                        tuned = _best([r for r in rows if r.point == "tuning"], row.tool)
+                        tuned = _best([r for r in rows if r.point == "tuning"], row.tool,
+                                      job.scenario)  # fmt: skip
                         if tuned:
-                            best_threads[(tool.kind, tool.variant)] = tuned
+                            best_threads[(job.scenario, tool.kind, tool.variant)] = tuned
             finally:
                 stop_emulator_process(proc, grace=30.0)
             emulators.append({"spec": emu.label(), "args": emu.args()[:20], "base_url": base_url})
@@ -292,7 +356,9 @@ def run_benchmarks(
         "emulators": emulators,
         "rows": [r.to_json() for r in rows],
         "summary": summarize(rows),
-        "best_threads": {f"{k}{'/' + v if v else ''}": t for (k, v), t in best_threads.items()},
+        "best_threads": {
+            f"{s}:{k}{'/' + v if v else ''}": t for (s, k, v), t in best_threads.items()
+        },
     }
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -42,6 +43,7 @@ __all__ = [
     "peak_rss_kb",
     "process_cpu",
     "run_measured",
+    "timeline_of",
     "write_result",
 ]
 
@@ -59,6 +61,14 @@ class Timeline:
     count: int
     first: float | None
     last: float | None
+    #: Every image's time, sorted (kept by :func:`file_timeline`; empty when not kept).
+    times: tuple[float, ...] = ()
+
+    def at_share(self, share: float) -> float | None:
+        """When ``share`` (0-1] of the images had landed (None without :attr:`times`)."""
+        if not self.times:
+            return None
+        return self.times[min(len(self.times) - 1, max(0, math.ceil(share * len(self.times)) - 1))]
 
     def steady_rate(self) -> float | None:
         """Images per second between the first and the last stored image."""
@@ -283,7 +293,7 @@ def run_measured(
 def file_timeline(root: Path, *, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> Timeline:
     """Image files under ``root``: how many, and the first and last modification time."""
     exts = frozenset(extensions)
-    count, first, last = 0, None, None
+    times: list[float] = []
     for dirpath, _, files in os.walk(root):
         for name in files:
             if os.path.splitext(name)[1].lower() not in exts or name.startswith("."):
@@ -292,7 +302,13 @@ def file_timeline(root: Path, *, extensions: Iterable[str] = IMAGE_EXTENSIONS) -
                 mtime = os.stat(os.path.join(dirpath, name)).st_mtime_ns / 1e9
             except OSError:
                 continue
-            count += 1
-            first = mtime if first is None else min(first, mtime)
-            last = mtime if last is None else max(last, mtime)
-    return Timeline(count, first, last)
+            times.append(mtime)
+    return timeline_of(times)
+
+
+def timeline_of(times: Iterable[float]) -> Timeline:
+    """The :class:`Timeline` of these epoch times (in any order)."""
+    ordered = tuple(sorted(times))
+    if not ordered:
+        return Timeline(0, None, None)
+    return Timeline(len(ordered), ordered[0], ordered[-1], ordered)

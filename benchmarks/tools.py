@@ -20,7 +20,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.measure import ProcessRun, Timeline, file_timeline, process_cpu, run_measured
+from benchmarks import hostmap
+from benchmarks.hostmap import resolve_value
+from benchmarks.measure import (
+    ProcessRun,
+    Timeline,
+    file_timeline,
+    process_cpu,
+    run_measured,
+    timeline_of,
+)
 from benchmarks.profiling import profiled, summarize
 from benchmarks.urlset import UrlSet
 
@@ -78,6 +87,11 @@ class ToolSpec:
     event_loop: str = ""  # bingcrawl and the bare loop: "" = their default (auto)
     near_dup_method: str = ""  # bingcrawl: "" = its default (regions)
     careless: bool = False  # bingcrawl: --ignore all
+    #: bingcrawl's --per-host (0: = concurrency, as on the one-host emulator) and --retries
+    #: (None: its default); the peers' request timeout (None: the wrapper's default).
+    per_host: int = 0
+    retries: int | None = 1
+    timeout: float | None = None
 
     @property
     def name(self) -> str:
@@ -108,6 +122,8 @@ class ToolSpec:
             return f"{self.processes} proc x {self.concurrency} thr"
         if self.kind == "icrawler":
             return f"{self.concurrency} thr"
+        if self.per_host:
+            return f"c={self.concurrency}, per host {self.per_host}"
         return f"c={self.concurrency}"
 
 
@@ -123,7 +139,7 @@ class Row:
     status: str = "ok"
     repeat: int = 0
     stored: int = 0
-    images_per_s: float | None = None  # steady state: first to last stored image
+    images_per_s: float | None = None  # steady state: first to last stored image (see _fill)
     wall_images_per_s: float | None = None  # stored / (exit - spawn)
     wall_s: float | None = None
     cpu_s_per_image: float | None = None
@@ -135,6 +151,10 @@ class Row:
     rss_end_mb: float | None = None
     loop_lag_p99_ms: float | None = None
     time_to_first_image_s: float | None = None
+    #: Seconds from spawn until 99 % of the images it stored had landed, and from then to
+    #: the process's exit (the crawl's tail).
+    t99_s: float | None = None
+    tail_s: float | None = None
     api_calls: int | None = None
     api_calls_per_s: float | None = None
     qps: float | None = None
@@ -217,7 +237,8 @@ def bingcrawl_features(python: str) -> frozenset[str]:
         timeout=60,
         check=False,
     ).stdout
-    flags = ("--urls", "--output-format", "--event-loop", "--near-dup-method", "--ignore")
+    flags = ("--urls", "--output-format", "--event-loop", "--near-dup-method", "--ignore",
+             "--resolve")  # fmt: skip
     return frozenset(flag for flag in flags if flag in text)
 
 
@@ -233,12 +254,11 @@ def _manifest_timeline(out: Path) -> Timeline:
     path = out / "manifest.jsonl"
     if not path.exists():
         return Timeline(0, None, None)
-    times = [
+    return timeline_of(
         datetime.fromisoformat(json.loads(line)["fetched_at"]).timestamp()
         for line in path.read_text().splitlines()
         if line.strip()
-    ]
-    return Timeline(len(times), min(times, default=None), max(times, default=None))
+    )
 
 
 def _argv(spec: ToolSpec, urls: UrlSet, files: dict[str, Path], out: Path, result: Path,
@@ -265,11 +285,14 @@ def _argv(spec: ToolSpec, urls: UrlSet, files: dict[str, Path], out: Path, resul
             "--qps", repr(ctx.qps),
             "--concurrency", str(spec.concurrency),
             # One emulator is one host: a per-host cap below --concurrency would be the bound.
-            "--per-host", str(spec.concurrency),
-            "--retries", "1",
+            "--per-host", str(spec.per_host or spec.concurrency),
             "--no-progress",
             "--log-level", "WARNING",
         ]  # fmt: skip
+        if spec.retries is not None:
+            argv += ["--retries", str(spec.retries)]
+        if urls.hosts and "--resolve" in features:
+            argv += ["--resolve", resolve_value(urls.domain)]
         if spec.variant == "webdataset" and "--output-format" in features:
             argv += ["--output-format", "webdataset"]
         if spec.event_loop and "--event-loop" in features:
@@ -284,6 +307,7 @@ def _argv(spec: ToolSpec, urls: UrlSet, files: dict[str, Path], out: Path, resul
             "-m", "benchmarks.baselines.bare_aiohttp", "--urls", str(files["txt"]),
             "--out", str(out), "--concurrency", str(spec.concurrency), "--result", str(result),
             "--event-loop", spec.event_loop or "auto",
+            *(["--timeout", repr(spec.timeout)] if spec.timeout else []),
         ], ctx.python  # fmt: skip
     if spec.kind == "seed":
         return [
@@ -299,6 +323,8 @@ def _argv(spec: ToolSpec, urls: UrlSet, files: dict[str, Path], out: Path, resul
         ]  # fmt: skip
         if spec.variant == "noreencode":
             argv.append("--disable-all-reencoding")
+        if spec.timeout:
+            argv += ["--timeout", repr(spec.timeout)]
         return argv, ctx.peers_python
     if spec.kind == "icrawler":
         return [
@@ -338,9 +364,12 @@ def run_tool(
         ctx.profile_dir.mkdir(parents=True, exist_ok=True)
         profile_path = ctx.profile_dir / f"{run_dir.name}.txt"
         command = profiled(command, profile_path)
+    env = ctx.child_env()
+    if urls.hosts:
+        env[hostmap.ENV] = resolve_value(urls.domain)  # the peers' map (the bare loop's too)
     proc = run_measured(
         command,
-        env=ctx.child_env(),
+        env=env,
         timeout=ctx.timeout,
         stderr_path=run_dir / "stderr.txt",
     )
@@ -385,6 +414,14 @@ def _fill(row: Row, spec: ToolSpec, proc: ProcessRun, result: dict[str, Any], ou
     row.wall_s = proc.wall_s
     row.wall_images_per_s = timeline.count / proc.wall_s if proc.wall_s > 0 else None
     row.images_per_s = timeline.steady_rate()
+    t99 = timeline.at_share(0.99)
+    if t99 is not None:
+        row.t99_s = t99 - proc.started
+        row.tail_s = max(0.0, proc.started + proc.wall_s - t99)
+    if row.scenario == "network":
+        # Slow hosts are the point: the rate counts the whole run, tail included.
+        row.extra["steady_images_per_s"] = row.images_per_s
+        row.images_per_s = row.wall_images_per_s
     if spec.kind == "seed":
         # Extrapolated from the sample: search pages (with their sleeps) plus downloads.
         inner = float(result.get("wall_s") or 0.0)

@@ -10,8 +10,11 @@ baselines and the peers read them from a file in the format each wants.
 from __future__ import annotations
 
 import csv
+import random
 from dataclasses import dataclass
 from pathlib import Path
+
+from yarl import URL
 
 from bingcrawl.emulator.cli import parse_format_mix
 from bingcrawl.emulator.corpus import Corpus, CorpusConfig
@@ -43,6 +46,13 @@ class EmulatorSpec:
     unique_share: float = 1.0
     warm_queries: int = 0
     format_mix: str = "jpeg"  # the emulator's --format-mix: JPEG only, as the targets assume
+    #: The emulator's ``--network`` ("" = none: one host, ``image_latency`` for every image;
+    #: ``web``: behaviour per Host name, ``host_latency`` the median of the hosts' latencies,
+    #: ``host_latency_p99`` the latency 1 % of hosts exceed).
+    network: str = ""
+    host_latency: float = 0.2
+    host_latency_p99: float = 5.0
+    cache_mb: int = 256
 
     def corpus_config(self) -> CorpusConfig:
         """The corpus the emulator process builds from :meth:`args`."""
@@ -70,8 +80,12 @@ class EmulatorSpec:
             "--near-dup-rate", "0",
             "--cross-query-rate", repr(corpus.cross_query_rate),
             "--format-mix", self.format_mix,
+            "--cache-mb", str(self.cache_mb),
             "--log-level", "WARNING",
         ]  # fmt: skip
+        if self.network:
+            argv += ["--network", self.network, "--host-latency", repr(self.host_latency),
+                     "--host-latency-p99", repr(self.host_latency_p99)]  # fmt: skip
         if self.warm_queries:
             argv += ["--warm-count", str(self.results_per_query)]
             for q in query_texts(self.warm_queries):
@@ -81,6 +95,11 @@ class EmulatorSpec:
     def label(self) -> str:
         """A short description for tables."""
         text = f"{self.image_size}, img {self.image_latency * 1000:g} ms"
+        if self.network:
+            text = (
+                f"{self.image_size}, {self.network} network, host latency median "
+                f"{self.host_latency * 1000:g} ms, p99 {self.host_latency_p99:g} s"
+            )
         if self.format_mix != "jpeg":
             text += f", {self.format_mix}"
         return text if self.unique_share >= 1 else f"{text}, {self.unique_share:.0%} unique"
@@ -88,11 +107,31 @@ class EmulatorSpec:
 
 @dataclass(frozen=True, slots=True)
 class UrlSet:
-    """The first ``queries`` benchmark queries of an emulator, all their results."""
+    """The first ``queries`` benchmark queries of an emulator, all their results.
+
+    With ``hosts`` > 0 each URL gets one of that many host names under ``domain``
+    (``h0042.web.test``, same port as ``base_url``), drawn from a Zipf law of exponent
+    ``host_skew`` (a few hosts with many images, most with a few, as in search results), the
+    same draw in every run. Every tool then connects those names to the emulator
+    (:mod:`benchmarks.hostmap`).
+    """
 
     base_url: str
     spec: EmulatorSpec
     queries: int
+    hosts: int = 0
+    host_skew: float = 0.5
+    domain: str = "web.test"
+
+    def host_names(self, count: int) -> list[str]:
+        """The host name of each of ``count`` URLs (empty without :attr:`hosts`)."""
+        if self.hosts <= 0:
+            return []
+        names = [f"h{i:04d}.{self.domain}" for i in range(self.hosts)]
+        weights = [1.0 / (k + 1) ** self.host_skew for k in range(self.hosts)]
+        rng = random.Random(f"bench-hosts-{self.hosts}-{self.host_skew}")
+        rng.shuffle(names)  # which name is popular is not its number
+        return rng.choices(names, weights, k=count)
 
     @property
     def query_list(self) -> list[str]:
@@ -102,11 +141,12 @@ class UrlSet:
     def urls(self) -> list[str]:
         """Every image URL, query by query, in rank order."""
         corpus = Corpus(self.spec.corpus_config())
-        return [
-            f"{self.base_url}img/{spec.key}"
-            for q in self.query_list
-            for spec in corpus.query_results(q)
-        ]
+        keys = [spec.key for q in self.query_list for spec in corpus.query_results(q)]
+        if self.hosts <= 0:
+            return [f"{self.base_url}img/{key}" for key in keys]
+        port = URL(self.base_url).port
+        return [f"http://{host}:{port}/img/{key}"
+                for host, key in zip(self.host_names(len(keys)), keys, strict=True)]  # fmt: skip
 
     def __len__(self) -> int:
         return self.queries * self.spec.results_per_query

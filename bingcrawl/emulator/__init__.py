@@ -17,6 +17,7 @@ from bingcrawl.emulator.app import create_app
 from bingcrawl.emulator.config import EmulatorConfig
 from bingcrawl.emulator.corpus import FAULT_KINDS, Corpus, CorpusConfig, ImageSpec
 from bingcrawl.emulator.imagehost import ImageHost, ImageHostConfig
+from bingcrawl.emulator.network import NetworkProfile
 from bingcrawl.emulator.server import EmulatorServer, start_emulator_process
 from bingcrawl.emulator.state import ApiRequest, EmulatorState
 
@@ -31,6 +32,7 @@ __all__ = [
     "ImageHost",
     "ImageHostConfig",
     "ImageSpec",
+    "NetworkProfile",
     "create_app",
     "start_emulator_process",
 ]

@@ -6,8 +6,16 @@ validated :class:`EmulatorConfig` (a :class:`~bingcrawl.errors.ConfigError` name
 and :func:`run` serves until SIGINT or SIGTERM.
 
 Durations (``--api-latency``, ``--image-latency``, ``--slow-seconds``,
-``--image-retry-after``) are seconds, with an optional ``s`` or ``ms`` suffix: ``0.25``,
-``0.25s`` and ``250ms`` are the same. ``--qps 0`` means no QPS limit.
+``--image-retry-after``, ``--host-latency``, ``--host-latency-p99``) are seconds, with an
+optional ``s`` or ``ms`` suffix: ``0.25``, ``0.25s`` and ``250ms`` are the same. ``--qps 0``
+means no QPS limit.
+
+``--network web`` makes the image host behave per ``Host`` name like the web
+(:class:`~bingcrawl.emulator.network.NetworkProfile`, seeded by ``--seed``): each host its
+own latency (lognormal, median ``--host-latency``, 1 % of hosts slower than
+``--host-latency-p99``; ``--image-latency`` is then not used), 1 % of hosts hanging, 1 %
+dripping their bodies, 3 % of the URLs failing. ``--image-size web`` gives pictures of
+10 KB to 2 MB around a median of 100 KB to go with it.
 
 On start, :func:`run` writes exactly one line to stdout, ``listening on http://HOST:PORT/``,
 and flushes it, so a parent process can read the bound port (see
@@ -27,11 +35,19 @@ from typing import Any
 from bingcrawl.emulator.config import EmulatorConfig
 from bingcrawl.emulator.corpus import FORMATS, CorpusConfig
 from bingcrawl.emulator.imagehost import ImageHostConfig
+from bingcrawl.emulator.network import NetworkProfile
 from bingcrawl.emulator.server import LISTENING_PREFIX, EmulatorServer
 from bingcrawl.errors import ConfigError
 from bingcrawl.eventloop import EVENT_LOOPS
 
-__all__ = ["add_arguments", "config_from_args", "parse_duration", "parse_format_mix", "run"]
+__all__ = [
+    "NETWORKS",
+    "add_arguments",
+    "config_from_args",
+    "parse_duration",
+    "parse_format_mix",
+    "run",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +58,12 @@ _FLAG_OVERRIDES = {
     "keys": "--key",
     "disabled_keys": "--disabled-key",
     "cache_bytes": "--cache-mb",
+    "latency_median": "--host-latency",
+    "latency_p99": "--host-latency-p99",
 }
+
+#: The choices of ``--network``: one host (``none``) or a web of hosts (``web``).
+NETWORKS: tuple[str, ...] = ("none", "web")
 
 
 def _flag(field: str) -> str:
@@ -177,7 +198,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     corpus.add_argument(
         "--results-per-query", type=int, default=1000, metavar="N", help="results each query has"
     )
-    corpus.add_argument("--image-size", default="30k", help="30k, 200k or 1m (default 30k)")
+    corpus.add_argument(
+        "--image-size",
+        default="30k",
+        help="30k, 200k or 1m (about that many bytes a JPEG; default 30k), or web: each "
+        "picture its own size, 10 KB to 2 MB, lognormal around a median of 100 KB",
+    )
     corpus.add_argument(
         "--fault-rate",
         type=float,
@@ -233,7 +259,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--image-latency",
         default="0",
         metavar="DURATION",
-        help="delay before every image response (e.g. 0.02 or 20ms)",
+        help="delay before every image response (e.g. 0.02 or 20ms; not with --network web)",
+    )
+    images.add_argument(
+        "--network",
+        default="none",
+        metavar="{none,web}",
+        help="none (default): one host, --image-latency for every image; web: behave per Host "
+        "name (many names may point here) like the web: each host its own latency "
+        "(--host-latency, --host-latency-p99) instead of --image-latency, 1 %% of hosts never "
+        "answer, 1 %% drip their bodies at 2 KB/s (for up to 120 s), 3 %% of the URLs fail "
+        "(404, 403, 500, or a 503 to the first request only); seeded by --seed",
+    )
+    images.add_argument(
+        "--host-latency",
+        metavar="DURATION",
+        help="with --network web: the median of the hosts' latencies (default 200ms)",
+    )
+    images.add_argument(
+        "--host-latency-p99",
+        metavar="DURATION",
+        help="with --network web: the latency 1 %% of the hosts exceed (default 5s; the "
+        "hosts' latencies are lognormal)",
     )
     images.add_argument(
         "--slow-seconds",
@@ -259,7 +306,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--image-retry-after",
         default="1",
         metavar="DURATION",
-        help="Retry-After of the transient_503 fault (default 1)",
+        help="Retry-After of the transient_503 fault and of --network web's 503s (default 1)",
     )
     images.add_argument(
         "--robots-txt",
@@ -307,6 +354,28 @@ def _header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
+def _network(args: argparse.Namespace) -> NetworkProfile | None:
+    """The network profile of ``--network`` and its latency flags (None for ``none``)."""
+    choice = str(getattr(args, "network", None) or "none").strip().lower()
+    if choice not in NETWORKS:
+        raise ConfigError("--network", f"must be one of {', '.join(NETWORKS)}, got {choice!r}")
+    median_text = getattr(args, "host_latency", None)
+    p99_text = getattr(args, "host_latency_p99", None)
+    if choice == "none":
+        for flag, text in (("--host-latency", median_text), ("--host-latency-p99", p99_text)):
+            if text is not None:
+                raise ConfigError(flag, "applies only with --network web")
+        return None
+    defaults = NetworkProfile()
+    median = defaults.latency_median
+    if median_text is not None:
+        median = parse_duration(median_text, "--host-latency")
+    p99 = defaults.latency_p99
+    if p99_text is not None:
+        p99 = parse_duration(p99_text, "--host-latency-p99")
+    return NetworkProfile(seed=args.seed, latency_median=median, latency_p99=p99)
+
+
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     """Build the validated configuration; a bad value raises ConfigError naming its flag."""
     try:
@@ -335,6 +404,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
             robots_status=args.robots_status,
             tdmrep_json=_read_text(args.tdmrep_json, "--tdmrep-json"),
             headers=tuple(_header(h) for h in args.image_header),
+            network=_network(args),
         )
         return EmulatorConfig(
             corpus=CorpusConfig(**corpus_kw),

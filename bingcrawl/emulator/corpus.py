@@ -150,7 +150,8 @@ class CorpusConfig:
 
     ``seed`` selects the corpus (pictures, ranks, metadata); ``results_per_query`` is the
     length of every query's ranked list; ``image_size`` is ``30k`` (480x360-class JPEGs of
-    ~30 KB), ``200k`` or ``1m``. The four rates are fractions of each list: faulty URLs
+    ~30 KB), ``200k``, ``1m`` or ``web`` (JPEGs of 10 KB to 2 MB, lognormal around a median
+    of 100 KB, as a web search finds them). The four rates are fractions of each list: faulty URLs
     (kinds from ``fault_kinds``, cycled evenly), byte-identical mirrors, near duplicates and
     pictures from the pool shared by all queries; they must sum to at most 1. ``format_mix``
     weighs jpeg, png, gif and webp for original pictures. ``cache_bytes`` bounds the LRU of
@@ -372,7 +373,11 @@ class Corpus:
         if spec.fault == "bomb":
             return 310_000
         jitter = 0.85 + 0.3 * (stable_hash(self.config.seed, "size", spec.key) / 2.0**64)
-        return max(1, round(spec.width * spec.height * per_pixel * jitter))
+        pixels = spec.width * spec.height
+        spread = self.synth.size_class.spread
+        if spread is not None and spec.format == "jpeg":  # the measured model of the class
+            return max(1, round(spread.estimate(pixels) * jitter))
+        return max(1, round(pixels * per_pixel * jitter))
 
     @property
     def cache_size(self) -> int:

@@ -33,6 +33,28 @@ Publishers' opt-outs (what :mod:`bingcrawl.fetch.etiquette` honours), for tests 
   ``content-signal=...``; any of :data:`SIGNAL_HEADERS`), the way a publisher would mark
   some images and not others.
 
+With a :class:`~bingcrawl.emulator.network.NetworkProfile` as ``network``, the host plays
+a web of many servers: each ``/img/`` request behaves as the host named by its ``Host``
+header (port stripped, lowercased) would, and waits that host's jittered latency
+(:meth:`NetworkProfile.delay <bingcrawl.emulator.network.NetworkProfile.delay>`) instead of
+``latency``:
+
+=====================  =====================================================================
+``hang`` host          accepts the request and never sends a status line (it waits until
+                       the client leaves, at most an hour, then drops the connection)
+error key              on any host that answers: after the wait, the status of
+                       ``NetworkProfile.error(key)`` (404, 403, 500 or 503) with a small
+                       HTML body; a 503 (with ``Retry-After: retry_after``) only to the
+                       first request of its key, later ones go on as below
+``drip`` host          the headers (full Content-Length), then the body at ``drip_rate``
+                       bytes/s in a piece every 0.25 s; after ``drip_max`` seconds the rest
+                       at once (a corpus fault key keeps its fault instead)
+``normal`` host        serves as without a profile, corpus faults included
+=====================  =====================================================================
+
+``/robots.txt`` and ``/.well-known/tdmrep.json`` answer at once on every host, as above.
+:attr:`ImageHost.network_requests` counts the image requests by what the network did.
+
 Large bodies are streamed from one reusable chunk, so memory stays flat; every streaming or
 stalling handler stops as soon as the client goes away, whether or not the server cancels
 handlers on disconnect.
@@ -43,6 +65,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import http
 import io
 import logging
 import math
@@ -63,6 +86,7 @@ from bingcrawl.emulator.corpus import (
     Corpus,
     ImageSpec,
 )
+from bingcrawl.emulator.network import TRANSIENT_STATUS, NetworkProfile, host_name
 from bingcrawl.emulator.synth import stable_hash
 from bingcrawl.errors import ConfigError
 from bingcrawl.imaging.sniff import sniff_format
@@ -74,6 +98,7 @@ __all__ = [
     "SIGNAL_HEADERS",
     "ImageHost",
     "ImageHostConfig",
+    "NetworkProfile",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,6 +114,8 @@ _ZERO_BLOCK = 1 << 20  # deflate input unit of the bombs: 1 MiB of zeros -> ~1 K
 _DRIP_BYTES = 8
 _DRIP_INTERVAL = 0.25
 _STALL_SLICE = 0.1  # how often a stalled handler checks that the client is still there
+_HANG_SECONDS = 3600.0  # how long a hanging host holds a request before dropping it
+_TRANSIENT_KEYS = 100_000  # keys remembered as having had their network 503
 
 #: Opt-out headers an image URL's query can ask for (``?x-robots-tag=noai``).
 SIGNAL_HEADERS: tuple[str, ...] = (
@@ -118,8 +145,12 @@ class ImageHostConfig:
     tdmrep_json: str | None = None
     #: Headers of every image response, e.g. (("X-Robots-Tag", "noai"),).
     headers: tuple[tuple[str, str], ...] = ()
+    #: Behave per ``Host`` name like the web (None: one host, ``latency`` for every image).
+    network: NetworkProfile | None = None
 
     def __post_init__(self) -> None:
+        if self.network is not None and not isinstance(self.network, NetworkProfile):
+            raise ConfigError("network", f"must be a NetworkProfile or None, got {self.network!r}")
         if not 100 <= self.robots_status <= 599:
             raise ConfigError("robots_status", f"must be an HTTP status, got {self.robots_status}")
         object.__setattr__(self, "headers", tuple((str(k), str(v)) for k, v in self.headers))
@@ -224,9 +255,10 @@ class ImageHost:
     """Serves the corpus's image URLs with their faults; one instance per server.
 
     ``requests`` counts requests per key (GET and HEAD, every redirect hop, unknown keys
-    too): the ground truth for "each URL fetched at most once". ``bytes_sent`` counts body
-    bytes handed to the transport. Per-URL state (the transient 503 counter) lives here, not
-    in the corpus.
+    too): the ground truth for "each URL fetched at most once". A request is counted once
+    its latency has passed (a client that leaves during it is not), one to a hanging host
+    when it arrives. ``bytes_sent`` counts body bytes handed to the transport. Per-URL state
+    (the transient 503 counters) lives here, not in the corpus.
     """
 
     def __init__(self, corpus: Corpus, config: ImageHostConfig | None = None) -> None:
@@ -237,6 +269,12 @@ class ImageHost:
         self.user_agents: collections.Counter[str] = collections.Counter()
         #: Requests of /robots.txt and /.well-known/tdmrep.json, by ``"<Host header><path>"``.
         self.origin_requests: collections.Counter[str] = collections.Counter()
+        #: With a network profile: image requests by what the network did with them:
+        #: ``hang``, ``error_404`` / ``error_403`` / ``error_500`` / ``error_503``, ``drip``,
+        #: ``normal`` (served as without a profile, corpus faults and unknown keys included)
+        #: and ``left`` (the client went away during the host's latency).
+        self.network_requests: collections.Counter[str] = collections.Counter()
+        self._transient_answered: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.bytes_sent = 0
         self.active = 0
         self._idle_waiters: list[asyncio.Future[None]] = []
@@ -291,16 +329,74 @@ class ImageHost:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         key = request.match_info["key"]
+        if self.config.network is not None:
+            return await self._on_the_web(request, key, self.config.network)
         if self.config.latency and not await self._stall(request, self.config.latency):
             return web.Response(status=499)  # the client left during the latency
+        self._count(request, key)
+        return await self._serve(request, self.corpus.spec(key))
+
+    def _count(self, request: web.Request, key: str) -> None:
         self.requests[key] += 1
         self.user_agents[request.headers.get("User-Agent", "")] += 1
-        spec = self.corpus.spec(key)
+
+    async def _serve(self, request: web.Request, spec: ImageSpec | None) -> web.StreamResponse:
+        """The answer of the corpus alone: the image, its fault, or 404 for an unknown key."""
         if spec is None:
             return self._simple(request, 404, b"<html><body>Not Found</body></html>", "text/html")
         if spec.fault is None:
             return await self._image(request, spec)
         return await self._fault_handlers[spec.fault](request, spec)
+
+    async def _on_the_web(
+        self, request: web.Request, key: str, network: NetworkProfile
+    ) -> web.StreamResponse:
+        """Answer as the host of the ``Host`` header would (see the module docstring)."""
+        name = host_name(request.host)
+        traits = network.host(name)
+        if traits.behaviour == "hang":
+            self._count(request, key)
+            self.network_requests["hang"] += 1
+            await self._stall(request, _HANG_SECONDS)
+            if request.transport is not None:
+                request.transport.close()  # never a status line, even after the hour
+            return web.Response(status=499)
+        if not await self._stall(request, network.delay(name, key)):
+            self.network_requests["left"] += 1
+            return web.Response(status=499)  # the client left during the latency
+        self._count(request, key)
+        status = network.error(key)
+        if status is not None and (status != TRANSIENT_STATUS or self._first_transient(key)):
+            self.network_requests[f"error_{status}"] += 1
+            phrase = http.HTTPStatus(status).phrase
+            body = f"<html><body><h1>{status} {phrase}</h1></body></html>".encode()
+            headers = None
+            if status == TRANSIENT_STATUS:
+                headers = {"Retry-After": f"{self.config.retry_after:g}"}
+            return self._simple(request, status, body, "text/html", headers)
+        spec = self.corpus.spec(key)
+        if traits.behaviour == "drip" and spec is not None and spec.fault is None:
+            self.network_requests["drip"] += 1
+            return await self._trickle(
+                request,
+                spec,
+                await self._picture(spec),
+                MIME_TYPES[spec.format],
+                self._image_headers(request),
+                piece=max(1, round(network.drip_rate * _DRIP_INTERVAL)),
+                seconds=network.drip_max,
+            )
+        self.network_requests["normal"] += 1
+        return await self._serve(request, spec)
+
+    def _first_transient(self, key: str) -> bool:
+        """True for the first request of ``key`` (a bounded memory of the keys seen)."""
+        if key in self._transient_answered:
+            return False
+        self._transient_answered[key] = None
+        if len(self._transient_answered) > _TRANSIENT_KEYS:
+            self._transient_answered.popitem(last=False)
+        return True
 
     def _handlers(self) -> dict[str, _FaultHandler]:
         """Fault kind -> the handler that produces it (every kind of FAULT_KINDS)."""
@@ -400,13 +496,18 @@ class ImageHost:
             data = await asyncio.to_thread(self.corpus.image_bytes, spec)
         return data
 
-    async def _image(self, request: web.Request, spec: ImageSpec) -> web.StreamResponse:
-        fmt = spec.format if spec.fault is None else "jpeg"
+    def _image_headers(self, request: web.Request) -> dict[str, str]:
+        """The config's image headers and the opt-out headers the URL's query asks for."""
         headers = dict(self.config.headers)
         asked = {name.lower(): value for name, value in request.query.items()}
         for name in SIGNAL_HEADERS:
             if name.lower() in asked:
                 headers[name] = asked[name.lower()]
+        return headers
+
+    async def _image(self, request: web.Request, spec: ImageSpec) -> web.StreamResponse:
+        fmt = spec.format if spec.fault is None else "jpeg"
+        headers = self._image_headers(request)
         return self._simple(
             request, 200, await self._picture(spec), MIME_TYPES[fmt], headers or None
         )
@@ -442,25 +543,46 @@ class ImageHost:
 
     async def _drip(self, request: web.Request, spec: ImageSpec) -> web.StreamResponse:
         data = await self._picture(spec)
-        resp = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
+        seconds = self.config.slow_seconds
+        return await self._trickle(
+            request, spec, data, "image/jpeg", {}, piece=_DRIP_BYTES, seconds=seconds
+        )
+
+    async def _trickle(
+        self,
+        request: web.Request,
+        spec: ImageSpec,
+        data: bytes,
+        content_type: str,
+        headers: dict[str, str],
+        *,
+        piece: int,
+        seconds: float,
+    ) -> web.StreamResponse:
+        """Headers with the full Content-Length, then ``piece`` bytes of ``data`` every
+        0.25 s; after ``seconds`` the rest at once. Stops as soon as the client leaves."""
+        resp = web.StreamResponse(headers=headers)
+        resp.content_type = content_type
         resp.content_length = len(data)
         await resp.prepare(request)
         if request.method == "HEAD":
             return resp
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.slow_seconds
+        deadline = loop.time() + seconds
         sent = 0
         try:
-            while sent < len(data) and loop.time() < deadline:
-                piece = data[sent : sent + _DRIP_BYTES]
-                await resp.write(piece)
-                sent += len(piece)
-                self.bytes_sent += len(piece)
-                await asyncio.sleep(_DRIP_INTERVAL)
-            await resp.write(data[sent:])
-            self.bytes_sent += len(data) - sent
+            while sent < len(data) and not self._client_gone(request):
+                end = sent + piece if loop.time() < deadline else len(data)
+                chunk = data[sent:end]
+                await resp.write(chunk)
+                sent += len(chunk)
+                self.bytes_sent += len(chunk)
+                if sent < len(data):
+                    await asyncio.sleep(_DRIP_INTERVAL)
         except ConnectionError:
-            log.debug("slow_drip client left after %d bytes of %s", sent, spec.key)
+            pass
+        if sent < len(data):
+            log.debug("dripping client left after %d bytes of %s", sent, spec.key)
         return resp
 
     async def _truncated_body(self, request: web.Request, spec: ImageSpec) -> web.StreamResponse:

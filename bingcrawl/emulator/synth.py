@@ -25,6 +25,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,6 +38,7 @@ __all__ = [
     "MAX_RETOUCH",
     "NAMESPACE_BITS",
     "SIZE_CLASSES",
+    "ByteSpread",
     "SizeClass",
     "Synthesizer",
     "adjust",
@@ -54,7 +57,46 @@ MAX_RETOUCH = 2
 
 _CANVAS_WIDTH = 128  # numpy works on a canvas about this wide; Pillow upsamples it
 _GRAIN_MARGIN = 64  # the grain tile is larger than the picture so each base can shift it
+_GRAIN_TILE = 1024  # largest grain tile of a class whose pictures vary (repeated to cover)
+_NORMAL = statistics.NormalDist()
 _PNG_BORDER = 2  # PNGs get a fully transparent border this wide (a real alpha channel)
+
+
+@dataclass(frozen=True, slots=True)
+class ByteSpread:
+    """Per-picture JPEG sizes that vary like those of the images a web search finds.
+
+    Each picture gets a target size, lognormal over the bases (``median`` bytes, ``sigma``)
+    and clamped to ``[low, high]``; its dimensions are then scaled so that its JPEG lands
+    near the target, by the size model ``bytes = per_pixel * pixels + per_edge *
+    sqrt(pixels)`` (measured for the class's quality and grain; the second term is the
+    shapes' edges). ``margin`` keeps the clamped targets that far inside ``[low, high]``,
+    so that the model's error (within +-3 % mostly, 6 % at worst) cannot push a picture out.
+    """
+
+    median: int
+    sigma: float
+    low: int
+    high: int
+    per_pixel: float
+    per_edge: float
+    margin: float = 0.06
+
+    def estimate(self, pixels: int) -> float:
+        """The size model's JPEG bytes for a picture of ``pixels`` pixels."""
+        return self.per_pixel * pixels + self.per_edge * math.sqrt(pixels)
+
+    def target(self, unit: float) -> float:
+        """The target byte size at ``unit`` in (0, 1) of the lognormal, clamped."""
+        z = _NORMAL.inv_cdf(unit)
+        size = self.median * math.exp(self.sigma * z)
+        return min(max(size, self.low * (1 + self.margin)), self.high * (1 - self.margin))
+
+    def pixels(self, size: float) -> float:
+        """The pixel count whose JPEG the size model puts at ``size`` bytes."""
+        a, b = self.per_pixel, self.per_edge
+        root = (-b + math.sqrt(b * b + 4.0 * a * size)) / (2.0 * a)
+        return root * root
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,19 +105,36 @@ class SizeClass:
 
     ``scale`` multiplies the 480x360-class dimensions, ``quality`` is the JPEG quality of
     originals, ``grain`` the amplitude of the texture (it mostly decides the JPEG size).
+    With a ``spread`` the dimensions vary per picture instead (see :class:`ByteSpread`).
     """
 
     scale: float
     quality: int
     grain: int
+    spread: ByteSpread | None = None
 
 
 #: ``image_size`` option -> size class; grain and quality are tuned so that the JPEG
-#: originals land near the advertised size.
+#: originals land near the advertised size. ``web`` varies per picture like the finds of a
+#: web search: lognormal, median 100 KB, sigma 1 (a tenth of the pictures over ~360 KB),
+#: 10 KB to 2 MB (about 250x190 to 4,800x2,700 pixels).
 SIZE_CLASSES: dict[str, SizeClass] = {
     "30k": SizeClass(scale=1.0, quality=85, grain=8),
     "200k": SizeClass(scale=2.1334, quality=90, grain=9),
     "1m": SizeClass(scale=4.2667, quality=93, grain=10),
+    "web": SizeClass(
+        scale=1.0,
+        quality=85,
+        grain=8,
+        spread=ByteSpread(
+            median=100_000,
+            sigma=1.0,
+            low=10_000,
+            high=2_000_000,
+            per_pixel=0.1555,
+            per_edge=11.5,
+        ),
+    ),
 }
 
 #: (width, height, weight) of the 480x360-class aspect ratios: mostly 4:3, some portrait,
@@ -163,8 +222,11 @@ class Synthesizer:
         self.seed = seed
         self.image_size = image_size
         self.size_class = SIZE_CLASSES[image_size]
-        max_w = max(round(w * self.size_class.scale) for w, _, _ in _ASPECTS)
-        max_h = max(round(h * self.size_class.scale) for _, h, _ in _ASPECTS)
+        if self.size_class.spread is None:
+            max_w = max(round(w * self.size_class.scale) for w, _, _ in _ASPECTS)
+            max_h = max(round(h * self.size_class.scale) for _, h, _ in _ASPECTS)
+        else:  # pictures up to ~5,000 px wide: a tile, repeated over the larger ones
+            max_w = max_h = _GRAIN_TILE
         rng = np.random.default_rng([seed, 0x6E0153])
         g = self.size_class.grain
         grain = rng.integers(
@@ -180,9 +242,22 @@ class Synthesizer:
         pick = stable_hash(self.seed, "aspect", base) % total
         for w, h, weight in _ASPECTS:
             if pick < weight:
-                return round(w * self.size_class.scale), round(h * self.size_class.scale)
+                scale = self.size_class.scale
+                spread = self.size_class.spread
+                if spread is not None:
+                    target = self.target_bytes(base)
+                    scale *= math.sqrt(spread.pixels(target) / (w * h))
+                return max(16, round(w * scale)), max(16, round(h * scale))
             pick -= weight
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def target_bytes(self, base: int) -> float:
+        """The JPEG size the original of ``base`` is made to have, for a class with a
+        :class:`ByteSpread` (``web``); 0.0 for the fixed-size classes."""
+        spread = self.size_class.spread
+        if spread is None:
+            return 0.0
+        return spread.target((stable_hash(self.seed, "bytes", base) + 0.5) / 2.0**64)
 
     def accent_color(self, base: int) -> str:
         """The dominant colour of ``base`` as 6 hex digits (the API's ``accentColor``)."""
@@ -284,8 +359,20 @@ class Synthesizer:
         picture = canvas.resize((width, height), Image.Resampling.BILINEAR)
         gx = int(rng.integers(0, _GRAIN_MARGIN))
         gy = int(rng.integers(0, _GRAIN_MARGIN))
-        grain = self._grain.crop((gx, gy, gx + width, gy + height))
-        return ImageChops.add(picture, grain, 1.0, -128)
+        return ImageChops.add(picture, self._grain_of(gx, gy, width, height), 1.0, -128)
+
+    def _grain_of(self, gx: int, gy: int, width: int, height: int) -> Image.Image:
+        """The grain texture of a picture: the tile from ``(gx, gy)``, repeated as needed."""
+        tile_w = self._grain.width - _GRAIN_MARGIN
+        tile_h = self._grain.height - _GRAIN_MARGIN
+        if width <= tile_w and height <= tile_h:  # always so for the fixed-size classes
+            return self._grain.crop((gx, gy, gx + width, gy + height))
+        period = self._grain.crop((gx, gy, gx + tile_w, gy + tile_h))
+        grain = Image.new("RGB", (width, height))
+        for y in range(0, height, tile_h):
+            for x in range(0, width, tile_w):
+                grain.paste(period, (x, y))
+        return grain
 
     @staticmethod
     def _low_frequency_correction(

@@ -345,16 +345,18 @@ class HostBreaker:
     """Hosts that stopped answering: their other URLs fail at once instead of each waiting
     out its timeouts.
 
-    A request *answered* when a status line came back (any status: a 404 is an answer). A
-    host whose requests got no answer ``threshold`` times in a row (connect or read timeouts,
-    the attempt's deadline before a status, refused or reset connections) is given up for
+    A request is *answered* when a status line comes back (any status: a 404 is an answer).
+    A request that got none (connect or read timeout, the attempt's deadline before a status,
+    refused or reset connection) counts against its host only if the host answered nothing
+    at all while it waited: a busy host with a few slow URLs keeps answering the others, and
+    is never given up for them. ``threshold`` such requests in a row give the host up for
     ``cooldown`` seconds: its URLs fail as ``host_unresponsive`` without a request (the
     requests under way then are not retried: they keep the error that gave the host up).
     After the cool-down requests go again; a single one without an answer gives the host up
-    again. A timeout is retried only on
-    a host that has answered before in this run: a host that accepted a connection and sent
-    nothing for ``--read-timeout`` seconds is unlikely to answer the same request a few
-    seconds later, and its retries are what made the slowest hosts the crawl's tail.
+    again. A timeout is retried only on a host that has answered before in this run: a host
+    that accepted a connection and sent nothing for ``--read-timeout`` seconds is unlikely to
+    answer the same request a few seconds later, and its retries are what made the slowest
+    hosts the crawl's tail.
 
     Memory is bounded: at most ``max_hosts`` hosts are remembered (the oldest forgotten).
     """
@@ -373,38 +375,38 @@ class HostBreaker:
         self.cooldown = cooldown
         self.max_hosts = max_hosts
         self._clock = clock
-        # host -> [answered before (0/1), failures in a row, given up until (0: not)]
+        # host -> [time of its last answer (-inf: none), failures in a row, given up until
+        # (0: not)]
         self._hosts: OrderedDict[str, list[float]] = OrderedDict()
         #: Times each host was given up (stats).
         self.given_up: dict[str, int] = {}
 
-    def _now(self) -> float:
+    def now(self) -> float:
+        """The breaker's clock (the running loop's, unless one was given)."""
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
     def _entry(self, host: str) -> list[float]:
         entry = self._hosts.get(host)
         if entry is None:
-            entry = self._hosts[host] = [0.0, 0.0, 0.0]
+            entry = self._hosts[host] = [_NEVER, 0.0, 0.0]
             if len(self._hosts) > self.max_hosts:
                 self._hosts.popitem(last=False)
         return entry
 
     def answered(self, host: str) -> None:
         """A status line came back from ``host``."""
-        entry = self._hosts.get(host)
-        if entry is None:
-            entry = self._entry(host)
-        elif entry[0] and not entry[1]:
-            return  # the common case: nothing to change
-        entry[0], entry[1], entry[2] = 1.0, 0.0, 0.0
+        entry = self._entry(host)
+        entry[0], entry[1], entry[2] = self.now(), 0.0, 0.0
 
-    def unanswered(self, host: str) -> None:
-        """A request to ``host`` got no status line (timeout, refused, reset)."""
+    def unanswered(self, host: str, since: float) -> None:
+        """A request to ``host`` sent at ``since`` (:meth:`now`) got no status line."""
         if self.threshold <= 0:
             return
         entry = self._entry(host)
+        if entry[0] >= since:
+            return  # the host answered others meanwhile: it is alive, this URL is slow
         entry[1] += 1
-        now = self._now()
+        now = self.now()
         if entry[1] >= self.threshold and entry[2] <= now:
             entry[2] = now + self.cooldown
             self.given_up[host] = self.given_up.get(host, 0) + 1
@@ -412,20 +414,23 @@ class HostBreaker:
     def has_answered(self, host: str) -> bool:
         """True if ``host`` answered a request in this run (as far as remembered)."""
         entry = self._hosts.get(host)
-        return entry is not None and entry[0] > 0
+        return entry is not None and entry[0] > _NEVER
 
     def refusal(self, host: str) -> str | None:
         """Why no request should go to ``host`` now, or ``None``."""
         entry = self._hosts.get(host)
         if entry is None or not entry[2]:
             return None
-        if entry[2] > self._now():
+        if entry[2] > self.now():
             return (
                 f"{host} did not answer {int(entry[1])} requests in a row; given up for "
                 f"{self.cooldown:g}s"
             )
         entry[1], entry[2] = self.threshold - 1, 0.0  # the cool-down is over: one try
         return None
+
+
+_NEVER = float("-inf")
 
 
 class _Deadline:
@@ -436,14 +441,16 @@ class _Deadline:
     call :meth:`pause` and :meth:`resume`.
     """
 
-    __slots__ = ("_loop", "_remaining", "_timeout", "answered", "host")
+    __slots__ = ("_loop", "_remaining", "_timeout", "answered", "host", "sent_at")
 
     def __init__(self, timeout: asyncio.Timeout, loop: asyncio.AbstractEventLoop) -> None:
         self._timeout = timeout
         self._loop = loop
         self._remaining: float | None = None
-        #: The host of the hop under way, and whether it has sent its status line.
+        #: The host of the hop under way, when its request went (the breaker's clock) and
+        #: whether its status line came back.
         self.host = ""
+        self.sent_at = 0.0
         self.answered = False
 
     def pause(self) -> None:
@@ -780,14 +787,15 @@ class Downloader:
                 retryable=True,
             )
             if deadline is not None and deadline.host and not deadline.answered:
-                return self._no_answer(deadline.host, failure)
+                return self._no_answer(deadline, failure)
             return failure
 
-    def _no_answer(self, host: str, failure: _Failure) -> _Failure:
-        """Count a request to ``host`` that got no status line; it is not retried when the
-        host is now given up, nor when it timed out on a host that never answered."""
-        breaker = self._breaker
-        breaker.unanswered(host)
+    def _no_answer(self, deadline: _Deadline, failure: _Failure) -> _Failure:
+        """Count the request of ``deadline``'s hop, which got no status line; it is not
+        retried when its host is now given up, nor when it timed out on a host that never
+        answered."""
+        breaker, host = self._breaker, deadline.host
+        breaker.unanswered(host, deadline.sent_at)
         if not failure.retryable:
             return failure
         if breaker.refusal(host) is not None:
@@ -843,6 +851,7 @@ class Downloader:
                 await slot.acquire()
                 deadline.resume()
             deadline.host, deadline.answered = host, False
+            deadline.sent_at = self._breaker.now()
             try:
                 async with session.get(
                     current,
@@ -859,7 +868,7 @@ class Downloader:
                 failure = _classify(exc)
                 if deadline.answered or not _counts_as_no_answer(exc, failure):
                     return failure
-                return self._no_answer(host, failure)
+                return self._no_answer(deadline, failure)
             finally:
                 if slot is not None:
                     slot.release()

@@ -81,6 +81,16 @@ def test_figures_are_sane(result: dict[str, Any]) -> None:
         if r["scenario"] == "memory":
             # Pool pictures repeat across queries: some candidates are duplicates.
             assert 0 < r["stored"] <= r["urls"], where
+        elif r["scenario"] == "network":
+            # Hosts that fail, hang or drip: not every URL gives an image.
+            assert 0 < r["stored"] <= r["urls"], where
+            assert 0 < r["t99_s"] <= r["wall_s"], where
+            assert r["tail_s"] == pytest.approx(r["wall_s"] - r["t99_s"], abs=0.01), where
+            # The rate of the whole run, tail included; the steady one is kept beside it.
+            assert r["images_per_s"] == r["wall_images_per_s"], where
+            assert r["extra"]["steady_images_per_s"] is None or (
+                r["extra"]["steady_images_per_s"] > 0
+            ), where
         else:
             assert r["stored"] == r["urls"], where  # no faults, no duplicates: all stored
         assert r["images_per_s"] > 0, where
@@ -102,6 +112,17 @@ def test_figures_are_sane(result: dict[str, Any]) -> None:
             assert r["qps"] > 0, where
         elif r["tool"] in ("bingcrawl", "bingcrawl (webdataset)"):
             assert r["api_calls"] is None, where  # --urls: no API call at all
+
+
+def test_the_network_scenario_spreads_its_urls_over_many_host_names(
+    result: dict[str, Any],
+) -> None:
+    options = Options.quick()
+    tools = {r["tool"] for r in rows(result, scenario="network", point="target")}
+    assert tools == {"bingcrawl", "bingcrawl (webdataset)", "bare aiohttp loop"}
+    [bc] = rows(result, scenario="network", tool="bingcrawl")
+    assert bc["settings"] == f"c={options.network_concurrency}, per host 8"
+    assert bc["urls"] == options.network_queries * options.results_per_query
 
 
 def test_seed_loop_runs_on_a_sample(result: dict[str, Any]) -> None:

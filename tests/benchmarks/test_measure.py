@@ -68,6 +68,9 @@ def test_file_timeline_counts_images_only(tmp_path: Path) -> None:
     assert timeline.steady_rate() == 1.0  # 3 intervals in 3 s
     assert file_timeline(tmp_path / "missing").count == 0
     assert file_timeline(tmp_path / "a").steady_rate() == 1.0
+    # When a share of them had landed: 99 % of 4 images is the 4th, half is the 2nd.
+    assert (timeline.at_share(0.99), timeline.at_share(0.5)) == (103.0, 101.0)
+    assert file_timeline(tmp_path / "missing").at_share(0.99) is None
 
 
 # A parent that peaks at ~150 MB, frees it, then measures a small child: the child's figure

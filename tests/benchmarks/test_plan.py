@@ -42,6 +42,28 @@ def test_quick_plan_covers_every_scenario_and_tool() -> None:
     assert all(j.tool.source == "search" and j.emulator.unique_share < 1 for j in memory)
 
 
+def test_the_network_plan_tunes_img2dataset_and_runs_bingcrawl_politely() -> None:
+    options = Options(scenarios=("network",))
+    jobs = plan(options)
+    assert {j.scenario for j in jobs} == {"network"}
+    assert {j.hosts for j in jobs} == {options.network_hosts}
+    assert len({(j.emulator, j.queries) for j in jobs}) == 1  # the same URLs for every tool
+    [emulator] = {j.emulator for j in jobs}
+    assert (emulator.network, emulator.image_size, emulator.image_latency) == ("web", "web", 0.0)
+    tuning = [j for j in jobs if j.tune]
+    assert [j.tool.concurrency for j in tuning] == list(options.network_img2dataset_threads)
+    assert {(j.tool.kind, j.tool.variant, j.tool.timeout) for j in tuning} == {
+        ("img2dataset", "noreencode", options.network_img2dataset_timeout)
+    }
+    targets = [j for j in jobs if not j.tune]
+    assert {j.repeat for j in targets} == {0, 1, 2}
+    bingcrawl = [j.tool for j in targets if j.tool.kind == "bingcrawl"]
+    assert {(t.per_host, t.retries, t.concurrency) for t in bingcrawl} == {
+        (8, None, options.network_concurrency)
+    }
+    assert {t.variant for t in bingcrawl} == {"", "webdataset"}
+
+
 def test_full_plan_tunes_peers_then_repeats_the_target() -> None:
     options = Options(scenarios=("main",))
     jobs = plan(options)
@@ -62,7 +84,7 @@ def test_curve_points_equal_to_another_run_are_reused() -> None:
     jobs = plan(Options())
     keys = [j.reuse_key() for j in jobs if j.scenario != "main"]
     # c=128 (concurrency), 50 ms (latency) and 30k (size) are the same bingcrawl run.
-    bingcrawl_keys = [k for k in keys if k is not None and k[2].kind == "bingcrawl"]
+    bingcrawl_keys = [k for k in keys if k is not None and k[-1].kind == "bingcrawl"]
     assert len(bingcrawl_keys) - len(set(bingcrawl_keys)) == 2
     assert all(j.reuse_key() is None for j in jobs if j.scenario == "main" and j.repeat > 0)
 

@@ -142,3 +142,25 @@ def test_markdown_has_the_main_table_curves_memory_and_targets() -> None:
     assert "| bingcrawl images/s | 100 | 400 | 700 |" in text
     assert "| 100,000 |" in text
     assert "| RSS growth 10k -> 100k candidates | 0.05 | <= 0.1 | yes |" in text
+
+
+def test_the_network_scenario_counts_the_tail_and_compares_to_the_best_peer_mode() -> None:
+    net = {"scenario": "network"}
+    rows = [
+        row("bingcrawl", 300.0, t99_s=20.0, tail_s=16.0, loop_lag_p99_ms=12.0, **net),
+        row("img2dataset (no reencode)", 100.0, t99_s=40.0, tail_s=80.0, **net),
+        row("img2dataset", 120.0, **net),
+        # a tuning run is not the reference, however fast
+        row("img2dataset (no reencode)", 900.0, point="tuning", **net),
+    ]
+    summary = summarize(rows)
+    bc = entry(summary, "bingcrawl")
+    assert bc["x_img2dataset_best"] == pytest.approx(300 / 120)
+    assert (bc["t99_s"], bc["tail_s"]) == (20.0, 16.0)
+    targets = {t["target"]: t for t in summary["targets"]}
+    assert targets["network: images/s vs img2dataset (best)"]["met"] is True
+    assert targets["network: seconds after 99 % of images"]["value"] == 16.0
+    assert targets["network: seconds after 99 % of images"]["met"] is True
+    table = render_markdown({"summary": summary})
+    assert "| bingcrawl | c=128 | 1,000 / 1,000 | 300 | 2.50x | 20.0 | 16.0 |" in table
+    assert "900" not in table  # tuning rows stay out of the tables

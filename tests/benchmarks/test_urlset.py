@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
+from yarl import URL
 
 from benchmarks.urlset import EmulatorSpec, UrlSet, query_texts
 from bingcrawl.emulator import EmulatorConfig, EmulatorServer
@@ -66,3 +68,24 @@ def test_emulator_flags_follow_the_spec() -> None:
     assert args[args.index("--fault-rate") + 1] == "0"
     assert args.count("--warm") == 2
     assert "25% unique" in spec.label()
+
+
+def test_network_urls_spread_over_host_names_with_a_few_popular_ones() -> None:
+    spec = EmulatorSpec(results_per_query=1000, image_size="web", network="web")
+    urlset = UrlSet("http://127.0.0.1:8123/", spec, queries=6, hosts=1200, host_skew=0.5)
+    urls = urlset.urls()
+    assert len(urls) == 6000
+    hosts = Counter(URL(u).host for u in urls)
+    assert all(URL(u).port == 8123 and URL(u).path.startswith("/img/") for u in urls)
+    assert all(h is not None and h.endswith(".web.test") for h in hosts)
+    assert 900 < len(hosts) <= 1200  # most of the 1,200 names get at least one URL
+    top = hosts.most_common(1)[0][1]
+    assert 40 < top < 200  # Zipf 0.5: the most popular host has ~1.5 % of the URLs
+    assert urls == urlset.urls()  # the same draw in every run
+    # The keys are those of the one-host set, in the same order.
+    plain = UrlSet("http://127.0.0.1:8123/", spec, queries=6).urls()
+    assert [URL(u).path for u in urls] == [URL(u).path for u in plain]
+    args = spec.args()
+    assert args[args.index("--network") + 1] == "web"
+    assert args[args.index("--host-latency") + 1] == "0.2"
+    assert "web network" in spec.label()

@@ -856,11 +856,9 @@ async def test_a_mapped_address_is_still_judged_by_the_network_policy(
 ) -> None:
     assert dl_host.server is not None
     url = f"http://img.web.test:{dl_host.server.port}/img.png"
-    failure = _failure(
-        await dl_fetch(url, resolve=parse_resolve(["img.web.test:127.0.0.1"]),
-                       policy=NetworkPolicy()),  # fmt: skip
-        "blocked_address",
-    )
+    resolve = parse_resolve(["img.web.test:127.0.0.1"])
+    result = await dl_fetch(url, resolve=resolve, policy=NetworkPolicy())
+    failure = _failure(result, "blocked_address")
     assert "127.0.0.1" in failure.detail
     assert dl_host.hits["img"] == 0
 
@@ -887,14 +885,16 @@ async def test_a_host_that_stops_answering_is_given_up_and_its_other_urls_fail_a
         assert isinstance(await downloader.fetch(_candidate(dl_host.url("/img.png"))), Fetched)
         # The host has answered: a timeout is retried once, and the second in a row (the
         # default --host-failures 2) gives the host up, which ends the retries.
-        hung = _failure(await downloader.fetch(_candidate(dl_host.url("/slow-headers"))),
-                        "timeout")  # fmt: skip
+        hung = _failure(
+            await downloader.fetch(_candidate(dl_host.url("/slow-headers"))), "timeout"
+        )
         assert hung.attempts == 2
         assert "given up" in hung.detail
         assert dl_host.hits["slow-headers"] == 2
         # Its other URLs are not requested at all.
-        later = _failure(await downloader.fetch(_candidate(dl_host.url("/img.png"))),
-                         "host_unresponsive")  # fmt: skip
+        later = _failure(
+            await downloader.fetch(_candidate(dl_host.url("/img.png"))), "host_unresponsive"
+        )
         assert later.attempts == 0
         assert "did not answer 2 requests in a row" in later.detail
         assert dl_host.hits["img"] == 1
@@ -928,29 +928,44 @@ async def test_host_failures_zero_never_gives_a_host_up(
 def test_a_given_up_host_gets_requests_again_after_the_cool_down() -> None:
     now = [0.0]
     breaker = HostBreaker(threshold=2, cooldown=60.0, clock=lambda: now[0])
-    breaker.unanswered("h")
+    breaker.unanswered("h", since=0.0)
     assert breaker.refusal("h") is None  # one failure is not enough
-    breaker.unanswered("h")
+    breaker.unanswered("h", since=0.0)
     assert breaker.refusal("h") is not None
     now[0] = 59.0
     assert breaker.refusal("h") is not None
     now[0] = 61.0
     assert breaker.refusal("h") is None  # cool-down over: requests go again
-    breaker.unanswered("h")  # and a single failure gives it up again
+    breaker.unanswered("h", since=61.0)  # and a single failure gives it up again
     assert breaker.refusal("h") is not None
     assert breaker.given_up == {"h": 2}
     now[0] = 200.0
     assert breaker.refusal("h") is None
     breaker.answered("h")  # an answer clears the count
-    breaker.unanswered("h")
+    breaker.unanswered("h", since=201.0)
     assert breaker.refusal("h") is None
     assert breaker.has_answered("h")
+
+
+def test_a_slow_url_of_a_host_that_answers_others_meanwhile_does_not_count() -> None:
+    now = [10.0]
+    breaker = HostBreaker(threshold=2, cooldown=60.0, clock=lambda: now[0])
+    # Two requests sent at t=0 time out at t=15; the host answered another one at t=10.
+    breaker.answered("busy")
+    now[0] = 15.0
+    breaker.unanswered("busy", since=0.0)
+    breaker.unanswered("busy", since=0.0)
+    assert breaker.refusal("busy") is None
+    assert breaker.given_up == {}
+    # Sent after its last answer: these count.
+    breaker.unanswered("busy", since=11.0)
+    breaker.unanswered("busy", since=11.0)
+    assert breaker.refusal("busy") is not None
 
 
 def test_the_breaker_remembers_a_bounded_number_of_hosts() -> None:
     breaker = HostBreaker(clock=lambda: 0.0, max_hosts=3)
     for i in range(10):
         breaker.answered(f"h{i}")
-    assert [breaker.has_answered(f"h{i}") for i in (0, 6, 7, 8, 9)] == [
-        False, False, True, True, True,
-    ]  # fmt: skip
+    remembered = [breaker.has_answered(f"h{i}") for i in (0, 6, 7, 8, 9)]
+    assert remembered == [False, False, True, True, True]
