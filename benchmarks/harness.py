@@ -80,6 +80,7 @@ class Options:
     network_host_skew: float = 0.5
     host_latency: float = 0.2
     host_latency_p99: float = 5.0
+    drip_max: float = 120.0  # the emulator's --drip-max (its default; a real drip may not end)
     network_concurrency: int = 512
     network_per_host: int = 8  # bingcrawl's default: polite to each host
     network_img2dataset_threads: tuple[int, ...] = (128, 256, 512)
@@ -116,6 +117,7 @@ class Options:
             "network_hosts": 12,
             "host_latency": 0.01,
             "host_latency_p99": 0.1,
+            "drip_max": 2.0,
             "network_concurrency": 16,
             "network_img2dataset_threads": (16,),
             "network_cache_mb": 256,
@@ -227,15 +229,18 @@ def plan(options: Options) -> list[Job]:
 def _network_jobs(o: Options, tools: set[str]) -> list[Job]:
     """The network scenario: bingcrawl at its defaults for many hosts (``--per-host 8``,
     its retries, ``--resolve``), the bare loop, img2dataset without re-encoding (its fastest
-    mode) tuned over its thread counts at its own default timeout (10 s)."""
+    mode) tuned over its thread counts at its own default timeout (10 s), one shard per
+    process."""
     emu = EmulatorSpec(0.0, o.api_latency, "web", o.results_per_query, o.qps,
                        format_mix=o.format_mix, network="web", host_latency=o.host_latency,
-                       host_latency_p99=o.host_latency_p99,
+                       host_latency_p99=o.host_latency_p99, drip_max=o.drip_max,
                        cache_mb=o.network_cache_mb)  # fmt: skip
     c, q = o.network_concurrency, o.network_queries
+    # One shard per process: a shard waits for its slowest download, so more shards would
+    # wait for the slowest hosts more often.
     i2d = ToolSpec("img2dataset", o.network_img2dataset_threads[0], "noreencode",
-                   processes=o.img2dataset_processes,
-                   timeout=o.network_img2dataset_timeout)  # fmt: skip
+                   processes=o.img2dataset_processes, timeout=o.network_img2dataset_timeout,
+                   shards_per_process=1)  # fmt: skip
     polite = ToolSpec("bingcrawl", c, per_host=o.network_per_host, retries=None)
     candidates = [
         ("bingcrawl", polite),

@@ -92,6 +92,7 @@ class ToolSpec:
     per_host: int = 0
     retries: int | None = 1
     timeout: float | None = None
+    shards_per_process: int = 4  # img2dataset
 
     @property
     def name(self) -> str:
@@ -325,6 +326,8 @@ def _argv(spec: ToolSpec, urls: UrlSet, files: dict[str, Path], out: Path, resul
             argv.append("--disable-all-reencoding")
         if spec.timeout:
             argv += ["--timeout", repr(spec.timeout)]
+        if spec.shards_per_process != 4:
+            argv += ["--shards-per-process", str(spec.shards_per_process)]
         return argv, ctx.peers_python
     if spec.kind == "icrawler":
         return [

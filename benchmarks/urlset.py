@@ -52,6 +52,7 @@ class EmulatorSpec:
     network: str = ""
     host_latency: float = 0.2
     host_latency_p99: float = 5.0
+    drip_max: float = 120.0  # a dripping host's body ends after this long
     cache_mb: int = 256
 
     def corpus_config(self) -> CorpusConfig:
@@ -85,7 +86,8 @@ class EmulatorSpec:
         ]  # fmt: skip
         if self.network:
             argv += ["--network", self.network, "--host-latency", repr(self.host_latency),
-                     "--host-latency-p99", repr(self.host_latency_p99)]  # fmt: skip
+                     "--host-latency-p99", repr(self.host_latency_p99),
+                     "--drip-max", repr(self.drip_max)]  # fmt: skip
         if self.warm_queries:
             argv += ["--warm-count", str(self.results_per_query)]
             for q in query_texts(self.warm_queries):

@@ -197,7 +197,11 @@ def add_crawl_options(p: argparse.ArgumentParser) -> None:
         help="largest image accepted, in bytes (larger ones fail as too_large)",
     )
     dl.add_argument(
-        "--timeout", type=float, default=30.0, help="total seconds per download attempt"
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="total seconds to download one image, all its attempts together (the waits "
+        "for the host's turn and between attempts excluded): no URL holds the crawl longer",
     )
     dl.add_argument("--retries", type=int, default=3, help="download retries")
     dl.add_argument(

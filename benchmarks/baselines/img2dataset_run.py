@@ -8,7 +8,9 @@
 ``urllib``) and its other defaults (sha256 computed, EXIF extracted), on
 ``--processes`` processes of ``--threads`` threads. ``--disable-all-reencoding`` is its
 fastest mode (bytes written as downloaded, nothing decoded). The shard size defaults to a
-quarter of the list per process so both processes have work until the end.
+quarter of the list per process so both processes have work until the end
+(``--shards-per-process``: on the network scenario one, since every shard waits for its
+slowest download).
 
 Offline by construction: the caller sets ``NO_ALBUMENTATIONS_UPDATE=1`` (albumentations checks
 PyPI for updates on import otherwise) and wandb stays disabled.
@@ -43,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--threads", type=int, default=64)
     p.add_argument("--shard-size", type=int, default=0)
+    p.add_argument(
+        "--shards-per-process",
+        type=int,
+        default=4,
+        help="without --shard-size: the list in this many shards per process (a shard ends "
+        "with its slowest download: 1 waits for the slowest host once per process)",
+    )
     p.add_argument("--disable-all-reencoding", action="store_true")
     p.add_argument("--timeout", type=float, default=30.0, help="img2dataset's timeout")
     args = p.parse_args(argv)
@@ -52,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     download = importlib.import_module("img2dataset").download
 
     n = sum(1 for line in args.urls.read_text().splitlines() if line.strip())
-    shard = args.shard_size or max(1, math.ceil(n / (4 * args.processes)))
+    shard = args.shard_size or max(1, math.ceil(n / (args.shards_per_process * args.processes)))
     t0 = time.time()
     # img2dataset reports progress with print(); the harness discards stdout anyway.
     with contextlib.redirect_stdout(io.StringIO()):

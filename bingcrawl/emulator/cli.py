@@ -60,6 +60,14 @@ _FLAG_OVERRIDES = {
     "cache_bytes": "--cache-mb",
     "latency_median": "--host-latency",
     "latency_p99": "--host-latency-p99",
+    "drip_max": "--drip-max",
+}
+
+#: NetworkProfile field -> the dest and name of its duration flag (``--network web`` only).
+_NETWORK_FLAGS = {
+    "latency_median": ("host_latency", "--host-latency"),
+    "latency_p99": ("host_latency_p99", "--host-latency-p99"),
+    "drip_max": ("drip_max", "--drip-max"),
 }
 
 #: The choices of ``--network``: one host (``none``) or a web of hosts (``web``).
@@ -283,6 +291,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "hosts' latencies are lognormal)",
     )
     images.add_argument(
+        "--drip-max",
+        metavar="DURATION",
+        help="with --network web: how long a dripping host trickles a body before it sends "
+        "the rest at once (default 120s; a real one may never stop)",
+    )
+    images.add_argument(
         "--slow-seconds",
         default="30",
         metavar="DURATION",
@@ -359,21 +373,19 @@ def _network(args: argparse.Namespace) -> NetworkProfile | None:
     choice = str(getattr(args, "network", None) or "none").strip().lower()
     if choice not in NETWORKS:
         raise ConfigError("--network", f"must be one of {', '.join(NETWORKS)}, got {choice!r}")
-    median_text = getattr(args, "host_latency", None)
-    p99_text = getattr(args, "host_latency_p99", None)
+    given = {
+        name: (flag, text)
+        for name, (dest, flag) in _NETWORK_FLAGS.items()
+        if (text := getattr(args, dest, None)) is not None
+    }
     if choice == "none":
-        for flag, text in (("--host-latency", median_text), ("--host-latency-p99", p99_text)):
-            if text is not None:
-                raise ConfigError(flag, "applies only with --network web")
+        for flag, _ in given.values():
+            raise ConfigError(flag, "applies only with --network web")
         return None
-    defaults = NetworkProfile()
-    median = defaults.latency_median
-    if median_text is not None:
-        median = parse_duration(median_text, "--host-latency")
-    p99 = defaults.latency_p99
-    if p99_text is not None:
-        p99 = parse_duration(p99_text, "--host-latency-p99")
-    return NetworkProfile(seed=args.seed, latency_median=median, latency_p99=p99)
+    durations: dict[str, Any] = {
+        name: parse_duration(text, flag) for name, (flag, text) in given.items()
+    }
+    return NetworkProfile(seed=args.seed, **durations)
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:

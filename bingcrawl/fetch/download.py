@@ -21,13 +21,14 @@ Failures are data: :meth:`Downloader.fetch` never raises for network or HTTP tro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
 import socket
 import zlib
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace, TracebackType
 from typing import Self
@@ -111,8 +112,10 @@ def _require_number(option: str, value: object, *, allow_zero: bool) -> None:
 class DownloadConfig:
     """How images are downloaded; every field maps to a CLI option named in its errors.
 
-    ``timeout`` is the total deadline of one attempt (all redirect hops included, waiting for
-    a free connection slot excluded); ``connect_timeout`` bounds each TCP/TLS connect and
+    ``timeout`` is the total deadline of one image, its attempts and redirect hops together
+    (waiting for the host's turn or a free connection, and the backoff between attempts,
+    excluded): a retry gets what the attempts before it left, so no URL holds the crawl
+    longer than ``timeout`` plus its backoff; ``connect_timeout`` bounds each TCP/TLS connect and
     ``read_timeout`` each socket read. After ``throughput_grace`` seconds of body, a transfer
     slower than ``min_throughput`` bytes/s on average is abandoned as ``too_slow`` (0
     disables). ``retries`` is the number of attempts after the first; backoff before retry
@@ -341,6 +344,78 @@ class HostHolds:
         self._until.pop(host, None)
 
 
+class HostSlots:
+    """At most ``per_host`` requests at a time to one host (``caps`` lower it for some),
+    first come first served.
+
+    The downloader takes a host's slot before it asks aiohttp for a connection, so a request
+    that had to wait for its turn looks at the host again once it has it (a host given up
+    meanwhile is not asked). A host is remembered only while it has requests under way or
+    waiting, so the table stays the size of the crawl's working set.
+    """
+
+    __slots__ = ("_busy", "_caps", "_per_host", "_waiters")
+
+    def __init__(self, per_host: int, caps: Mapping[str, int] | None = None) -> None:
+        self._per_host = per_host
+        self._caps = dict(caps or {})
+        self._busy: dict[str, int] = {}
+        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._busy)
+
+    def busy(self, host: str) -> int:
+        """Requests under way to ``host``."""
+        return self._busy.get(host, 0)
+
+    def waiting(self, host: str) -> int:
+        """Requests waiting for a slot of ``host``."""
+        return len(self._waiters.get(host, ()))
+
+    async def acquire(self, host: str) -> None:
+        """Wait for a slot of ``host`` (give it back with :meth:`release`)."""
+        busy = self._busy.get(host, 0)
+        if busy < self._caps.get(host, self._per_host) and host not in self._waiters:
+            self._busy[host] = busy + 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(host, deque()).append(waiter)
+        try:
+            await waiter  # release() hands its slot over: the count does not change
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(host)  # handed a slot while being cancelled: pass it on
+            else:
+                self._forget(host, waiter)
+            raise
+
+    def release(self, host: str) -> None:
+        """Give back a slot of ``host``: to the first waiter, if any."""
+        waiters = self._waiters.get(host)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                if not waiters:
+                    del self._waiters[host]
+                waiter.set_result(None)
+                return
+        self._waiters.pop(host, None)
+        busy = self._busy.get(host, 0) - 1
+        if busy > 0:
+            self._busy[host] = busy
+        else:
+            self._busy.pop(host, None)
+
+    def _forget(self, host: str, waiter: asyncio.Future[None]) -> None:
+        waiters = self._waiters.get(host)
+        if waiters is not None:
+            with contextlib.suppress(ValueError):
+                waiters.remove(waiter)
+            if not waiters:
+                del self._waiters[host]
+
+
 class HostBreaker:
     """Hosts that stopped answering: their other URLs fail at once instead of each waiting
     out its timeouts.
@@ -465,6 +540,15 @@ class _Deadline:
             return
         self._timeout.reschedule(self._loop.time() + self._remaining)
         self._remaining = None
+
+    def left(self) -> float:
+        """Seconds the attempt had left when it ended (0 once expired)."""
+        if self._timeout.expired():
+            return 0.0
+        if self._remaining is not None:
+            return self._remaining
+        when = self._timeout.when()
+        return 0.0 if when is None else max(0.0, when - self._loop.time())
 
 
 async def _on_queued_start(
@@ -603,9 +687,8 @@ class Downloader:
             if config.etiquette.needs_origin
             else None
         )
-        # Hosts with their own, lower concurrency (created lazily: a semaphore binds its loop).
-        self._host_caps = dict(config.host_limits)
-        self._host_slots: dict[str, asyncio.Semaphore] = {}
+        # --per-host, lower for hosts with their own limit.
+        self._slots = HostSlots(config.per_host, dict(config.host_limits))
         self._sleep = sleep
         self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
@@ -732,9 +815,10 @@ class Downloader:
             # yarl's form is ASCII and percent-encoded: safe as a header value.
             headers["Referer"] = str(URL(referer).with_fragment(None))
         attempts = 0
+        budget = cfg.timeout  # for all the attempts together
         while True:
             attempts += 1
-            result = await self._attempt(session, url, headers)
+            result, budget = await self._attempt(session, url, headers, budget)
             if isinstance(result, _Body):
                 return Fetched(
                     candidate=candidate,
@@ -745,6 +829,9 @@ class Downloader:
                     attempts=attempts,
                     elapsed=loop.time() - started,
                 )
+            if result.retryable and attempts <= cfg.retries and budget <= 0:
+                result.detail += f" (not retried: the {cfg.timeout:g}s of --timeout are spent)"
+                result.retryable = False
             if not result.retryable or attempts > cfg.retries:
                 if result.hold is not None:  # the last attempt: the others still see the pause
                     self._holds.hold(result.hold, self.backoff_delay(attempts, result.retry_after))
@@ -770,25 +857,27 @@ class Downloader:
         )
 
     async def _attempt(
-        self, session: aiohttp.ClientSession, url: URL, headers: dict[str, str]
-    ) -> _Body | _Failure:
-        """One attempt: the request, every redirect hop and the body, under one deadline."""
+        self, session: aiohttp.ClientSession, url: URL, headers: dict[str, str], budget: float
+    ) -> tuple[_Body | _Failure, float]:
+        """One attempt: the request, every redirect hop and the body, under one deadline of
+        ``budget`` seconds (waits for the host's turn excluded); also the seconds left."""
         loop = asyncio.get_running_loop()
         deadline: _Deadline | None = None
         try:
-            async with asyncio.timeout(self._config.timeout) as timeout:
+            async with asyncio.timeout(budget) as timeout:
                 deadline = _Deadline(timeout, loop)
-                return await self._follow(session, url, headers, deadline)
+                result = await self._follow(session, url, headers, deadline)
+            return result, deadline.left()
         except TimeoutError:
             # Only the deadline gets here: _follow classifies every other timeout itself.
             failure = _Failure(
                 ErrorClass.TIMEOUT,
-                f"no complete response within the {self._config.timeout}s deadline",
+                f"no complete response within the {self._config.timeout:g}s deadline",
                 retryable=True,
             )
             if deadline is not None and deadline.host and not deadline.answered:
-                return self._no_answer(deadline, failure)
-            return failure
+                return self._no_answer(deadline, failure), 0.0
+            return failure, 0.0
 
     def _no_answer(self, deadline: _Deadline, failure: _Failure) -> _Failure:
         """Count the request of ``deadline``'s hop, which got no status line; it is not
@@ -845,11 +934,13 @@ class Downloader:
                 deadline.pause()
                 await self._holds.wait(host, self._sleep)
                 deadline.resume()
-            slot = self._slot(host)
-            if slot is not None:
-                deadline.pause()  # (the same for a slot of a host with its own limit)
-                await slot.acquire()
-                deadline.resume()
+            deadline.pause()  # (the same for the host's turn under --per-host)
+            await self._slots.acquire(host)
+            deadline.resume()
+            given_up = self._breaker.refusal(host)  # (given up while this one waited?)
+            if given_up is not None:
+                self._slots.release(host)
+                return _Failure(ErrorClass.HOST_UNRESPONSIVE, given_up, sent=redirects > 0)
             deadline.host, deadline.answered = host, False
             deadline.sent_at = self._breaker.now()
             try:
@@ -870,8 +961,7 @@ class Downloader:
                     return failure
                 return self._no_answer(deadline, failure)
             finally:
-                if slot is not None:
-                    slot.release()
+                self._slots.release(host)
             if isinstance(target, _Failure):
                 return target
             redirects += 1
@@ -884,16 +974,6 @@ class Downloader:
                 return _Failure(ErrorClass.TOO_MANY_REDIRECTS, f"redirect loop back to {key}")
             seen.add(key)
             current = target
-
-    def _slot(self, host: str) -> asyncio.Semaphore | None:
-        """The semaphore of a host with its own concurrency limit (None for the others)."""
-        cap = self._host_caps.get(host)
-        if cap is None:
-            return None
-        slot = self._host_slots.get(host)
-        if slot is None:
-            slot = self._host_slots[host] = asyncio.Semaphore(cap)
-        return slot
 
     @staticmethod
     def _redirect_target(resp: aiohttp.ClientResponse, current: URL) -> URL | _Failure:

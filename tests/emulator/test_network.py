@@ -383,9 +383,11 @@ def test_network_flags_reach_the_config() -> None:
     assert config_from_args(parse()).images.network is None
     config = config_from_args(
         parse("--network", "web", "--seed", "4", "--host-latency", "50ms",
-              "--host-latency-p99", "2s", "--image-size", "web")
+              "--host-latency-p99", "2s", "--image-size", "web", "--drip-max", "30s")
     )  # fmt: skip
-    assert config.images.network == NetworkProfile(seed=4, latency_median=0.05, latency_p99=2.0)
+    assert config.images.network == NetworkProfile(
+        seed=4, latency_median=0.05, latency_p99=2.0, drip_max=30.0
+    )
     assert config.corpus.image_size == "web"
     assert config_from_args(parse("--network", "WEB")).images.network == NetworkProfile()
     assert config_from_args(parse("--network", "none")).images.network is None
@@ -401,6 +403,8 @@ def test_network_flags_reach_the_config() -> None:
         (["--network", "web", "--host-latency-p99=-1s"], "--host-latency-p99"),
         (["--host-latency", "1s"], "--host-latency"),
         (["--host-latency-p99", "1s"], "--host-latency-p99"),
+        (["--drip-max", "1s"], "--drip-max"),
+        (["--network", "web", "--drip-max", "-1"], "--drip-max"),
         (["--network", "web", "--seed", "-2"], "--seed"),
         (["--image-size", "webby"], "--image-size"),
     ],

@@ -25,7 +25,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bingcrawl.errors import ConfigError
-from bingcrawl.fetch.download import DownloadConfig, Downloader, HostBreaker, HostRates
+from bingcrawl.fetch.download import (
+    DownloadConfig,
+    Downloader,
+    HostBreaker,
+    HostRates,
+    HostSlots,
+)
 from bingcrawl.fetch.etiquette import Etiquette
 from bingcrawl.fetch.netpolicy import NetworkPolicy, StaticResolver, parse_resolve
 from bingcrawl.records import Candidate, DownloadFailure, Fetched
@@ -969,3 +975,73 @@ def test_the_breaker_remembers_a_bounded_number_of_hosts() -> None:
         breaker.answered(f"h{i}")
     remembered = [breaker.has_answered(f"h{i}") for i in (0, 6, 7, 8, 9)]
     assert remembered == [False, False, True, True, True]
+
+
+async def test_requests_that_waited_for_a_given_up_hosts_turn_are_not_sent(
+    dl_host: ImageHost,
+) -> None:
+    config = _config(read_timeout=0.2, retries=3, per_host=1, host_failures=1)
+    async with Downloader(config) as downloader:
+        url = dl_host.url("/slow-headers")
+        results = await asyncio.gather(*(downloader.fetch(_candidate(url)) for _ in range(3)))
+    classes = sorted((r.error_class, r.attempts) for r in results if isinstance(r, DownloadFailure))
+    assert classes == [("host_unresponsive", 0), ("host_unresponsive", 0), ("timeout", 1)]
+    assert dl_host.hits["slow-headers"] == 1  # the two that waited their turn were not sent
+
+
+async def test_retries_share_the_timeout_of_their_image(dl_host: ImageHost) -> None:
+    # The host has answered before, so its timeouts are retried, but every attempt takes
+    # from the one --timeout: 0.3 s of socket timeout, then what is left of 0.5 s, then none.
+    config = _config(read_timeout=0.3, timeout=0.5, retries=5, host_failures=0)
+    async with Downloader(config) as downloader:
+        assert isinstance(await downloader.fetch(_candidate(dl_host.url("/img.png"))), Fetched)
+        started = time.monotonic()
+        failure = _failure(
+            await downloader.fetch(_candidate(dl_host.url("/slow-headers"))), "timeout"
+        )
+        spent = time.monotonic() - started
+    assert failure.attempts == 2
+    assert "--timeout are spent" in failure.detail
+    assert dl_host.hits["slow-headers"] == 2
+    assert spent >= 0.5  # both attempts ran their course (a lower bound only)
+
+
+async def test_host_slots_hand_over_in_order_and_forget_idle_hosts() -> None:
+    slots = HostSlots(per_host=2, caps={"small.test": 1})
+    order: list[str] = []
+    got = {name: asyncio.Event() for name in ("a1", "a2", "a3")}
+    done = {name: asyncio.Event() for name in ("a1", "a2", "a3")}
+
+    async def take(name: str) -> None:
+        await slots.acquire("a.test")
+        order.append(name)
+        got[name].set()
+        await done[name].wait()
+        slots.release("a.test")
+
+    tasks = [asyncio.create_task(take(name)) for name in ("a1", "a2", "a3")]
+    await got["a1"].wait()
+    await got["a2"].wait()
+    await asyncio.sleep(0)  # (a3 runs up to its wait)
+    assert order == ["a1", "a2"]
+    assert (slots.busy("a.test"), slots.waiting("a.test")) == (2, 1)
+    done["a1"].set()  # a1's slot goes to a3
+    await got["a3"].wait()
+    assert order == ["a1", "a2", "a3"]
+    assert (slots.busy("a.test"), slots.waiting("a.test")) == (2, 0)
+    done["a2"].set()
+    done["a3"].set()
+    await asyncio.gather(*tasks)
+    assert len(slots) == 0  # nothing under way: the host is forgotten
+
+    # A host with its own cap; a waiter cancelled while waiting leaves no trace.
+    await slots.acquire("small.test")
+    waiter = asyncio.create_task(slots.acquire("small.test"))
+    await asyncio.sleep(0)  # (it runs up to its wait)
+    assert slots.waiting("small.test") == 1
+    waiter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiter
+    assert slots.waiting("small.test") == 0
+    slots.release("small.test")
+    assert len(slots) == 0
