@@ -175,7 +175,12 @@ def add_crawl_options(p: argparse.ArgumentParser) -> None:
             help=_filter_help(param),
         )
     dl = p.add_argument_group("downloads")
-    dl.add_argument("--concurrency", type=int, default=64, help="downloads at the same time")
+    dl.add_argument(
+        "--concurrency",
+        type=int,
+        default=256,
+        help="downloads at the same time, over all hosts (--per-host caps each host)",
+    )
     dl.add_argument(
         "--per-host", type=int, default=8, help="downloads at the same time from one host"
     )

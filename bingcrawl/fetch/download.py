@@ -131,7 +131,7 @@ class DownloadConfig:
     (:mod:`bingcrawl.fetch.etiquette`).
     """
 
-    concurrency: int = 64
+    concurrency: int = 256
     per_host: int = 8
     host_rate: float = 0.0
     #: Hosts that ask for fewer downloads at a time than ``per_host``: (host, limit) pairs.

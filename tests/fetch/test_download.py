@@ -667,7 +667,7 @@ async def test_lifecycle() -> None:
 
 def test_defaults() -> None:
     cfg = DownloadConfig()
-    assert (cfg.concurrency, cfg.per_host, cfg.max_bytes) == (64, 8, 20 * 1024 * 1024)
+    assert (cfg.concurrency, cfg.per_host, cfg.max_bytes) == (256, 8, 20 * 1024 * 1024)
     assert (cfg.timeout, cfg.connect_timeout, cfg.read_timeout) == (30.0, 10.0, 15.0)
     assert cfg.retry_statuses == frozenset({408, 429, 500, 502, 503, 504})
     assert cfg.max_redirects == 5
