@@ -72,7 +72,7 @@ class FileSink:
         self, candidate: Candidate, hashed: Hashed, body: bytes, fetched_at: float | None
     ) -> Placed:
         name = f"{member_key(hashed)}.{hashed.ext}"
-        return Placed(await asyncio.wrap_future(self.writer.submit(candidate.label, name, body)))
+        return Placed(await self.writer.put(candidate.label, name, body))
 
     def close(self) -> None:
         self.writer.close()

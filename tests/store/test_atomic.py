@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,99 @@ def test_image_writer_keeps_a_bounded_number_of_directories_open(tmp_path: Path)
     assert writer.open_dirs == 0
     assert (tmp_path / "images/label00/fedcba9876543210.jpg").read_bytes() == b"again"
     assert len(list((tmp_path / "images").iterdir())) == 40
+
+
+async def test_image_writer_writes_bursts_of_puts_from_one_thread(tmp_path: Path) -> None:
+    writer = ImageFileWriter(tmp_path)
+    threads: set[int] = set()
+    write = writer.write
+
+    def spy(label: str, name: str, data: bytes) -> str:
+        threads.add(threading.get_ident())
+        return write(label, name, data)
+
+    writer.write = spy  # type: ignore[method-assign]
+    try:
+        names = [f"{i:016x}.jpg" for i in range(50)]
+        paths = await asyncio.gather(*(writer.put("cat", n, n.encode()) for n in names))
+        assert paths == [f"images/cat/{n}" for n in names]
+        # one more burst after the thread went idle, and a write queued from another thread
+        assert await writer.put("dog", "00000000000000aa.jpg", b"late") == (
+            "images/dog/00000000000000aa.jpg"
+        )
+        assert writer.submit("dog", "00000000000000bb.jpg", b"sub").result(5) == (
+            "images/dog/00000000000000bb.jpg"
+        )
+    finally:
+        writer.close()
+    assert len(threads) == 1
+    assert threading.get_ident() not in threads
+    assert all((tmp_path / "images/cat" / n).read_bytes() == n.encode() for n in names)
+    assert len(_all_files(tmp_path)) == 52  # no temp file left behind
+
+
+async def test_a_failed_write_fails_its_caller_only(tmp_path: Path) -> None:
+    writer = ImageFileWriter(tmp_path)
+    try:
+        results = await asyncio.gather(
+            writer.put("cat", "0000000000000001.jpg", b"one"),
+            writer.put("cat", "../escape.jpg", b"bad"),
+            writer.put("cat", "0000000000000002.jpg", b"two"),
+            return_exceptions=True,
+        )
+    finally:
+        writer.close()
+    assert results[0] == "images/cat/0000000000000001.jpg"
+    assert isinstance(results[1], UnsafePathError)
+    assert results[2] == "images/cat/0000000000000002.jpg"
+    assert _all_files(tmp_path) == [
+        "images/cat/0000000000000001.jpg",
+        "images/cat/0000000000000002.jpg",
+    ]
+
+
+async def test_close_finishes_queued_writes_and_refuses_new_ones(tmp_path: Path) -> None:
+    writer = ImageFileWriter(tmp_path)
+    release = threading.Event()
+    write = writer.write
+
+    def slow(label: str, name: str, data: bytes) -> str:
+        release.wait(5)
+        return write(label, name, data)
+
+    writer.write = slow  # type: ignore[method-assign]
+    queued = [asyncio.ensure_future(writer.put("cat", f"{i:016x}.jpg", b"x")) for i in range(5)]
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.to_thread(writer.close)
+    assert len(_all_files(tmp_path)) == 5
+    assert len(await asyncio.gather(*queued)) == 5
+    with pytest.raises(RuntimeError, match="closed"):
+        await writer.put("cat", "00000000000000ff.jpg", b"x")
+    writer.close()  # idempotent
+
+
+async def test_a_caller_cancelled_before_its_write_started_cancels_it(tmp_path: Path) -> None:
+    writer = ImageFileWriter(tmp_path)
+    started, release = threading.Event(), threading.Event()
+    write = writer.write
+
+    def blocking(label: str, name: str, data: bytes) -> str:
+        started.set()
+        release.wait(5)
+        return write(label, name, data)
+
+    writer.write = blocking  # type: ignore[method-assign]
+    try:
+        first = asyncio.ensure_future(writer.put("cat", "0000000000000001.jpg", b"one"))
+        await asyncio.to_thread(started.wait, 5)  # the thread is inside the first write
+        second = asyncio.ensure_future(writer.put("cat", "0000000000000002.jpg", b"two"))
+        await asyncio.sleep(0)
+        second.cancel()
+        release.set()
+        assert await first == "images/cat/0000000000000001.jpg"
+        with pytest.raises(asyncio.CancelledError):
+            await second
+    finally:
+        await asyncio.to_thread(writer.close)
+    assert _all_files(tmp_path) == ["images/cat/0000000000000001.jpg"]
