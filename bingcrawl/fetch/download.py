@@ -7,9 +7,11 @@ Image hosts are strangers, so every defence is on by default:
   and again on the address actually connected, after DNS;
 * bodies are streamed under a running byte cap (``Content-Length`` is checked first), with
   ``Accept-Encoding: identity`` and compressed encodings refused, so nothing is ever inflated;
-* nothing can hang: socket connect and read timeouts, a total deadline per attempt (time spent
-  queueing for a connection slot does not count), and a minimum throughput so a slow drip
-  cannot hold a worker for the whole deadline;
+* nothing can hang: socket connect and read timeouts, one total deadline per image for all
+  its attempts (time spent waiting for the host's turn or a connection slot does not count),
+  and a minimum throughput so a slow drip cannot hold a worker for the whole deadline;
+* a host that stops answering is given up for a while (:class:`HostBreaker`), so its other
+  URLs fail at once instead of each waiting out its timeouts;
 * content is identified by its first bytes, never by ``Content-Type``: HTML or SVG served as
   ``image/jpeg`` is dropped after its first chunk, a JPEG served as ``text/html`` is kept;
 * transient failures (``retry_statuses``, connection errors, timeouts, truncated bodies) are
