@@ -19,7 +19,7 @@ from typing import Any
 
 from bingcrawl.fetch.netpolicy import StaticResolver, parse_resolve
 
-__all__ = ["ENV", "install_from_env", "resolve_value"]
+__all__ = ["ENV", "install_from_env", "pairs_from_env", "resolve_value"]
 
 #: The environment variable carrying the map (``--resolve`` syntax, comma-separated).
 ENV = "BENCHMARK_RESOLVE"
@@ -32,16 +32,24 @@ def resolve_value(domain: str, address: str = "127.0.0.1") -> str:
     return f"*.{domain}:{address}"
 
 
-def install_from_env() -> bool:
-    """Make ``socket.getaddrinfo`` answer the names of :data:`ENV` (once per process)."""
-    global _installed
-    value = os.environ.get(ENV, "")
-    if _installed or not value:
-        return _installed
-    pairs = parse_resolve(v for v in value.split(",") if v)
+def pairs_from_env() -> tuple[tuple[str, str], ...]:
+    """The map of :data:`ENV` as :func:`~bingcrawl.fetch.netpolicy.parse_resolve` pairs
+    (empty when unset); an address outside loopback is refused."""
+    pairs = parse_resolve(v for v in os.environ.get(ENV, "").split(",") if v)
     for _, address in pairs:
         if not ipaddress.ip_address(address).is_loopback:
             raise ValueError(f"{ENV}: {address} is not a loopback address")
+    return pairs
+
+
+def install_from_env() -> bool:
+    """Make ``socket.getaddrinfo`` answer the names of :data:`ENV` (once per process)."""
+    global _installed
+    if _installed:
+        return True
+    pairs = pairs_from_env()
+    if not pairs:
+        return False
     lookup = StaticResolver(pairs).lookup
     original = socket.getaddrinfo
 

@@ -24,7 +24,7 @@ import aiohttp
 from benchmarks import hostmap
 from benchmarks.measure import write_result
 from bingcrawl import eventloop
-from bingcrawl.fetch.netpolicy import StaticResolver, parse_resolve
+from bingcrawl.fetch.netpolicy import StaticResolver
 from bingcrawl.obs.looplag import monitor_lag
 
 
@@ -38,7 +38,7 @@ async def fetch_all(
     for item in enumerate(urls):
         queue.put_nowait(item)
     counts = {"ok": 0, "failed": 0}
-    pairs = parse_resolve(v for v in os.environ.get(hostmap.ENV, "").split(",") if v)
+    pairs = hostmap.pairs_from_env()
     connector = aiohttp.TCPConnector(
         limit=concurrency,
         limit_per_host=concurrency,
